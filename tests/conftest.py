@@ -1,0 +1,103 @@
+"""Shared helpers: the script imported in-process, and ways to look at a tree."""
+
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Dict, Iterable, Set, Tuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "create_media_structure.py"
+sys.path.insert(0, str(ROOT))
+
+import create_media_structure as cms  # noqa: E402
+
+
+def expected_dirs(extra: Iterable[str] = ()) -> Set[str]:
+    """The tree's folders as relative paths, worked out here independently of the script."""
+    categories = ["books", "movies", "music", "tv", "anime", "anime/movies", "anime/tv"]
+    categories += list(extra)
+    dirs = {"data", "data/media"}
+    for source in ("torrents", "usenet", "ddl"):
+        dirs |= {"data/" + source, "data/%s/incomplete" % source, "data/%s/complete" % source}
+        dirs |= {"data/%s/complete/%s" % (source, c) for c in categories}
+    dirs |= {"data/media/" + c for c in categories}
+    dirs.add("data/media/personal")
+    for kind in ("rip", "remux"):
+        dirs.add("data/media/personal/" + kind)
+        for c in ("movies", "tv", "anime", "anime/movies", "anime/tv"):
+            dirs.add("data/media/personal/%s/%s" % (kind, c))
+    return dirs
+
+
+def dirs_on_disk(base: Path) -> Set[str]:
+    """Every real folder below base (not following symlinks), relative to it."""
+    found = set()
+    for top, dirnames, _ in os.walk(str(base)):
+        for name in dirnames:
+            path = os.path.join(top, name)
+            if not os.path.islink(path):
+                found.add(os.path.relpath(path, str(base)))
+    return found
+
+
+Snapshot = Dict[str, Tuple[object, ...]]
+
+
+def snapshot(base: Path) -> Snapshot:
+    """lstat, contents and link targets of everything below base, for 'nothing changed'."""
+    seen = {}  # type: Snapshot
+    for top, dirnames, filenames in os.walk(os.fsencode(str(base))):
+        for name in dirnames + filenames:
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            extra = b""  # type: object
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as handle:
+                    extra = handle.read()
+            elif stat.S_ISLNK(st.st_mode):
+                extra = os.readlink(path)
+            key = os.fsdecode(os.path.relpath(path, os.fsencode(str(base))))
+            seen[key] = (st.st_mode, st.st_uid, st.st_gid, st.st_ino, st.st_mtime_ns, extra)
+    return seen
+
+
+@pytest.fixture(autouse=True)
+def not_root(monkeypatch):
+    """CI runs as root; the tests see a plain user unless they say otherwise."""
+    if hasattr(os, "geteuid"):
+        monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+
+@pytest.fixture
+def run(capsys):
+    """Call main in-process; return (exit code, stdout, stderr), usage errors included."""
+
+    def call(*argv: str) -> Tuple[int, str, str]:
+        try:
+            code = cms.main(list(argv))
+        except SystemExit as exit:  # argparse's own usage errors and --help
+            code = exit.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return call
+
+
+def pyenv_pythons() -> Dict[str, str]:
+    """The CPython 3 interpreters pyenv has here: version -> path."""
+    import glob
+    import subprocess
+
+    try:
+        root = subprocess.run(
+            ["pyenv", "root"], stdout=subprocess.PIPE, universal_newlines=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        root = os.path.expanduser("~/.pyenv")
+    found = {}
+    for path in glob.glob(os.path.join(root, "versions", "3.*", "bin", "python3")):
+        found[os.path.basename(os.path.dirname(os.path.dirname(path)))] = path
+    return found

@@ -1,0 +1,571 @@
+"""The creator: the tree, idempotence, --dry-run, --owner, --mode, errors, output."""
+
+import errno
+import io
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import SCRIPT, cms, dirs_on_disk, expected_dirs, pyenv_pythons, snapshot
+
+
+def fail_on_call(monkeypatch, name, number, error, under="/tmp"):
+    """Make the number-th call of os.<name> on a path below `under` raise.
+
+    error is an errno (raised as OSError) or an exception to raise as it is.
+    """
+    real = getattr(os, name)
+    calls = []
+
+    def fake(path, *args, **kwargs):
+        if os.fsdecode(path).startswith(under):
+            calls.append(path)
+        if len(calls) == number and os.fsdecode(path).startswith(under):
+            if isinstance(error, int):
+                raise OSError(error, os.strerror(error), path)
+            raise error
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, name, fake)
+    return calls
+
+
+def test_the_constant_is_the_issues_tree():
+    folders = cms.list_folders(cms.TREE)
+    assert len(folders) == 52
+    assert {"/".join(f.parts) for f in folders} == expected_dirs()
+    assert cms.SOURCES == ("torrents", "usenet", "ddl")
+
+
+def test_fresh_run_creates_exactly_the_tree(tmp_path, run):
+    code, out, err = run("--path", str(tmp_path))
+    assert code == 0
+    assert dirs_on_disk(tmp_path) == expected_dirs()
+    assert list(tmp_path.iterdir()) == [tmp_path / "data"]
+    lines = out.splitlines()
+    assert lines[0].startswith(str(tmp_path / "data") + "/")
+    assert lines[0].endswith("created")
+    assert len(lines) == 53
+    assert lines[-1] == "done: 52 created, 0 changed, 0 already there in %s" % (tmp_path / "data")
+    assert "\u2502   \u251c\u2500\u2500 incomplete/" in out
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o777])
+def test_new_folders_are_0775_whatever_the_umask(tmp_path, run, umask):
+    old = os.umask(umask)
+    try:
+        assert run("--path", str(tmp_path))[0] == 0
+        assert os.umask(old) == umask  # restored after the run
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(os.stat(str(tmp_path / d)).st_mode) for d in expected_dirs()}
+    assert modes == {0o775}
+
+
+def test_rerun_changes_nothing(tmp_path, run):
+    run("--path", str(tmp_path))
+    (tmp_path / "data" / "media" / "movies" / "film.mkv").write_bytes(b"x" * 10)
+    before = snapshot(tmp_path)
+    code, out, _ = run("--path", str(tmp_path))
+    assert code == 0
+    assert snapshot(tmp_path) == before
+    assert out.splitlines()[-1].startswith("done: 0 created, 0 changed, 52 already there")
+    assert out.count("already there") == 53
+
+
+def test_dry_run_touches_nothing(tmp_path, run):
+    before = snapshot(tmp_path)
+    code, out, _ = run(
+        "--path", str(tmp_path), "--dry-run", "--owner", "4242:4343", "--mode", "2770"
+    )
+    assert code == 0
+    assert snapshot(tmp_path) == before
+    assert out.count("would create") == 52
+    assert out.splitlines()[-1] == (
+        "dry run: 52 to create, 0 to change, 0 already there in %s; nothing was changed"
+        % (tmp_path / "data")
+    )
+
+
+def test_dry_run_shows_changes(tmp_path, run):
+    run("--path", str(tmp_path))
+    shutil.rmtree(str(tmp_path / "data" / "ddl"))
+    before = snapshot(tmp_path)
+    code, out, _ = run("--path", str(tmp_path), "-n", "--mode", "770")
+    assert code == 0
+    assert snapshot(tmp_path) == before
+    assert "would change (mode 0775 -> 0770)" in out
+    assert "dry run: 10 to create, 42 to change, 0 already there" in out
+
+
+def test_missing_path_creates_nothing(tmp_path, run):
+    target = tmp_path / "user"
+    code, out, err = run("--path", str(target))
+    assert code == 1
+    assert out == ""
+    assert (
+        err
+        == "error: %s: no such folder; is the array / volume mounted? Nothing was created.\n"
+        % target
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_path_that_is_a_file(tmp_path, run):
+    (tmp_path / "f").write_text("x")
+    code, _, err = run("--path", str(tmp_path / "f"))
+    assert code == 1
+    assert err.startswith("error: %s: not a folder" % (tmp_path / "f"))
+
+
+def test_path_stat_error_is_one_line(tmp_path, run, monkeypatch):
+    fail_on_call(monkeypatch, "stat", 1, errno.EACCES)
+    code, _, err = run("--path", str(tmp_path))
+    assert code == 1
+    assert err.startswith("error: %s: Permission denied (no permission" % tmp_path)
+    assert len(err.splitlines()) == 1
+
+
+def test_default_path_is_the_current_folder_and_tilde_expands(tmp_path, run, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run()[0] == 0
+    assert (tmp_path / "data" / "media").is_dir()
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    assert run("--path", "~")[0] == 0
+    assert (home / "data" / "usenet" / "complete").is_dir()
+    (tmp_path / "rel").mkdir()
+    code, out, _ = run("--path", "rel", "-n")
+    assert str(tmp_path / "rel" / "data") in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling", "fifo", "symlink-to-file"])
+def test_something_in_the_way_is_a_conflict(tmp_path, run, kind):
+    media = tmp_path / "data" / "media"
+    media.mkdir(parents=True)
+    blocker = media / "movies"
+    if kind == "file":
+        blocker.write_text("mine")
+        what = "a file"
+    elif kind == "dangling":
+        blocker.symlink_to(tmp_path / "nowhere")
+        what = "a dangling symlink -> %s" % (tmp_path / "nowhere")
+    elif kind == "fifo":
+        os.mkfifo(str(blocker))
+        what = "a fifo"
+    else:
+        (tmp_path / "f").write_text("x")
+        blocker.symlink_to(tmp_path / "f")
+        what = "a symlink to file -> %s" % (tmp_path / "f")
+    (tmp_path / "data" / "usenet").write_text("also mine")
+    before = snapshot(tmp_path)
+    code, out, err = run("--path", str(tmp_path))
+    assert code == 1
+    assert snapshot(tmp_path) == before
+    assert err.splitlines() == [
+        "error: %s: a file is in the way" % (tmp_path / "data" / "usenet"),
+        "error: %s: %s is in the way" % (blocker, what),
+        "error: 2 thing(s) in the way of the tree; move them away and run again. "
+        "Nothing was created.",
+    ]
+    assert "movies/" in out and "in the way: " + what in out
+
+
+def test_symlink_to_a_folder_counts_as_present(tmp_path, run):
+    elsewhere = tmp_path / "disk2"
+    elsewhere.mkdir()
+    base = tmp_path / "base"
+    (base / "data").mkdir(parents=True)
+    (base / "data" / "media").symlink_to(elsewhere)
+    code, out, _ = run("--path", str(base), "--owner", "4242:4343", "--mode", "2770")
+    assert code == 0
+    assert "media/  " in out and "already there (symlink -> %s)" % elsewhere in out
+    # Its sub-folders are made through it; the link and its target keep their owner.
+    assert (elsewhere / "personal" / "remux" / "anime" / "tv").is_dir()
+    assert os.lstat(str(base / "data" / "media")).st_uid == 0
+    assert os.stat(str(elsewhere)).st_uid == 0
+    assert os.stat(str(elsewhere / "movies")).st_uid == 4242
+
+
+@pytest.mark.parametrize(
+    "error", [errno.EACCES, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO]
+)
+def test_os_error_mid_run_stops_and_says_how_far_it_got(tmp_path, run, monkeypatch, error):
+    calls = fail_on_call(monkeypatch, "mkdir", 20, error)
+    code, out, err = run("--path", str(tmp_path))
+    assert code == 1
+    assert out == ""
+    first, second = err.splitlines()
+    assert first.startswith("error: %s: %s" % (calls[19], os.strerror(error)))
+    assert first.endswith(")")  # with a hint
+    assert second == "19 folder(s) were created before that; fix the cause and run again to finish"
+    assert len(dirs_on_disk(tmp_path)) == 19
+    monkeypatch.undo()
+    code, out, _ = run("--path", str(tmp_path))
+    assert code == 0
+    assert dirs_on_disk(tmp_path) == expected_dirs()
+    assert "done: 33 created, 0 changed, 19 already there" in out
+
+
+def test_lstat_error_while_planning(tmp_path, run, monkeypatch):
+    (tmp_path / "data").mkdir()
+    fail_on_call(monkeypatch, "lstat", 2, errno.EIO)
+    code, _, err = run("--path", str(tmp_path))
+    assert code == 1
+    assert err.startswith(
+        "error: %s: Input/output error (the disk" % (tmp_path / "data" / "torrents")
+    )
+    assert dirs_on_disk(tmp_path) == {"data"}
+
+
+def test_ctrl_c_mid_run(tmp_path, run, monkeypatch):
+    fail_on_call(monkeypatch, "mkdir", 7, KeyboardInterrupt())
+    code, out, err = run("--path", str(tmp_path))
+    assert code == 130
+    assert err == "interrupted: 6 folder(s) created; run again to finish\n"
+    assert "Traceback" not in out + err
+
+
+def test_a_peer_run_making_a_folder_first_is_fine(tmp_path, run, monkeypatch):
+    real = os.mkdir
+
+    def peer_first(path, mode=0o777):
+        real(path, mode)  # the other run wins the race
+        raise FileExistsError(errno.EEXIST, "File exists", path)
+
+    monkeypatch.setattr(os, "mkdir", peer_first)
+    code, out, _ = run("--path", str(tmp_path))
+    assert code == 0
+    assert dirs_on_disk(tmp_path) == expected_dirs()
+    assert out.count("already there (made by another run)") == 52
+
+
+def test_a_file_appearing_during_the_run_is_an_error(tmp_path, run, monkeypatch):
+    def file_first(path, mode=0o777):
+        open(path, "w").close()
+        raise FileExistsError(errno.EEXIST, "File exists", path)
+
+    monkeypatch.setattr(os, "mkdir", file_first)
+    code, _, err = run("--path", str(tmp_path))
+    assert code == 1
+    assert err == "error: %s: a file appeared there during the run\n" % (tmp_path / "data")
+
+
+def test_four_concurrent_runs_all_succeed(tmp_path):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--path", str(tmp_path), "-q"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    results = [proc.communicate() + (proc.returncode,) for proc in procs]
+    assert [code for _, _, code in results] == [0, 0, 0, 0]
+    assert dirs_on_disk(tmp_path) == expected_dirs()
+
+
+def test_four_concurrent_runs_in_threads(tmp_path):
+    # Threads share the umask, so all four ask for the same mode; each must finish.
+    codes = []
+    threads = [
+        threading.Thread(target=lambda: codes.append(cms.main(["--path", str(tmp_path), "-q"])))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [0, 0, 0, 0]
+    assert dirs_on_disk(tmp_path) == expected_dirs()
+
+
+# -- --mode ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["2775", "0750", "1777", "700"])
+def test_mode_applies_to_every_new_folder(tmp_path, run, mode):
+    assert run("--path", str(tmp_path), "--mode", mode)[0] == 0
+    modes = {stat.S_IMODE(os.stat(str(tmp_path / d)).st_mode) for d in expected_dirs()}
+    assert modes == {int(mode, 8)}
+
+
+def test_mode_changes_existing_folders_only_where_they_differ(tmp_path, run):
+    run("--path", str(tmp_path))
+    os.chmod(str(tmp_path / "data" / "media"), 0o2775)
+    os.chmod(str(tmp_path / "data" / "media" / "tv"), 0o700)
+    code, out, _ = run("--path", str(tmp_path), "--mode", "2775")
+    assert code == 0
+    assert "done: 0 created, 51 changed, 1 already there" in out
+    assert "tv/" in out and "changed (mode 0700 -> 2775)" in out
+    modes = {stat.S_IMODE(os.stat(str(tmp_path / d)).st_mode) for d in expected_dirs()}
+    assert modes == {0o2775}
+    code, out, _ = run("--path", str(tmp_path), "--mode", "2775")
+    assert "done: 0 created, 0 changed, 52 already there" in out
+
+
+@pytest.mark.parametrize("bad", ["abc", "8", "99999", "-1", "0o775x", ""])
+def test_bad_mode_is_a_usage_error(tmp_path, run, bad):
+    code, out, err = run("--path", str(tmp_path), "--mode", bad)
+    assert code == 2
+    assert "argument --mode:" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_world_writable_mode_warns(tmp_path, run):
+    code, _, err = run("--path", str(tmp_path), "--mode", "777", "--owner", "1:1")
+    assert code == 0
+    assert err == "warning: --mode 0777 lets every user on the system write there\n"
+
+
+# -- --owner -----------------------------------------------------------------------
+
+
+def owners(base, dirs):
+    return {(os.lstat(str(base / d)).st_uid, os.lstat(str(base / d)).st_gid) for d in dirs}
+
+
+def test_owner_with_arbitrary_numeric_ids(tmp_path, run):
+    code, _, err = run("--path", str(tmp_path), "--owner", "4242:4343")
+    assert code == 0
+    assert err == ""  # no root warning with --owner
+    assert owners(tmp_path, expected_dirs()) == {(4242, 4343)}
+
+
+def test_owner_changes_existing_folders_and_nothing_else(tmp_path, run):
+    run("--path", str(tmp_path))
+    movie = tmp_path / "data" / "media" / "movies" / "film.mkv"
+    movie.write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.chown(str(tmp_path / "data" / "ddl"), 99, 100)
+    code, out, _ = run("--path", str(tmp_path), "--owner", "99:100")
+    assert code == 0
+    assert owners(tmp_path, expected_dirs()) == {(99, 100)}
+    assert (os.stat(str(movie)).st_uid, os.stat(str(outside)).st_uid) == (0, 0)
+    assert os.stat(str(tmp_path)).st_uid == 0
+    assert "done: 0 created, 51 changed, 1 already there" in out
+    assert "changed (owner 0:0 -> 99:100)" in out
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("0:0", (0, 0)),
+        ("root", (0, 0)),
+        ("root:root", (0, 0)),
+        ("root:", (0, 0)),
+        (":5000", (0, 5000)),
+        ("5000", (5000, 0)),
+        ("nobody:", None),
+    ],
+)
+def test_owner_forms(tmp_path, run, spec, expected):
+    import pwd
+
+    if expected is None:
+        entry = pwd.getpwnam("nobody")
+        expected = (entry.pw_uid, entry.pw_gid)
+    assert run("--path", str(tmp_path), "--owner", spec)[0] == 0
+    assert owners(tmp_path, expected_dirs()) == {expected}
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("no_such_user_xyz", "unknown user 'no_such_user_xyz'"),
+        ("root:no_such_group_xyz", "unknown group 'no_such_group_xyz'"),
+        (":", "give USER, USER:GROUP or :GROUP"),
+        ("4242:", "uid 4242 has no login group; name one"),
+    ],
+)
+def test_bad_owner_is_a_usage_error(tmp_path, run, spec, message):
+    code, _, err = run("--path", str(tmp_path), "--owner", spec)
+    assert code == 2
+    assert "argument --owner: " + message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_owner_without_posix_ids(tmp_path, run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pwd", None)  # import pwd now raises ImportError
+    code, _, err = run("--path", str(tmp_path), "--owner", "1000")
+    assert code == 2
+    assert "argument --owner: needs POSIX user ids, which this system lacks" in err
+    monkeypatch.undo()
+    assert run("--path", str(tmp_path), "-q")[0] == 0
+
+
+def test_chown_refused(tmp_path, run, monkeypatch):
+    fail_on_call(monkeypatch, "chown", 1, errno.EPERM)
+    code, _, err = run("--path", str(tmp_path), "--owner", "1000:1000")
+    assert code == 1
+    assert err.splitlines()[0] == (
+        "error: %s: Operation not permitted (operation not "
+        "permitted: changing the owner needs root)" % (tmp_path / "data")
+    )
+
+
+def test_root_without_owner_warns_only_when_creating(tmp_path, run, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    code, _, err = run("--path", str(tmp_path), "-q")
+    assert code == 0
+    assert err.startswith("warning: running as root without --owner")
+    assert "--owner 1000:1000 (Unraid: --owner nobody:users)" in err
+    assert run("--path", str(tmp_path), "-q")[2] == ""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert run("--path", str(tmp_path / "data" / "media"), "-q")[2] == ""
+
+
+# -- --add-category ---------------------------------------------------------------
+
+
+def test_add_category(tmp_path, run):
+    code, out, _ = run(
+        "--path",
+        str(tmp_path),
+        "--add-category",
+        "movies-4k",
+        "--add-category",
+        "tv-4k",
+        "--add-category",
+        "movies",
+    )
+    assert code == 0
+    assert dirs_on_disk(tmp_path) == expected_dirs(["movies-4k", "tv-4k"])
+    assert "done: 60 created" in out
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "/abs", "nul\0l"])
+def test_bad_category_is_a_usage_error(tmp_path, run, bad):
+    code, _, err = run("--path", str(tmp_path), "--add-category", bad)
+    assert code == 2
+    assert "is not a plain folder name" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- output ------------------------------------------------------------------------
+
+
+def test_quiet_prints_nothing(tmp_path, run):
+    assert run("--path", str(tmp_path), "-q") == (0, "", "")
+
+
+def test_version(run):
+    assert run("--version") == (0, "create_media_structure.py %s\n" % cms.__version__, "")
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        cms.main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--owner nobody:users" in out and "exit codes:" in out
+
+
+def test_ascii_fallback_when_stdout_cannot_draw(tmp_path, monkeypatch):
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", stream)
+    weird = tmp_path / "caf\u00e9"
+    weird.mkdir()
+    assert cms.main(["--path", str(weird)]) == 0
+    stream.flush()
+    text = raw.getvalue().decode("ascii")
+    assert "|   |-- incomplete/" in text and "`-- personal/" in text
+    assert "caf\\xe9" in text.splitlines()[0]
+
+
+def test_broken_pipe_is_quiet(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--path", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait()
+    assert b"Traceback" not in err
+    assert dirs_on_disk(tmp_path) == expected_dirs()
+
+
+def test_tree_text_matches_the_issue():
+    lines = cms.tree_text().splitlines()
+    assert lines[:5] == [
+        "data/",
+        "|-- torrents/",
+        "|   |-- incomplete/",
+        "|   `-- complete/",
+        "|       |-- books/",
+    ]
+    assert lines[-3:] == [
+        "            `-- anime/",
+        "                |-- movies/",
+        "                `-- tv/",
+    ]
+
+
+def test_at_most_one_metadata_call_per_folder(tmp_path, monkeypatch):
+    # Calls on the tree's own paths; argparse's fixed start-up cost is the benchmark's.
+    calls = []
+
+    def counting(real):
+        def call(path, *args, **kwargs):
+            if os.fsdecode(path).startswith(str(tmp_path)):
+                calls.append(path)
+            return real(path, *args, **kwargs)
+
+        return call
+
+    for name in ("stat", "lstat", "mkdir", "chmod", "chown", "listdir", "scandir", "access"):
+        monkeypatch.setattr(os, name, counting(getattr(os, name)))
+    assert cms.main(["--path", str(tmp_path), "-q"]) == 0
+    fresh = len(calls)
+    del calls[:]
+    assert cms.main(["--path", str(tmp_path), "-q"]) == 0
+    assert (fresh, len(calls)) == (1 + 1 + 52, 1 + 52)
+
+
+# -- the real entry point ------------------------------------------------------------
+
+
+ROOT_WARNING = (
+    b"warning: running as root without --owner: the new folders will belong "
+    b"to root, and containers running as PUID/PGID may not write there; add "
+    b"--owner 1000:1000 (Unraid: --owner nobody:users)\n"
+)
+
+
+def oldest_python():
+    found = pyenv_pythons()
+    if not found:
+        pytest.skip("pyenv has no CPython 3 here")
+    return found[min(found, key=lambda v: tuple(int(p) for p in v.split(".")[:2]))]
+
+
+def test_piped_under_c_locale_with_the_oldest_python(tmp_path):
+    python = oldest_python()
+    env = dict(os.environ, LANG="C", LC_ALL="C")
+    env.pop("PYTHONIOENCODING", None)
+    weird = os.fsencode(str(tmp_path)) + b"/\xff\xfe-not-utf8"
+    os.mkdir(weird)
+    open(weird + b"/\xe9t\xe9.mkv", "wb").close()  # a non-UTF-8 name lying around
+    source = SCRIPT.read_bytes()
+    for args in ([], [], ["--dry-run"]):
+        proc = subprocess.run(
+            [python, "-", "--path", weird] + args,
+            input=source,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr in (b"", ROOT_WARNING)
+    out = proc.stdout
+    assert b"|-- torrents/" in out
+    assert b"\xff\xfe-not-utf8/data/" in out.splitlines()[0]  # the name's own bytes
+    assert dirs_on_disk(tmp_path / os.fsdecode(b"\xff\xfe-not-utf8")) == expected_dirs()
