@@ -394,6 +394,447 @@ def _create(step: Step, mode: int) -> Step:
     return step
 
 
+# -- --check: the same plan, then probes of what hardlinks and moves need --------
+
+# Filesystems that lack hardlinks, or often refuse them.
+NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat", "cifs", "smb3", "smbfs", "9p", "vboxsf"}
+# Unions of several disks: a link works only where both paths land on one disk.
+UNIONS = {"fuse.mergerfs", "mergerfs", "fuse.shfs", "fuse.unionfs", "fuse.unionfs-fuse"}
+
+PROBE_PREFIX = ".create_media_structure-probe-"
+MOUNTINFO = "/proc/self/mountinfo"  # Linux's mount table, with bind mounts
+
+# What a failed probe means, by errno, and what to do about it.
+PROBE_FIXES = {
+    errno.EXDEV: "complete/ and media/ are not on one filesystem and mount: keep all of "
+    "data/ on one disk, share or dataset, and give the containers ONE /data volume",
+    errno.EPERM: "this filesystem or the kernel (fs.protected_hardlinks) does not allow the "
+    "hardlink: use a filesystem with hardlinks (ext4, xfs, btrfs, zfs) and run as the owner",
+    errno.EMLINK: "the file has too many links for this filesystem",
+    errno.EACCES: "no write access: fix the owner/mode (rerun with --owner PUID:PGID)",
+    errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
+}  # type: Dict[int, str]
+
+
+class Finding(NamedTuple):
+    section: str  # layout, filesystem, probe, permissions
+    kind: str  # missing, conflict, other-filesystem, mount-point, ...
+    path: str
+    detail: str
+    fix: str
+    errno: str  # the errno's name, or ""
+
+
+class Mount(NamedTuple):
+    point: str
+    root: str  # the part of the source filesystem mounted there ("/" unless a bind)
+    fstype: str
+    source: str
+
+
+class Audit(NamedTuple):
+    source: str
+    path: str
+    files: int  # regular files with a link count of 1
+    bytes: int
+    biggest: List[Tuple[int, int, str]]  # (bytes, files, folder), largest first
+    unreadable: int  # folders that could not be listed
+
+
+def read_mountinfo(text: bytes) -> List[Mount]:
+    """Parse /proc/self/mountinfo (see proc(5)); later lines mount over earlier ones."""
+    mounts = []  # type: List[Mount]
+    for line in text.splitlines():
+        fields = line.split(b" ")
+        try:
+            tail = fields.index(b"-")
+            mounts.append(
+                Mount(
+                    _unescape(fields[4]),
+                    _unescape(fields[3]),
+                    os.fsdecode(fields[tail + 1]),
+                    _unescape(fields[tail + 2]),
+                )
+            )
+        except (ValueError, IndexError):
+            continue
+    return mounts
+
+
+def _unescape(field: bytes) -> str:
+    for code, char in ((b"\\040", b" "), (b"\\011", b"\t"), (b"\\012", b"\n"), (b"\\134", b"\\")):
+        field = field.replace(code, char)
+    return os.fsdecode(field)
+
+
+def mount_of(real_path: str, mounts: Sequence[Mount]) -> Optional[Mount]:
+    """The mount a resolved path lives on: the longest matching mount point, last wins."""
+    best = None  # type: Optional[Mount]
+    for mount in mounts:
+        if _inside(real_path, mount.point) and (
+            best is None or len(mount.point) >= len(best.point)
+        ):
+            best = mount
+    return best
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def describe_mount(mount: Mount) -> str:
+    bind = "" if mount.root == "/" else ", a bind mount of %s" % mount.root
+    return "%s %s%s" % (mount.fstype, mount.source, bind)
+
+
+def layout_findings(steps: Sequence[Step]) -> List[Finding]:
+    """Each missing folder (topmost, with how many lie below it) and each conflict."""
+    findings = []  # type: List[Finding]
+    for index, step in enumerate(steps):
+        parent_missing = index and any(
+            s.folder.parts == step.folder.parts[:-1] and s.action in (CREATE, CONFLICT)
+            for s in steps[:index]
+        )
+        if step.action == CONFLICT:
+            findings.append(
+                Finding(
+                    "layout",
+                    "conflict",
+                    step.path,
+                    step.detail + " is in the way",
+                    "move it away, then run without --check",
+                    "",
+                )
+            )
+        elif step.action == CREATE and not parent_missing:
+            below = sum(
+                1
+                for s in steps
+                if s.folder.parts[: len(step.folder.parts)] == step.folder.parts and s is not step
+            )
+            detail = "missing" + (" (and the %d folders below it)" % below if below else "")
+            findings.append(
+                Finding(
+                    "layout", "missing", step.path, detail, "run without --check to create it", ""
+                )
+            )
+    return findings
+
+
+def filesystem_findings(steps: Sequence[Step], mounts: Optional[Sequence[Mount]]) -> List[Finding]:
+    """Every boundary inside the tree: another device, a mount point, a symlink elsewhere.
+
+    mounts is None where there is no mount table (not Linux): st_dev alone decides.
+    """
+    present = [step for step in steps if step.st is not None]
+    if not present or len(present[0].folder.parts) != 1:
+        return []
+    root = present[0]
+    assert root.st is not None
+    found = {}  # type: Dict[str, Finding]
+    fix = (
+        "keep the whole data/ tree on one filesystem and one mount: move this "
+        "folder's contents into the tree's own filesystem, and remove the mount or symlink"
+    )
+    real_root = os.path.realpath(root.path)
+    root_mount = mount_of(real_root, mounts) if mounts else None
+    devices = {step.folder.parts: step.st.st_dev for step in present if step.st is not None}
+    for step in present[1:]:
+        assert step.st is not None
+        if step.symlink:
+            real = os.path.realpath(step.path)
+            mount = mount_of(real, mounts) if mounts else None
+            if step.st.st_dev != root.st.st_dev or mount != root_mount:
+                where = " (%s)" % describe_mount(mount) if mount else ""
+                found[step.path] = Finding(
+                    "filesystem",
+                    "symlink-elsewhere",
+                    step.path,
+                    "a symlink to %s, on another filesystem or mount%s" % (real, where),
+                    fix,
+                    "",
+                )
+        elif step.st.st_dev != root.st.st_dev and devices[step.folder.parts[:-1]] == root.st.st_dev:
+            # Only where the tree first leaves data/'s device, not everything below.
+            found[step.path] = Finding(
+                "filesystem",
+                "other-filesystem",
+                step.path,
+                "on another filesystem than data/",
+                fix,
+                "",
+            )
+    for mount in mounts or ():
+        if mount.point != real_root and _inside(mount.point, real_root):
+            path = os.path.join(root.path, os.path.relpath(mount.point, real_root))
+            found[path] = Finding(
+                "filesystem",
+                "mount-point",
+                path,
+                "a mount point (%s): links and moves across it fail with EXDEV"
+                % describe_mount(mount),
+                fix,
+                "",
+            )
+    return [found[path] for path in sorted(found)]
+
+
+def fstype_finding(mount: Mount, path: str) -> Tuple[List[Finding], List[str]]:
+    """A finding for a filesystem type without hardlinks; a note for a union."""
+    if mount.fstype in NO_HARDLINKS:
+        return [
+            Finding(
+                "filesystem",
+                "no-hardlinks",
+                path,
+                "%s does not support hardlinks (or refuses them)" % mount.fstype,
+                "put data/ on a filesystem with hardlinks: ext4, xfs, btrfs, zfs",
+                "",
+            )
+        ], []
+    if mount.fstype in UNIONS:
+        return [], [
+            "%s is a union of disks: a hardlink works only where both paths sit on one "
+            "disk; the probes below tell for these folders" % mount.fstype
+        ]
+    return [], []
+
+
+def writable_findings(steps: Sequence[Step], owner: Owner) -> List[Finding]:
+    """Folders that owner could not write, from mode bits and ownership (no ACLs)."""
+    groups = {owner.gid}
+    try:
+        import pwd
+
+        entry = pwd.getpwuid(owner.uid)
+        groups.add(entry.pw_gid)
+        groups.update(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    except (ImportError, KeyError, OSError, AttributeError):
+        pass
+    findings = []  # type: List[Finding]
+    for step in steps:
+        if step.st is None or owner.uid == 0:
+            continue
+        st = step.st
+        if owner.uid != -1 and st.st_uid == owner.uid:
+            bits = stat.S_IWUSR | stat.S_IXUSR
+        elif st.st_gid in groups:
+            bits = stat.S_IWGRP | stat.S_IXGRP
+        else:
+            bits = stat.S_IWOTH | stat.S_IXOTH
+        if st.st_mode & bits != bits:
+            findings.append(
+                Finding(
+                    "permissions",
+                    "not-writable",
+                    step.path,
+                    "%s cannot write here (owner %d:%d, mode %04o)"
+                    % (owner.spec, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
+                    "rerun without --check with --owner %s" % owner.spec,
+                    "",
+                )
+            )
+    return findings
+
+
+def probe(source: str, complete: Step, media: Step) -> List[Finding]:
+    """Hardlink and move a fresh file from complete/ into media/; leave nothing behind.
+
+    Only files this probe created are removed (same inode), also after a failure.
+    The two folders' times are put back as they were.
+    """
+    findings = []  # type: List[Finding]
+    token = "%s%d-%s" % (PROBE_PREFIX, os.getpid(), os.urandom(4).hex())
+    made = []  # type: List[Tuple[str, int, int]]  # path, dev, ino
+    try:
+        for kind, operation in (("hardlink", os.link), ("move", os.rename)):
+            src = os.path.join(complete.path, token + "-" + kind)
+            dst = os.path.join(media.path, token + "-" + kind)
+            what = "%s from %s/complete to media" % (kind, source)
+            try:
+                fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    st = os.fstat(fd)
+                    made += [(src, st.st_dev, st.st_ino), (dst, st.st_dev, st.st_ino)]
+                    os.write(fd, b"create_media_structure.py --check probe\n")
+                finally:
+                    os.close(fd)
+                operation(src, dst)
+                arrived = os.lstat(dst)
+                made.append((dst, arrived.st_dev, arrived.st_ino))  # ours, whatever it is
+                if (arrived.st_dev, arrived.st_ino) != (st.st_dev, st.st_ino):
+                    raise OSError(errno.EXDEV, "the %s arrived as another file" % kind, dst)
+            except OSError as exc:
+                name = errno.errorcode.get(exc.errno or 0, "")
+                findings.append(
+                    Finding(
+                        "probe",
+                        kind + "-failed",
+                        complete.path,
+                        "%s failed: %s" % (what, exc.strerror),
+                        PROBE_FIXES.get(exc.errno or 0, HINTS.get(exc.errno or 0, "")),
+                        name,
+                    )
+                )
+    finally:
+        for path, dev, ino in made:
+            try:
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) == (dev, ino):
+                    os.unlink(path)
+            except OSError:
+                pass
+        for step in (complete, media):
+            assert step.st is not None
+            try:
+                os.utime(step.path, ns=(step.st.st_atime_ns, step.st.st_mtime_ns))
+            except OSError:
+                pass
+    return findings
+
+
+class Progress:
+    """Counts files; after about a second, shows the count on a terminal's stderr."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.start = self.clock()
+        self.stream = stream if stream.isatty() else None
+        self.files = 0
+        self.shown = False
+
+    def tick(self, files: int) -> None:
+        self.files += files
+        if self.stream is not None and self.clock() - self.start > 1.0:
+            self.stream.write("\rchecking: %d files looked at" % self.files)
+            self.stream.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown and self.stream is not None:
+            self.stream.write("\r" + " " * 40 + "\r")
+            self.stream.flush()
+
+
+def audit(source: str, tree_dirs: Sequence[str], progress: Progress, top: int = 5) -> Audit:
+    """Regular files with a link count of 1 below a source's complete/.
+
+    Streams: each download folder (a folder inside a tree folder that is not
+    itself part of the tree) is summed and dropped, keeping only the biggest
+    few, so memory stays flat however many files there are.  Files lying
+    loose in a tree folder count as that folder's.
+    """
+    import heapq
+
+    known = set(tree_dirs)
+    biggest = []  # type: List[Tuple[int, int, str]]
+    files = nbytes = unreadable = 0
+
+    def keep(item_bytes: int, item_files: int, folder: str) -> None:
+        heapq.heappush(biggest, (item_bytes, item_files, folder))
+        if len(biggest) > top:
+            heapq.heappop(biggest)
+
+    for folder in tree_dirs:
+        loose_files = loose_bytes = 0
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.path not in known:
+                            item_files, item_bytes, bad = _sum_lone_files(entry.path, progress)
+                            files, nbytes = files + item_files, nbytes + item_bytes
+                            unreadable += bad
+                            if item_files:
+                                keep(item_bytes, item_files, entry.path)
+                        continue
+                    size = _lone_file_size(entry)
+                    if size is not None:
+                        loose_files, loose_bytes = loose_files + 1, loose_bytes + size
+        except OSError:
+            unreadable += 1
+        files, nbytes = files + loose_files, nbytes + loose_bytes
+        if loose_files:
+            keep(loose_bytes, loose_files, folder)
+    return Audit(source, tree_dirs[0], files, nbytes, sorted(biggest, reverse=True), unreadable)
+
+
+def _sum_lone_files(top: str, progress: Progress) -> Tuple[int, int, int]:
+    """(files, bytes, unreadable folders) for the lone files of a whole subtree."""
+    files = nbytes = unreadable = 0
+    stack = [top]
+    while stack:
+        seen = 0
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                        continue
+                    size = _lone_file_size(entry)
+                    if size is not None:
+                        files, nbytes = files + 1, nbytes + size
+        except OSError:
+            unreadable += 1
+        progress.tick(seen)
+    return files, nbytes, unreadable
+
+
+def _lone_file_size(entry: "os.DirEntry[str]") -> Optional[int]:
+    """The size of a regular file that is hardlinked nowhere else, or None."""
+    try:
+        if entry.is_file(follow_symlinks=False):
+            st = entry.stat(follow_symlinks=False)
+            if st.st_nlink == 1:
+                return st.st_size
+    except OSError:  # gone while we looked
+        pass
+    return None
+
+
+def run_check(
+    steps: Sequence[Step], owner: Optional[Owner], progress: Progress
+) -> Tuple[List[Finding], List[str], List[Audit]]:
+    """Everything --check reports, in order: findings, notes, and the audit."""
+    findings = layout_findings(steps)
+    notes = []  # type: List[str]
+    mounts = None  # type: Optional[List[Mount]]
+    try:
+        with open(MOUNTINFO, "rb") as handle:
+            mounts = read_mountinfo(handle.read())
+    except OSError:
+        notes.append("no mount table here (not Linux): checked devices only, not bind mounts")
+    findings += filesystem_findings(steps, mounts)
+    by_parts = {step.folder.parts: step for step in steps if step.st is not None}
+    root = by_parts.get((DATA,))
+    if root is not None and mounts:
+        mount = mount_of(os.path.realpath(root.path), mounts)
+        if mount is not None:
+            notes.insert(0, "data/ is on %s, mounted at %s" % (describe_mount(mount), mount.point))
+            more, union = fstype_finding(mount, root.path)
+            findings += more
+            notes += union
+    media = by_parts.get((DATA, MEDIA))
+    audits = []  # type: List[Audit]
+    for source in SOURCES:
+        complete = by_parts.get((DATA, source, COMPLETE))
+        if complete is None or media is None:
+            notes.append("%s: probes and audit skipped, complete/ or media/ is missing" % source)
+            continue
+        findings += probe(source, complete, media)
+        tree_dirs = [
+            step.path for parts, step in by_parts.items() if parts[:3] == (DATA, source, COMPLETE)
+        ]
+        audits.append(audit(source, tree_dirs, progress))
+    progress.done()
+    if owner is not None:
+        findings += writable_findings(steps, owner)
+    return findings, notes, audits
+
+
 # -- the report ----------------------------------------------------------------
 
 UNICODE_GLYPHS = ("\u251c\u2500\u2500 ", "\u2514\u2500\u2500 ", "\u2502   ", "    ")
@@ -479,6 +920,106 @@ def summary(steps: Sequence[Step], base: str, dry_run: bool) -> str:
     )
 
 
+CHECK_SECTIONS = (
+    ("layout", "layout", "all {} folders are there"),
+    ("filesystem", "one filesystem", "every folder is on the same filesystem and mount as data/"),
+    ("probe", "probes", "a hardlink and a move from each complete/ into media/ both work"),
+    ("permissions", "permissions", "{} can write every folder"),
+)
+LEFTOVERS = {
+    "torrents": "not imported yet, imported as a copy, or kept only for seeding",
+    "usenet": "leftovers: an import moves the file out, so nothing should stay here",
+    "ddl": "leftovers: an import moves the file out, so nothing should stay here",
+}
+
+
+def report_check(
+    root: str,
+    steps: Sequence[Step],
+    owner: Optional[Owner],
+    found: Tuple[List[Finding], List[str], List[Audit]],
+    out: IO[str],
+) -> None:
+    """The --check report as text, section by section."""
+    findings, notes, audits = found
+    emit(out, "check of %s" % root)
+    for section, title, healthy in CHECK_SECTIONS:
+        if section == "permissions" and owner is None:
+            continue
+        mine = [finding for finding in findings if finding.section == section]
+        if not mine:
+            subject = len(steps) if section == "layout" else owner.spec if owner else ""
+            emit(out, "%-15s ok: %s" % (title, healthy.format(subject)))
+            continue
+        emit(out, "%-15s %d problem(s)" % (title, len(mine)))
+        last_fix = ""
+        for finding in mine:
+            emit(out, "  - %s: %s" % (finding.path, finding.detail))
+            if finding.fix and finding.fix != last_fix:  # said once for a run of the same
+                emit(out, "    fix: %s" % finding.fix)
+            last_fix = finding.fix
+    for note in notes:
+        emit(out, "note: " + note)
+    if audits:
+        emit(out, "audit (information): files in complete/ that are hardlinked nowhere")
+    for result in audits:
+        meaning = " - " + LEFTOVERS.get(result.source, "") if result.files else ""
+        emit(
+            out,
+            "  %-9s %d file(s), %s%s"
+            % (result.source + ":", result.files, human_size(result.bytes), meaning),
+        )
+        for nbytes, files, folder in result.biggest:
+            emit(
+                out,
+                "    %10s in %d file(s): %s"
+                % (human_size(nbytes), files, os.path.relpath(folder, result.path)),
+            )
+        if result.unreadable:
+            emit(out, "    %d folder(s) could not be read" % result.unreadable)
+    emit(
+        out,
+        "result: healthy" if not findings else "result: %d problem(s), see above" % len(findings),
+    )
+
+
+def check_json(root: str, found: Tuple[List[Finding], List[str], List[Audit]]) -> str:
+    """The --check findings as one JSON document, for cron jobs and monitoring."""
+    import json
+
+    findings, notes, audits = found
+    document = {
+        "data_root": root,
+        "healthy": not findings,
+        "findings": [dict(finding._asdict(), errno=finding.errno or None) for finding in findings],
+        "notes": notes,
+        "audit": [
+            {
+                "source": result.source,
+                "path": result.path,
+                "files": result.files,
+                "bytes": result.bytes,
+                "biggest": [
+                    {"path": folder, "files": files, "bytes": nbytes}
+                    for nbytes, files, folder in result.biggest
+                ],
+                "unreadable_folders": result.unreadable,
+            }
+            for result in audits
+        ],
+    }
+    return json.dumps(document, indent=2)
+
+
+def human_size(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # -- the command line ----------------------------------------------------------
 
 EPILOG = """\
@@ -531,12 +1072,24 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", "--dry-run", action="store_true", help="show what would be done and change nothing"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="create nothing; check that the tree is ready for hardlinks and atomic moves, "
+        "and count the files in complete/ that are hardlinked nowhere",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="with --check: print one JSON document instead"
+    )
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.json and not args.check:
+        parser.error("--json goes with --check")
     out = sys.stdout
     done: List[Step] = []
     try:
@@ -544,6 +1097,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         steps = plan(
             base, list_folders(with_categories(TREE, args.add_category)), args.owner, args.mode
         )
+        if args.check:
+            return check(base, steps, args)
         conflicts = [step for step in steps if step.action == CONFLICT]
         if conflicts:
             if not args.quiet:
@@ -589,6 +1144,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # The reader (say `| head`) went away: finish quietly, as cat would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def check(base: str, steps: Sequence[Step], args: argparse.Namespace) -> int:
+    """--check: report, and exit 1 on any finding (the audit alone never fails)."""
+    root = os.path.join(base, DATA)
+    found = run_check(steps, args.owner, Progress(sys.stderr))
+    if args.json:
+        emit(sys.stdout, check_json(root, found))
+    elif not args.quiet:
+        report_check(root, steps, args.owner, found, sys.stdout)
+    else:
+        for finding in found[0]:
+            emit(sys.stderr, "error: %s: %s" % (finding.path, finding.detail))
+    return 1 if found[0] else 0
 
 
 def count_created(done: Sequence[Step]) -> int:
