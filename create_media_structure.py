@@ -835,6 +835,53 @@ def run_check(
     return findings, notes, audits
 
 
+# -- --compose: the docker-compose volumes that keep imports hardlinks ---------
+
+# Who mounts which part of the tree; the download sources come from TREE.
+CLIENTS = {
+    "torrents": "torrent client: qBittorrent, Transmission, Deluge",
+    "usenet": "usenet client: SABnzbd, NZBGet",
+    "ddl": "direct-download client: JDownloader, pyLoad",
+}
+YAML_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+~@,=")
+
+
+def compose_snippet(base: str) -> str:
+    """One volumes: block per role, container side under /data, for pasting under a service."""
+    roles: List[Tuple[str, Tuple[str, ...]]] = [
+        (CLIENTS.get(source, source + " client"), (DATA, source)) for source in SOURCES
+    ]
+    roles += [
+        (
+            "Sonarr, Radarr, Lidarr, Readarr: the whole tree, so imports are hardlinks "
+            "or instant moves",
+            (DATA,),
+        ),
+        ("Plex, Jellyfin, Emby: the library", (DATA, MEDIA)),
+    ]
+    root = os.path.join(base, DATA)
+    if ":" in root:
+        raise Error("%s: docker's short volume syntax cannot hold a ':' in the path" % root, 2)
+    lines = [
+        "# docker-compose volumes for %s: paste each block under its service." % root,
+        "# Every container sees the same /data paths; give them all the same PUID/PGID",
+        "# (the tree's owner) and UMASK=002 in their environment.",
+    ]
+    for label, parts in roles:
+        volume = "%s:/%s" % (os.path.join(base, *parts), "/".join(parts))
+        if not set(volume) <= YAML_SAFE | {":"}:
+            volume = _yaml_quote(volume)
+        lines += ["", "# " + label, "volumes:", "  - " + volume]
+    return "\n".join(lines)
+
+
+def _yaml_quote(text: str) -> str:
+    """A YAML double-quoted scalar (JSON's string syntax is valid YAML)."""
+    import json
+
+    return json.dumps(text)
+
+
 # -- the report ----------------------------------------------------------------
 
 UNICODE_GLYPHS = ("\u251c\u2500\u2500 ", "\u2514\u2500\u2500 ", "\u2502   ", "    ")
@@ -1028,6 +1075,8 @@ examples:
   Synology (id docker):   python3 %(prog)s --path /volume1 --owner 1026:100
   look before you leap:   python3 %(prog)s --path /srv --owner 1000:1000 --dry-run
   a second Radarr:        python3 %(prog)s --path /srv --add-category movies-4k
+  ready for hardlinks?    python3 %(prog)s --path /mnt/user --check
+  docker-compose volumes: python3 %(prog)s --path /mnt/user --compose
   no git on the NAS:      curl -fsSL URL | python3 - --path /mnt/user
 
 exit codes: 0 done, 1 conflict or OS failure, 2 usage error, 130 interrupted
@@ -1081,6 +1130,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="with --check: print one JSON document instead"
     )
+    parser.add_argument(
+        "--compose",
+        action="store_true",
+        help="print docker-compose volumes for --path, one block per app; touches nothing",
+    )
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return parser
 
@@ -1093,6 +1147,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = sys.stdout
     done: List[Step] = []
     try:
+        if args.compose:  # works before the path exists: it only prints
+            emit(out, compose_snippet(os.path.abspath(os.path.expanduser(args.path))))
+            return 0
         base = resolve_base(args.path)
         steps = plan(
             base, list_folders(with_categories(TREE, args.add_category)), args.owner, args.mode

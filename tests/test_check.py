@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import cms, dirs_on_disk, expected_dirs, snapshot
 
 

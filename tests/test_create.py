@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+
 from conftest import SCRIPT, cms, dirs_on_disk, expected_dirs, pyenv_pythons, snapshot
 
 
