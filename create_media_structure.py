@@ -696,19 +696,20 @@ def probe(source: str, complete: Step, media: Step) -> List[Finding]:
 class Progress:
     """Counts files; after about a second, shows the count on a terminal's stderr."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: Optional[IO[str]]) -> None:
         import time
 
         self.clock = time.monotonic
         self.start = self.clock()
-        self.stream = stream if stream.isatty() else None
+        self.stream = stream if stream is not None and stream.isatty() else None
+        self.workers = _audit_workers()  # the other workers' files are estimated from ours
         self.files = 0
         self.shown = False
 
     def tick(self, files: int) -> None:
         self.files += files
         if self.stream is not None and self.clock() - self.start > 1.0:
-            self.stream.write("\rchecking: %d files looked at" % self.files)
+            self.stream.write("\rchecking: about %d files looked at" % (self.files * self.workers))
             self.stream.flush()
             self.shown = True
 
@@ -721,16 +722,84 @@ class Progress:
 def audit(source: str, tree_dirs: Sequence[str], progress: Progress, top: int = 5) -> Audit:
     """Regular files with a link count of 1 below a source's complete/.
 
-    Streams: each download folder (a folder inside a tree folder that is not
-    itself part of the tree) is summed and dropped, keeping only the biggest
-    few, so memory stays flat however many files there are.  Files lying
-    loose in a tree folder count as that folder's.
+    The download folders (folders inside a tree folder that are not part of
+    the tree) are shared out, every n-th to each of n processes, one per core:
+    the walk is CPU-bound in Python on a warm cache and I/O-bound on a cold
+    one, and processes overlap both where threads would queue on the GIL.
+    Each folder is summed and dropped, keeping only the biggest few, so memory
+    stays flat however many files there are.
     """
     import heapq
 
+    workers = _audit_workers()
+    children = [(share, _fork_share(tree_dirs, share, workers, top)) for share in range(1, workers)]
+    files, nbytes, unreadable, biggest = _audit_share(tree_dirs, 0, workers, progress, top)
+    for share, child in children:
+        result = _join_share(child)
+        if result is None:  # the worker failed: do its share here
+            result = _audit_share(tree_dirs, share, workers, progress, top)
+        files, nbytes, unreadable = files + result[0], nbytes + result[1], unreadable + result[2]
+        biggest += result[3]
+    return Audit(source, tree_dirs[0], files, nbytes, heapq.nlargest(top, biggest), unreadable)
+
+
+ShareResult = Tuple[int, int, int, List[Tuple[int, int, str]]]  # files, bytes, unreadable, biggest
+
+
+def _audit_workers() -> int:
+    if not hasattr(os, "fork"):
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _fork_share(tree_dirs: Sequence[str], share: int, workers: int, top: int) -> Tuple[int, int]:
+    """Start a process that audits one share; return (pid, the pipe's read end)."""
+    import marshal
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        return pid, read_end
+    code = 1  # the child: never returns, whatever happens
+    try:
+        os.close(read_end)
+        data = marshal.dumps(_audit_share(tree_dirs, share, workers, Progress(None), top))
+        while data:
+            data = data[os.write(write_end, data) :]
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _join_share(child: Tuple[int, int]) -> Optional[ShareResult]:
+    """Read a worker's result and reap it; None if it failed."""
+    import marshal
+
+    pid, read_end = child
+    chunks = []
+    while True:
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        return None
+    result: ShareResult = marshal.loads(b"".join(chunks))
+    return result
+
+
+def _audit_share(
+    tree_dirs: Sequence[str], share: int, workers: int, progress: Progress, top: int
+) -> ShareResult:
+    """Sum every workers-th download folder, starting at share (and, share 0, loose files)."""
+    import heapq
+
     known = set(tree_dirs)
-    biggest = []  # type: List[Tuple[int, int, str]]
-    files = nbytes = unreadable = 0
+    biggest: List[Tuple[int, int, str]] = []
+    files = nbytes = unreadable = index = 0
 
     def keep(item_bytes: int, item_files: int, folder: str) -> None:
         heapq.heappush(biggest, (item_bytes, item_files, folder))
@@ -743,22 +812,26 @@ def audit(source: str, tree_dirs: Sequence[str], progress: Progress, top: int = 
             with os.scandir(folder) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
-                        if entry.path not in known:
-                            item_files, item_bytes, bad = _sum_lone_files(entry.path, progress)
-                            files, nbytes = files + item_files, nbytes + item_bytes
-                            unreadable += bad
-                            if item_files:
-                                keep(item_bytes, item_files, entry.path)
-                        continue
-                    size = _lone_file_size(entry)
-                    if size is not None:
-                        loose_files, loose_bytes = loose_files + 1, loose_bytes + size
+                        if entry.path in known:
+                            continue
+                        index += 1
+                        if index % workers != share:
+                            continue
+                        item_files, item_bytes, bad = _sum_lone_files(entry.path, progress)
+                        files, nbytes = files + item_files, nbytes + item_bytes
+                        unreadable += bad
+                        if item_files:
+                            keep(item_bytes, item_files, entry.path)
+                    elif share == 0:
+                        size = _lone_file_size(entry)
+                        if size is not None:
+                            loose_files, loose_bytes = loose_files + 1, loose_bytes + size
         except OSError:
-            unreadable += 1
+            unreadable += share == 0  # every share meets it; one counts it
         files, nbytes = files + loose_files, nbytes + loose_bytes
         if loose_files:
             keep(loose_bytes, loose_files, folder)
-    return Audit(source, tree_dirs[0], files, nbytes, sorted(biggest, reverse=True), unreadable)
+    return files, nbytes, unreadable, biggest
 
 
 def _sum_lone_files(top: str, progress: Progress) -> Tuple[int, int, int]:

@@ -360,7 +360,14 @@ def make_file(path, size):
     return path
 
 
-def test_audit_counts_lone_files_exactly(tree, run):
+@pytest.fixture(params=[1, 2, 3], ids=["1-worker", "2-workers", "3-workers"])
+def workers(request, monkeypatch):
+    """The same audit with the download folders shared out over 1, 2 or 3 processes."""
+    monkeypatch.setattr(cms, "_audit_workers", lambda: request.param)
+    return request.param
+
+
+def test_audit_counts_lone_files_exactly(tree, run, workers):
     complete = tree / "data" / "torrents" / "complete"
     media = tree / "data" / "media"
     linked = make_file(complete / "movies" / "Linked.2024" / "linked.mkv", 5000)
@@ -398,6 +405,7 @@ def test_audit_counts_lone_files_exactly(tree, run):
 
 
 def test_audit_counts_unreadable_folders(tree, run, monkeypatch):
+    monkeypatch.setattr(cms, "_audit_workers", lambda: 1)  # measured in this process
     make_file(tree / "data" / "ddl" / "complete" / "movies" / "Locked" / "f.mkv", 10)
     real_scandir = os.scandir
 
@@ -428,7 +436,8 @@ def test_progress_on_a_terminal(tree, monkeypatch, capsys):
     import io
     import time
 
-    make_file(tree / "data" / "torrents" / "complete" / "tv" / "S" / "e.mkv", 1)
+    for index in range(4):  # some for each worker
+        make_file(tree / "data" / "torrents" / "complete" / "tv" / ("S%d" % index) / "e.mkv", 1)
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -461,3 +470,63 @@ def test_json_says_what_the_text_says(tree, run):
         assert "  - %s: %s" % (finding["path"], finding["detail"]) in out
     assert out.splitlines()[-1] == "result: %d problem(s), see above" % len(document["findings"])
     assert dirs_on_disk(tree) == expected_dirs() - {"data/media/tv"}
+
+
+def test_audit_without_fork(tree, run, monkeypatch):
+    make_file(tree / "data" / "ddl" / "complete" / "tv" / "X" / "e.mkv", 10)
+    monkeypatch.delattr(os, "fork")
+    assert cms._audit_workers() == 1
+    code, document = check_json(run, tree)
+    assert document["audit"][2]["files"] == 1
+
+
+def test_a_failed_worker_share_is_done_again(tree, run, monkeypatch):
+    for index in range(6):
+        make_file(tree / "data" / "usenet" / "complete" / "tv" / ("S%d" % index) / "e", 7)
+    monkeypatch.setattr(cms, "_audit_workers", lambda: 2)
+    parent = os.getpid()
+    real_share = cms._audit_share
+
+    def dies_in_the_child(*args):
+        if os.getpid() != parent:
+            raise MemoryError("worker died")
+        return real_share(*args)
+
+    monkeypatch.setattr(cms, "_audit_share", dies_in_the_child)
+    code, document = check_json(run, tree)
+    assert code == 0
+    assert (document["audit"][1]["files"], document["audit"][1]["bytes"]) == (6, 42)
+
+
+def test_an_unreadable_tree_folder_is_counted_once(tree, run, monkeypatch, workers):
+    real_scandir = os.scandir
+    tv = str(tree / "data" / "torrents" / "complete" / "tv")
+
+    def scandir(path="."):
+        if os.fsdecode(path) == tv:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code, document = check_json(run, tree)
+    assert document["audit"][0]["unreadable_folders"] == 1
+
+
+def test_a_file_gone_while_the_audit_looks(tmp_path):
+    class Vanished:
+        def is_file(self, follow_symlinks=True):
+            return True
+
+        def stat(self, follow_symlinks=True):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    assert cms._lone_file_size(Vanished()) is None
+
+
+def test_folder_times_that_cannot_be_put_back(tree, run, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "utime", refuse)
+    assert run("--path", str(tree), "--check", "-q") == (0, "", "")
+    assert probe_files(tree) == []

@@ -570,3 +570,47 @@ def test_piped_under_c_locale_with_the_oldest_python(tmp_path):
     assert b"|-- torrents/" in out
     assert b"\xff\xfe-not-utf8/data/" in out.splitlines()[0]  # the name's own bytes
     assert dirs_on_disk(tmp_path / os.fsdecode(b"\xff\xfe-not-utf8")) == expected_dirs()
+
+
+def test_socket_device_and_symlink_loop_are_in_the_way(tmp_path, run):
+    import socket
+
+    media = tmp_path / "data" / "media"
+    media.mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(str(media / "tv"))
+        (media / "books").symlink_to(media / "books")  # a loop
+        try:
+            os.mknod(str(media / "music"), 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            device = ["error: %s: a device is in the way" % (media / "music")]
+        except PermissionError:  # not root: no device then
+            device = []
+        code, out, err = run("--path", str(tmp_path), "-q")
+    finally:
+        listener.close()
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines[0].startswith(
+        "error: %s: a broken symlink -> %s (" % (media / "books", media / "books")
+    )
+    assert lines[1:-1] == device + ["error: %s: a socket is in the way" % (media / "tv")]
+
+
+def test_broken_pipe_in_process(tmp_path, monkeypatch):
+    class ClosedPipe:
+        encoding = "utf-8"
+
+        def __init__(self, fd):
+            self.fd = fd
+
+        def write(self, text):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+        def fileno(self):
+            return self.fd
+
+    with open(str(tmp_path / "stdout"), "w") as handle:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(handle.fileno()))
+        assert cms.main(["--path", str(tmp_path)]) == 1
+    assert dirs_on_disk(tmp_path) == expected_dirs()
