@@ -97,7 +97,7 @@ DEFAULT_MODE = 0o775  # group-writable: the guides' UMASK 002
 CREATE, KEEP, CHANGE, CONFLICT = "create", "keep", "change", "conflict"
 
 # Hints printed under an OS error, by errno.
-HINTS = {
+HINTS: Dict[int, str] = {
     errno.EACCES: "no permission to write there: run as a user who may "
     "(e.g. with sudo) or fix the parent folder's permissions",
     errno.EPERM: "operation not permitted: changing the owner needs root",
@@ -105,7 +105,7 @@ HINTS = {
     errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
     errno.EIO: "the disk reported an I/O error: check it (dmesg, SMART)",
     errno.EDQUOT: "your disk quota is used up: free some space or raise it",
-}  # type: Dict[int, str]
+}
 
 
 class Error(Exception):
@@ -339,7 +339,7 @@ def _plan_symlink(folder: Folder, path: str) -> Step:
             folder,
             path,
             CONFLICT,
-            "a symlink to %s -> %s" % (describe(st.st_mode)[2:], target),
+            "a symlink to %s -> %s" % (describe(st.st_mode), target),
             None,
             True,
         )
@@ -405,7 +405,7 @@ PROBE_PREFIX = ".create_media_structure-probe-"
 MOUNTINFO = "/proc/self/mountinfo"  # Linux's mount table, with bind mounts
 
 # What a failed probe means, by errno, and what to do about it.
-PROBE_FIXES = {
+PROBE_FIXES: Dict[int, str] = {
     errno.EXDEV: "complete/ and media/ are not on one filesystem and mount: keep all of "
     "data/ on one disk, share or dataset, and give the containers ONE /data volume",
     errno.EPERM: "this filesystem or the kernel (fs.protected_hardlinks) does not allow the "
@@ -413,7 +413,7 @@ PROBE_FIXES = {
     errno.EMLINK: "the file has too many links for this filesystem",
     errno.EACCES: "no write access: fix the owner/mode (rerun with --owner PUID:PGID)",
     errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
-}  # type: Dict[int, str]
+}
 
 
 class Finding(NamedTuple):
@@ -443,7 +443,7 @@ class Audit(NamedTuple):
 
 def read_mountinfo(text: bytes) -> List[Mount]:
     """Parse /proc/self/mountinfo (see proc(5)); later lines mount over earlier ones."""
-    mounts = []  # type: List[Mount]
+    mounts: List[Mount] = []
     for line in text.splitlines():
         fields = line.split(b" ")
         try:
@@ -469,7 +469,7 @@ def _unescape(field: bytes) -> str:
 
 def mount_of(real_path: str, mounts: Sequence[Mount]) -> Optional[Mount]:
     """The mount a resolved path lives on: the longest matching mount point, last wins."""
-    best = None  # type: Optional[Mount]
+    best: Optional[Mount] = None
     for mount in mounts:
         if _inside(real_path, mount.point) and (
             best is None or len(mount.point) >= len(best.point)
@@ -488,14 +488,15 @@ def describe_mount(mount: Mount) -> str:
 
 
 def layout_findings(steps: Sequence[Step]) -> List[Finding]:
-    """Each missing folder (topmost, with how many lie below it) and each conflict."""
-    findings = []  # type: List[Finding]
-    for index, step in enumerate(steps):
-        parent_missing = index and any(
-            s.folder.parts == step.folder.parts[:-1] and s.action in (CREATE, CONFLICT)
-            for s in steps[:index]
-        )
-        if step.action == CONFLICT:
+    """Each conflict, and each topmost missing folder with how many lie below it."""
+    findings: List[Finding] = []
+    absent: Set[Tuple[str, ...]] = set()
+    for step in steps:
+        parts = step.folder.parts
+        if parts[:-1] in absent:  # below one already said
+            absent.add(parts)
+        elif step.action == CONFLICT:
+            absent.add(parts)
             findings.append(
                 Finding(
                     "layout",
@@ -506,12 +507,9 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
                     "",
                 )
             )
-        elif step.action == CREATE and not parent_missing:
-            below = sum(
-                1
-                for s in steps
-                if s.folder.parts[: len(step.folder.parts)] == step.folder.parts and s is not step
-            )
+        elif step.action == CREATE:
+            absent.add(parts)
+            below = sum(1 for s in steps if s.folder.parts[: len(parts)] == parts) - 1
             detail = "missing" + (" (and the %d folders below it)" % below if below else "")
             findings.append(
                 Finding(
@@ -531,7 +529,7 @@ def filesystem_findings(steps: Sequence[Step], mounts: Optional[Sequence[Mount]]
         return []
     root = present[0]
     assert root.st is not None
-    found = {}  # type: Dict[str, Finding]
+    found: Dict[str, Finding] = {}
     fix = (
         "keep the whole data/ tree on one filesystem and one mount: move this "
         "folder's contents into the tree's own filesystem, and remove the mount or symlink"
@@ -611,7 +609,7 @@ def writable_findings(steps: Sequence[Step], owner: Owner) -> List[Finding]:
         groups.update(os.getgrouplist(entry.pw_name, entry.pw_gid))
     except (ImportError, KeyError, OSError, AttributeError):
         pass
-    findings = []  # type: List[Finding]
+    findings: List[Finding] = []
     for step in steps:
         if step.st is None or owner.uid == 0:
             continue
@@ -643,9 +641,9 @@ def probe(source: str, complete: Step, media: Step) -> List[Finding]:
     Only files this probe created are removed (same inode), also after a failure.
     The two folders' times are put back as they were.
     """
-    findings = []  # type: List[Finding]
+    findings: List[Finding] = []
     token = "%s%d-%s" % (PROBE_PREFIX, os.getpid(), os.urandom(4).hex())
-    made = []  # type: List[Tuple[str, int, int]]  # path, dev, ino
+    made: List[Tuple[str, int, int]] = []  # path, dev, ino
     try:
         for kind, operation in (("hardlink", os.link), ("move", os.rename)):
             src = os.path.join(complete.path, token + "-" + kind)
@@ -873,8 +871,8 @@ def run_check(
 ) -> Tuple[List[Finding], List[str], List[Audit]]:
     """Everything --check reports, in order: findings, notes, and the audit."""
     findings = layout_findings(steps)
-    notes = []  # type: List[str]
-    mounts = None  # type: Optional[List[Mount]]
+    notes: List[str] = []
+    mounts: Optional[List[Mount]] = None
     try:
         with open(MOUNTINFO, "rb") as handle:
             mounts = read_mountinfo(handle.read())
@@ -891,7 +889,7 @@ def run_check(
             findings += more
             notes += union
     media = by_parts.get((DATA, MEDIA))
-    audits = []  # type: List[Audit]
+    audits: List[Audit] = []
     for source in SOURCES:
         complete = by_parts.get((DATA, source, COMPLETE))
         if complete is None or media is None:

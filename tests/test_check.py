@@ -196,18 +196,20 @@ def test_other_device_without_a_mount_table(tree, run, monkeypatch):
     assert document["notes"][0].startswith("no mount table here")
 
 
-def write_mountinfo(path, fstype, point="/"):
-    path.write_bytes(
+def tree_mounted_as(tree, monkeypatch, fstype):
+    """Point the script at a mount table where the tree's folder is a mount of fstype."""
+    table = tree / "mountinfo"
+    table.write_bytes(
         b"21 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
-        b"22 21 0:50 / %s rw - %s src\\040one rw\n" % (point.encode(), fstype.encode())
+        b"22 21 0:50 / %s rw - %s src\\040one rw\n"
+        % (os.path.realpath(str(tree)).encode(), fstype.encode())
     )
+    monkeypatch.setattr(cms, "MOUNTINFO", str(table))
 
 
 @pytest.mark.parametrize("fstype", ["vfat", "exfat", "cifs", "smb3", "9p"])
 def test_filesystem_without_hardlinks(tree, run, monkeypatch, fstype):
-    table = tree / "mountinfo"
-    write_mountinfo(table, fstype, os.path.realpath(str(tree)))
-    monkeypatch.setattr(cms, "MOUNTINFO", str(table))
+    tree_mounted_as(tree, monkeypatch, fstype)
     code, document = check_json(run, tree)
     assert code == 1
     assert kinds(document) == [("no-hardlinks", str(tree / "data"))]
@@ -219,9 +221,7 @@ def test_filesystem_without_hardlinks(tree, run, monkeypatch, fstype):
 
 @pytest.mark.parametrize("fstype", ["fuse.mergerfs", "fuse.shfs"])
 def test_union_filesystem_is_a_note(tree, run, monkeypatch, fstype):
-    table = tree / "mountinfo"
-    write_mountinfo(table, fstype, os.path.realpath(str(tree)))
-    monkeypatch.setattr(cms, "MOUNTINFO", str(table))
+    tree_mounted_as(tree, monkeypatch, fstype)
     code, document = check_json(run, tree)
     assert code == 0
     assert document["notes"][1].startswith("%s is a union of disks" % fstype)

@@ -162,7 +162,7 @@ def test_something_in_the_way_is_a_conflict(tmp_path, run, kind):
     else:
         (tmp_path / "f").write_text("x")
         blocker.symlink_to(tmp_path / "f")
-        what = "a symlink to file -> %s" % (tmp_path / "f")
+        what = "a symlink to a file -> %s" % (tmp_path / "f")
     (tmp_path / "data" / "usenet").write_text("also mine")
     before = snapshot(tmp_path)
     code, out, err = run("--path", str(tmp_path))
