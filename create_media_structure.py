@@ -519,14 +519,17 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
     return findings
 
 
-def filesystem_findings(steps: Sequence[Step], mounts: Optional[Sequence[Mount]]) -> List[Finding]:
-    """Every boundary inside the tree: another device, a mount point, a symlink elsewhere.
+def filesystem_findings(
+    steps: Sequence[Step], mounts: Optional[Sequence[Mount]]
+) -> Tuple[List[Finding], List[str]]:
+    """Every boundary inside the tree (another device, a mount point, a symlink
+    elsewhere) and the type of data/'s filesystem: findings, and notes.
 
     mounts is None where there is no mount table (not Linux): st_dev alone decides.
     """
     present = [step for step in steps if step.st is not None]
     if not present or len(present[0].folder.parts) != 1:
-        return []
+        return [], []
     root = present[0]
     assert root.st is not None
     found: Dict[str, Finding] = {}
@@ -574,7 +577,12 @@ def filesystem_findings(steps: Sequence[Step], mounts: Optional[Sequence[Mount]]
                 fix,
                 "",
             )
-    return [found[path] for path in sorted(found)]
+    findings = [found[path] for path in sorted(found)]
+    if root_mount is None:
+        return findings, []
+    notes = ["data/ is on %s, mounted at %s" % (describe_mount(root_mount), root_mount.point)]
+    more, union = fstype_finding(root_mount, root.path)
+    return findings + more, notes + union
 
 
 def fstype_finding(mount: Mount, path: str) -> Tuple[List[Finding], List[str]]:
@@ -610,8 +618,10 @@ def writable_findings(steps: Sequence[Step], owner: Owner) -> List[Finding]:
     except (ImportError, KeyError, OSError, AttributeError):
         pass
     findings: List[Finding] = []
+    if owner.uid == 0:  # root writes anywhere
+        return findings
     for step in steps:
-        if step.st is None or owner.uid == 0:
+        if step.st is None:
             continue
         st = step.st
         if owner.uid != -1 and st.st_uid == owner.uid:
@@ -878,16 +888,10 @@ def run_check(
             mounts = read_mountinfo(handle.read())
     except OSError:
         notes.append("no mount table here (not Linux): checked devices only, not bind mounts")
-    findings += filesystem_findings(steps, mounts)
+    more, fs_notes = filesystem_findings(steps, mounts)
+    findings += more
+    notes = fs_notes + notes
     by_parts = {step.folder.parts: step for step in steps if step.st is not None}
-    root = by_parts.get((DATA,))
-    if root is not None and mounts:
-        mount = mount_of(os.path.realpath(root.path), mounts)
-        if mount is not None:
-            notes.insert(0, "data/ is on %s, mounted at %s" % (describe_mount(mount), mount.point))
-            more, union = fstype_finding(mount, root.path)
-            findings += more
-            notes += union
     media = by_parts.get((DATA, MEDIA))
     audits: List[Audit] = []
     for source in SOURCES:
@@ -1210,6 +1214,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check(base: str, steps: Sequence[Step], args: argparse.Namespace) -> int:
+    """--check: report, and exit 1 on any finding (the audit alone never fails)."""
+    root = os.path.join(base, DATA)
+    found = run_check(steps, args.owner, Progress(sys.stderr))
+    if args.json:
+        emit(sys.stdout, check_json(root, found))
+    elif not args.quiet:
+        report_check(root, steps, args.owner, found, sys.stdout)
+    else:
+        for finding in found[0]:
+            emit(sys.stderr, "error: %s: %s" % (finding.path, finding.detail))
+    return 1 if found[0] else 0
+
+
+def count_created(done: Sequence[Step]) -> int:
+    return sum(step.action == CREATE for step in done)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1272,24 +1294,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # The reader (say `| head`) went away: finish quietly, as cat would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-
-
-def check(base: str, steps: Sequence[Step], args: argparse.Namespace) -> int:
-    """--check: report, and exit 1 on any finding (the audit alone never fails)."""
-    root = os.path.join(base, DATA)
-    found = run_check(steps, args.owner, Progress(sys.stderr))
-    if args.json:
-        emit(sys.stdout, check_json(root, found))
-    elif not args.quiet:
-        report_check(root, steps, args.owner, found, sys.stdout)
-    else:
-        for finding in found[0]:
-            emit(sys.stderr, "error: %s: %s" % (finding.path, finding.detail))
-    return 1 if found[0] else 0
-
-
-def count_created(done: Sequence[Step]) -> int:
-    return sum(step.action == CREATE for step in done)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import os
 import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Set, Tuple
 
@@ -10,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "create_media_structure.py"
+TMP = tempfile.gettempdir()  # where tmp_path lives: faults are injected only below it
 sys.path.insert(0, str(ROOT))
 
 import create_media_structure as cms  # noqa: E402
@@ -62,6 +64,27 @@ def snapshot(base: Path) -> Snapshot:
             key = os.fsdecode(os.path.relpath(path, os.fsencode(str(base))))
             seen[key] = (st.st_mode, st.st_uid, st.st_gid, st.st_ino, st.st_mtime_ns, extra)
     return seen
+
+
+def fail_on_call(monkeypatch, name, number, error, under=TMP):
+    """Make the number-th call of os.<name> on a path below `under` raise.
+
+    error is an errno (raised as OSError) or an exception to raise as it is.
+    """
+    real = getattr(os, name)
+    calls = []
+
+    def fake(path, *args, **kwargs):
+        if os.fsdecode(path).startswith(under):
+            calls.append(path)
+        if len(calls) == number and os.fsdecode(path).startswith(under):
+            if isinstance(error, int):
+                raise OSError(error, os.strerror(error), path)
+            raise error
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, name, fake)
+    return calls
 
 
 @pytest.fixture(autouse=True)

@@ -11,28 +11,15 @@ import threading
 
 import pytest
 
-from conftest import SCRIPT, cms, dirs_on_disk, expected_dirs, pyenv_pythons, snapshot
-
-
-def fail_on_call(monkeypatch, name, number, error, under="/tmp"):
-    """Make the number-th call of os.<name> on a path below `under` raise.
-
-    error is an errno (raised as OSError) or an exception to raise as it is.
-    """
-    real = getattr(os, name)
-    calls = []
-
-    def fake(path, *args, **kwargs):
-        if os.fsdecode(path).startswith(under):
-            calls.append(path)
-        if len(calls) == number and os.fsdecode(path).startswith(under):
-            if isinstance(error, int):
-                raise OSError(error, os.strerror(error), path)
-            raise error
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, name, fake)
-    return calls
+from conftest import (
+    SCRIPT,
+    cms,
+    dirs_on_disk,
+    expected_dirs,
+    fail_on_call,
+    pyenv_pythons,
+    snapshot,
+)
 
 
 def test_the_constant_is_the_issues_tree():

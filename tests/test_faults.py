@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from conftest import snapshot
+from conftest import fail_on_call, snapshot
 
 BASE = "base"
 
@@ -22,25 +22,6 @@ def existing_content(base):
     for path, (mode, uid, gid, ino, mtime, extra) in snapshot(base).items():
         kept[path] = (mode, uid, gid, ino, None if stat.S_ISDIR(mode) else mtime, extra)
     return kept
-
-
-def fail_nth(monkeypatch, name, number, error):
-    """The number-th call of os.<name> (or the last one, number=-1 of 52) raises."""
-    real = getattr(os, name)
-    calls = []
-
-    def fake(path, *args, **kwargs):
-        calls.append(path)
-        if len(calls) == number:
-            raise (
-                error
-                if isinstance(error, BaseException)
-                else OSError(error, os.strerror(error), path)
-            )
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, name, fake)
-    return calls
 
 
 def user_files(base):
@@ -122,7 +103,7 @@ def test_fault_matrix(tmp_path, run, monkeypatch, name, setup, extra, fault, cod
     if setup is not None:
         path, said = setup(base)
     before = existing_content(base)
-    calls = fail_nth(monkeypatch, *fault) if fault else []
+    calls = fail_on_call(monkeypatch, *fault) if fault else []
     got, out, err = run("--path", str(path if "base" in name else base), *extra)
     monkeypatch.undo()
     assert got == code
