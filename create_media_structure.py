@@ -14,13 +14,20 @@ Examples:
     python3 create_media_structure.py --path /mnt/user --owner nobody:users
     python3 create_media_structure.py --path /volume1 --owner 1026:100 --dry-run
     python3 create_media_structure.py --path /srv --add-category movies-4k
-    python3 create_media_structure.py --path /mnt/user --check
+    python3 create_media_structure.py --path /mnt/user --check --owner 99:100
+    python3 create_media_structure.py --path /mnt/user --check --docker
+    python3 create_media_structure.py --path /mnt/user --relink --dry-run
     python3 create_media_structure.py --path /mnt/user --compose
 
-It only ever creates folders that are missing, and with --owner / --mode
-changes the owner or mode of the tree's own folders; it never deletes,
-moves or touches anything else.  Exit codes: 0 done, 1 conflict or OS
-failure (or a --check finding), 2 usage error, 130 interrupted.
+It only ever creates folders that are missing; existing folders change only
+with --owner (their owner) or --mode (their mode), and the report says so.
+It never deletes, moves or touches anything else, except --relink, which
+turns byte-identical copies in media/ into hardlinks of the download.
+Every change goes through an open descriptor of the folder it is made in,
+so a symlink planted in the tree can't steer a root run outside it.
+Exit codes: 0 done, 1 conflict, OS failure, a --check problem or output
+that could not be written, 2 usage error, 128+N stopped by signal N (130
+Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
 Stdlib only; runs on CPython 3.6 to 3.13.  The source is pure ASCII so that
 it can be piped through any locale.
@@ -31,13 +38,27 @@ import errno
 import os
 import stat
 import sys
-from typing import IO, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import (
+    IO,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
-__version__ = "1.0.0"
+__version__ = "2.0.0"
+
+# -- the tree and the types ---------------------------------------------------
+# The layout is one constant; everything printed, drawn or checked derives from it.
 
 TreeDict = Dict[str, "TreeDict"]  # folder name -> its sub-folders
 
-# The layout, and the single source of truth for everything printed or drawn.
 # Every name is a folder; every value holds its sub-folders, in display order.
 TREE: TreeDict = {
     "data": {
@@ -88,24 +109,27 @@ TREE: TreeDict = {
 DATA = "data"
 MEDIA = "media"
 COMPLETE = "complete"
+INCOMPLETE = "incomplete"
 # Every child of data/ other than media/ is a download source.
 SOURCES = tuple(name for name in TREE[DATA] if name != MEDIA)
 
 DEFAULT_MODE = 0o775  # group-writable: the guides' UMASK 002
+MAX_ID = 2**32 - 2  # 2**32 - 1 is -1 to the kernel: "leave unchanged"
+DEFAULT_NAME_MAX = 255
 
 # What a run does with each folder.
 CREATE, KEEP, CHANGE, CONFLICT = "create", "keep", "change", "conflict"
+# How a --check finding is graded.
+PROBLEM, WARNING = "problem", "warning"
 
-# Hints printed under an OS error, by errno.
-HINTS: Dict[int, str] = {
-    errno.EACCES: "no permission to write there: run as a user who may "
-    "(e.g. with sudo) or fix the parent folder's permissions",
-    errno.EPERM: "operation not permitted: changing the owner needs root",
-    errno.ENOSPC: "the disk is full (or out of inodes): free some space",
-    errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
-    errno.EIO: "the disk reported an I/O error: check it (dmesg, SMART)",
-    errno.EDQUOT: "your disk quota is used up: free some space or raise it",
-}
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | O_CLOEXEC
+# A folder of the tree is opened without following a symlink in its place.
+TREE_DIR_FLAGS = DIR_FLAGS | O_NOFOLLOW
+SCANDIR_FD = os.scandir in getattr(os, "supports_fd", set())  # 3.7+
+# Every change goes through a folder's descriptor: refuse systems without them.
+DIR_FD_OK = all(call in os.supports_dir_fd for call in (os.open, os.mkdir, os.stat, os.unlink))
 
 
 class Error(Exception):
@@ -114,6 +138,14 @@ class Error(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+class Interrupted(Exception):
+    """A signal (Ctrl-C, SIGTERM, SIGHUP) arrived; raised where stopping is safe."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class Owner(NamedTuple):
@@ -125,6 +157,7 @@ class Owner(NamedTuple):
 class Folder(NamedTuple):
     parts: Tuple[str, ...]  # ("data", "media", "movies")
     lasts: Tuple[bool, ...]  # whether each level is its parent's last child
+    leaf: bool  # no sub-folders in the tree
 
 
 class Step(NamedTuple):
@@ -132,11 +165,12 @@ class Step(NamedTuple):
     path: str
     action: str  # CREATE, KEEP, CHANGE or CONFLICT
     detail: str  # what is in the way, where a symlink points, what changes
-    st: Optional[os.stat_result]  # the directory's stat (through a symlink)
+    st: Optional[os.stat_result]  # the folder's stat (its target's, for a symlink)
     symlink: bool
 
 
-# -- pure functions: the tree and the options into a plan ---------------------
+# -- the plan (pure): options and the tree into folders and decisions ----------
+# Nothing here touches the disk; argparse types reject bad input before anything runs.
 
 
 def with_categories(tree: TreeDict, extra: Sequence[str]) -> TreeDict:
@@ -167,22 +201,57 @@ def list_folders(tree: TreeDict) -> List[Folder]:
         names = list(node)
         for index, name in enumerate(names):
             child_lasts = lasts + (index == len(names) - 1,)
-            folders.append(Folder(parts + (name,), child_lasts))
+            folders.append(Folder(parts + (name,), child_lasts, not node[name]))
             visit(node[name], parts + (name,), child_lasts)
 
     visit(tree, (), ())
     return folders
 
 
+def import_pairs(folders: Sequence[Folder]) -> List[Tuple[str, Tuple[str, ...], Tuple[str, ...]]]:
+    """(source, complete/<cat>, media/<cat>) for every category an *arr app imports.
+
+    The categories are the leaves under each complete/ (tv, anime/tv, added
+    ones); parents such as anime/ are not import targets.
+    """
+    known = {folder.parts for folder in folders}
+    pairs = []
+    for folder in folders:
+        parts = folder.parts
+        if folder.leaf and len(parts) > 3 and parts[2] == COMPLETE and parts[1] in SOURCES:
+            target = (DATA, MEDIA) + parts[3:]
+            if target in known:
+                pairs.append((parts[1], parts, target))
+    return pairs
+
+
+def _ascii_number(text: str, digits: str = "0123456789") -> bool:
+    return bool(text) and all(char in digits for char in text)
+
+
 def parse_mode(text: str) -> int:
-    """argparse type for --mode: an octal number up to 07777."""
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not an octal mode such as 775 or 2775" % text)
-    if not 0 <= mode <= 0o7777:
-        raise argparse.ArgumentTypeError("%r is above 7777" % text)
+    """argparse type for --mode: 3 or 4 octal digits, with rwx for the owner."""
+    if len(text) not in (3, 4) or not _ascii_number(text, "01234567"):
+        raise argparse.ArgumentTypeError(
+            "%r is not a folder mode: give 3 or 4 octal digits such as 775, 0775 or 2775" % text
+        )
+    mode = int(text, 8)
+    if mode & 0o700 != 0o700:
+        raise argparse.ArgumentTypeError(
+            "%s leaves the owner without rwx on its own folders: give 7 as the owner digit "
+            "(e.g. 775)" % text
+        )
     return mode
+
+
+def parse_id(text: str, what: str) -> int:
+    """A numeric user or group id in 0 .. 2**32-2, ASCII digits only."""
+    if not _ascii_number(text):
+        raise argparse.ArgumentTypeError("%s %r is not a number" % (what, text))
+    number = int(text)
+    if number > MAX_ID:
+        raise argparse.ArgumentTypeError("%s %s is out of range (0 to %d)" % (what, text, MAX_ID))
+    return number
 
 
 def parse_owner(text: str) -> Owner:
@@ -197,8 +266,8 @@ def parse_owner(text: str) -> Owner:
         raise argparse.ArgumentTypeError("give USER, USER:GROUP or :GROUP")
     uid = gid = -1
     if user:
-        if user.isdigit():
-            uid = int(user)
+        if user[:1].isdigit():
+            uid = parse_id(user, "uid")
         else:
             try:
                 uid = pwd.getpwnam(user).pw_uid
@@ -210,8 +279,8 @@ def parse_owner(text: str) -> Owner:
             except KeyError:
                 raise argparse.ArgumentTypeError("uid %d has no login group; name one" % uid)
     if group:
-        if group.isdigit():
-            gid = int(group)
+        if group[:1].isdigit():
+            gid = parse_id(group, "gid")
         else:
             try:
                 gid = grp.getgrnam(group).gr_gid
@@ -221,10 +290,43 @@ def parse_owner(text: str) -> Owner:
 
 
 def parse_category(text: str) -> str:
-    """argparse type for --add-category: one plain folder name."""
-    if text in ("", ".", "..") or "/" in text or "\0" in text or (os.sep != "/" and os.sep in text):
+    """argparse type for --add-category: one plain folder name a compose file can hold."""
+    if text in ("", ".", "..") or "/" in text or (os.sep != "/" and os.sep in text):
         raise argparse.ArgumentTypeError("%r is not a plain folder name" % text)
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise argparse.ArgumentTypeError("%r holds a control character" % text)
+    if text != text.strip():
+        raise argparse.ArgumentTypeError("%r starts or ends with white space" % text)
+    if ":" in text:
+        raise argparse.ArgumentTypeError(
+            "%r holds a ':', which docker's volume syntax can't hold" % text
+        )
     return text
+
+
+def parse_path(text: str) -> str:
+    """argparse type for --path: anything but empty (an unset shell variable)."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "is empty (an unset variable?); give the folder to hold data/, e.g. /mnt/user"
+        )
+    return text
+
+
+def parse_size(text: str) -> int:
+    """argparse type for --min-size: bytes, with an optional K, M or G (powers of 1024)."""
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+    number, unit = text.rstrip("KMGkmg"), text[len(text.rstrip("KMGkmg")) :].upper()
+    if not _ascii_number(number) or unit not in units:
+        raise argparse.ArgumentTypeError("%r is not a size such as 1048576, 512K, 1M or 2G" % text)
+    return int(number) * units[unit]
+
+
+def parse_minutes(text: str) -> int:
+    """argparse type for --min-age: whole minutes."""
+    if not _ascii_number(text):
+        raise argparse.ArgumentTypeError("%r is not a whole number of minutes" % text)
+    return int(text)
 
 
 def describe(mode: int) -> str:
@@ -237,14 +339,9 @@ def describe(mode: int) -> str:
         return "a socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
+    if stat.S_ISLNK(mode):
+        return "a symlink"
     return "not a folder"
-
-
-def os_error(exc: OSError, path: Optional[str] = None) -> Error:
-    """Turn an OSError into our one-line error, with a hint when we have one."""
-    message = "%s: %s" % (path or exc.filename, exc.strerror or exc)
-    hint = HINTS.get(exc.errno or 0)
-    return Error(message + (" (%s)" % hint if hint else ""))
 
 
 def changes(st: os.stat_result, owner: Optional[Owner], mode: Optional[int]) -> str:
@@ -260,169 +357,436 @@ def changes(st: os.stat_result, owner: Optional[Owner], mode: Optional[int]) -> 
     return ", ".join(said)
 
 
-# -- the few functions that touch the disk ------------------------------------
+# Hints printed under an OS error: by (operation, errno), then by errno alone.
+HINTS: Dict[int, str] = {
+    errno.EACCES: "no permission to write there: run as a user who may "
+    "(e.g. with sudo) or fix the parent folder's permissions",
+    errno.EPERM: "operation not permitted: the folder may be immutable (lsattr) or on a "
+    "filesystem that refuses it",
+    errno.ENOSPC: "the disk is full (or out of inodes): free some space",
+    errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
+    errno.EIO: "the disk reported an I/O error: check it (dmesg, SMART)",
+    errno.EDQUOT: "your disk quota is used up: free some space or raise it",
+    errno.ENAMETOOLONG: "a name is longer than this filesystem allows: use a shorter one",
+}
+OP_HINTS: Dict[Tuple[str, int], str] = {
+    ("chown", errno.EPERM): "changing the owner needs root: run it with sudo",
+    ("chmod", errno.EPERM): "only the folder's owner (or root) may change its mode",
+}
 
 
-def resolve_base(path: str) -> str:
-    """The absolute --path, which must be an existing directory."""
+def os_error(exc: OSError, path: Optional[str] = None, op: str = "") -> Error:
+    """Turn an OSError into our one-line error, with a hint for what failed."""
+    message = "%s: %s" % (path or exc.filename, exc.strerror or exc)
+    hint = OP_HINTS.get((op, exc.errno or 0)) or HINTS.get(exc.errno or 0)
+    return Error(message + (" (%s)" % hint if hint else ""))
+
+
+# -- the walk: every look at and change of the tree goes through a folder's fd ----
+# After the first run the tree belongs to the containers' user, who may swap any
+# folder for a symlink at any moment.  So nothing here takes a path below --path:
+# each folder is opened relative to its parent's descriptor with O_NOFOLLOW, and
+# mkdir, chown, chmod, link, rename and unlink all name a descriptor.  A symlink
+# in the tree is followed only when root or the caller owns it (systemd-tmpfiles'
+# rule for unsafe path transitions).
+
+
+class Walk:
+    """The tree's open folders, by their parts; () is --path itself."""
+
+    def __init__(self, base: str, base_fd: int) -> None:
+        self.base = base
+        self.fds: Dict[Tuple[str, ...], int] = {(): base_fd}
+
+    def path(self, parts: Sequence[str]) -> str:
+        return os.path.join(self.base, *parts)
+
+    def open(self, parts: Tuple[str, ...], st: Optional[os.stat_result] = None) -> int:
+        """The descriptor of a folder that was there, opened now if need be.
+
+        With st, the folder must still be the one the plan looked at.
+        """
+        fd = self.fds.get(parts)
+        if fd is None:
+            parent = self.open(parts[:-1])
+            try:
+                fd = os.open(parts[-1], TREE_DIR_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK, errno.ENOENT):
+                    raise Error("%s: replaced during the run; run again" % self.path(parts))
+                raise os_error(exc, self.path(parts), "open")
+            self.fds[parts] = fd
+            if st is not None and not same_file(os.fstat(fd), st):
+                raise Error("%s: replaced during the run; run again" % self.path(parts))
+        return fd
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            try:
+                os.close(fd)
+            except OSError:  # pragma: no cover - we opened it
+                pass
+        self.fds.clear()
+
+
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def open_base(path: str) -> Walk:
+    """Open --path, which must be an existing folder (a symlink to one is fine: you named it)."""
+    if not DIR_FD_OK:  # pragma: no cover - not Linux, BSD or macOS
+        raise Error("this system can't change folders through descriptors (dir_fd); use Linux")
     base = os.path.abspath(os.path.expanduser(path))
     try:
-        st = os.stat(base)
+        fd = os.open(base, DIR_FLAGS)
     except FileNotFoundError:
         raise Error(
             "%s: no such folder; is the array / volume mounted? Nothing was created." % base
         )
-    except OSError as exc:
-        raise os_error(exc, base)
-    if not stat.S_ISDIR(st.st_mode):
+    except NotADirectoryError:
         raise Error("%s: not a folder; --path takes the folder to hold data/" % base)
-    return base
+    except OSError as exc:
+        raise os_error(exc, base, "open")
+    walk = Walk(base, fd)
+    if os.path.basename(base) == DATA:
+        inside = [name for name in ("torrents", MEDIA) if _exists(fd, name)]
+        if inside:
+            walk.close()
+            raise Error(
+                "%s already holds %s/: --path takes the folder ABOVE data/, i.e. --path %s"
+                % (base, inside[0], os.path.dirname(base)),
+                2,
+            )
+    return walk
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 def plan(
-    base: str, folders: Sequence[Folder], owner: Optional[Owner], mode: Optional[int]
+    walk: Walk,
+    folders: Sequence[Folder],
+    owner: Optional[Owner],
+    mode: Optional[int],
+    need_stat: bool = False,
 ) -> List[Step]:
-    """Look at every folder (one lstat each) and decide what to do with it.
+    """Look at every folder and decide what to do with it; change nothing.
 
-    Nothing below a missing folder is looked at: it cannot exist.
+    Folders with sub-folders are opened (O_NOFOLLOW | O_DIRECTORY proves they
+    are real folders, and their descriptors serve the children); a leaf gets
+    one fstatat.  Nothing below a missing folder is looked at.  The stat of a
+    folder is taken only where --owner, --mode or --check need it.
     """
+    need_stat = need_stat or owner is not None or mode is not None
     steps: List[Step] = []
     absent: Set[Tuple[str, ...]] = set()
     for folder in folders:
-        path = os.path.join(base, *folder.parts)
+        path = walk.path(folder.parts)
         if folder.parts[:-1] in absent:
-            absent.add(folder.parts)
-            steps.append(Step(folder, path, CREATE, "", None, False))
-            continue
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            absent.add(folder.parts)
-            steps.append(Step(folder, path, CREATE, "", None, False))
-            continue
-        except OSError as exc:
-            raise os_error(exc, path)
-        if stat.S_ISDIR(st.st_mode):
-            detail = changes(st, owner, mode)
-            steps.append(Step(folder, path, CHANGE if detail else KEEP, detail, st, False))
-        elif stat.S_ISLNK(st.st_mode):
-            steps.append(_plan_symlink(folder, path))
-            if steps[-1].action == CONFLICT:
-                absent.add(folder.parts)
+            step = Step(folder, path, CREATE, "", None, False)
         else:
+            step = _look(walk, folder, path, owner, mode, need_stat)
+        if step.action in (CREATE, CONFLICT):
             absent.add(folder.parts)
-            steps.append(Step(folder, path, CONFLICT, describe(st.st_mode), None, False))
+        steps.append(step)
     return steps
 
 
-def _plan_symlink(folder: Folder, path: str) -> Step:
-    """A symlink to a folder counts as present; anything else is in the way."""
+def _look(
+    walk: Walk,
+    folder: Folder,
+    path: str,
+    owner: Optional[Owner],
+    mode: Optional[int],
+    need_stat: bool,
+) -> Step:
+    parent = walk.fds[folder.parts[:-1]]
+    name = folder.parts[-1]
+    if not folder.leaf:
+        try:
+            fd = os.open(name, TREE_DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return Step(folder, path, CREATE, "", None, False)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                raise os_error(exc, path, "open")
+        else:  # a real folder, not a symlink
+            walk.fds[folder.parts] = fd
+            st: Optional[os.stat_result] = os.fstat(fd) if need_stat else None
+            detail = changes(st, owner, mode) if st is not None else ""
+            return Step(folder, path, CHANGE if detail else KEEP, detail, st, False)
     try:
-        target = os.readlink(path)
-    except OSError:  # pragma: no cover - it was a symlink a moment ago
-        target = "?"
-    try:
-        st = os.stat(path)
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
-        return Step(folder, path, CONFLICT, "a dangling symlink -> " + target, None, True)
+        return Step(folder, path, CREATE, "", None, False)
     except OSError as exc:
+        raise os_error(exc, path, "look at")
+    if stat.S_ISLNK(st.st_mode):
+        return _plan_symlink(walk, folder, path, st)
+    if stat.S_ISDIR(st.st_mode) and folder.leaf:
+        detail = changes(st, owner, mode)
+        return Step(folder, path, CHANGE if detail else KEEP, detail, st, False)
+    if stat.S_ISDIR(st.st_mode):  # it was not a folder a moment ago
+        raise Error("%s: changed while it was looked at; run again" % path)
+    return Step(folder, path, CONFLICT, describe(st.st_mode), None, False)
+
+
+def _plan_symlink(walk: Walk, folder: Folder, path: str, link_st: os.stat_result) -> Step:
+    """A symlink to a folder counts as present, when root or the caller made it."""
+    parent = walk.fds[folder.parts[:-1]]
+    if link_st.st_uid not in (0, os.getuid()):
         return Step(
             folder,
             path,
             CONFLICT,
-            "a broken symlink -> %s (%s)" % (target, exc.strerror),
+            "a symlink owned by uid %d (neither root nor you), not followed; if you made "
+            "it, make it yours: chown -h" % link_st.st_uid,
             None,
             True,
         )
-    if not stat.S_ISDIR(st.st_mode):
-        return Step(
-            folder,
-            path,
-            CONFLICT,
-            "a symlink to %s -> %s" % (describe(st.st_mode), target),
-            None,
-            True,
-        )
-    return Step(folder, path, KEEP, "symlink -> " + target, st, True)
+    target = _read_link(parent, folder.parts[-1], link_st, path)
+    try:
+        fd = os.open(target, DIR_FLAGS, dir_fd=parent)  # relative targets start at parent
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            what = "a dangling symlink -> " + target
+        elif exc.errno == errno.ENOTDIR:
+            what = "a symlink to %s -> %s" % (_target_kind(parent, target), target)
+        else:
+            what = "a broken symlink -> %s (%s)" % (target, exc.strerror)
+        return Step(folder, path, CONFLICT, what, None, True)
+    walk.fds[folder.parts] = fd
+    return Step(folder, path, KEEP, "symlink -> " + target, os.fstat(fd), True)
 
 
-def apply(steps: Sequence[Step], owner: Optional[Owner], mode: int, done: List[Step]) -> None:
-    """Carry out a conflict-free plan, appending each finished step to done.
+def _target_kind(parent: int, target: str) -> str:
+    try:
+        return describe(os.stat(target, dir_fd=parent).st_mode)
+    except OSError:  # pragma: no cover - gone meanwhile
+        return "something not a folder"
 
-    The umask is set once so that mkdir alone gives the mode; only setuid /
-    setgid bits, which mkdir ignores, need a chmod of their own.
+
+def _read_link(parent: int, name: str, link_st: os.stat_result, path: str) -> str:
+    """The target of the very symlink that was looked at (not one swapped in since)."""
+    o_path = getattr(os, "O_PATH", 0)
+    if o_path:  # Linux: hold the link itself, then read it
+        fd = os.open(name, o_path | O_NOFOLLOW | O_CLOEXEC, dir_fd=parent)
+        try:
+            if not same_file(os.fstat(fd), link_st):
+                raise Error("%s: changed while it was looked at; run again" % path)
+            return os.readlink("", dir_fd=fd)
+        finally:
+            os.close(fd)
+    target = os.readlink(name, dir_fd=parent)  # pragma: no cover - not Linux
+    if not same_file(os.stat(name, dir_fd=parent, follow_symlinks=False), link_st):
+        raise Error("%s: changed while it was looked at; run again" % path)  # pragma: no cover
+    return target  # pragma: no cover
+
+
+def apply(
+    walk: Walk,
+    steps: Sequence[Step],
+    owner: Optional[Owner],
+    mode: Optional[int],
+    done: List[Step],
+    signals: "Signals",
+) -> None:
+    """Carry out a conflict-free plan, appending each step to done as soon as it took effect.
+
+    New folders get --mode (default 775) from mkdir itself, the umask being
+    set to 0 once; only setuid / setgid bits, which mkdir ignores, need a
+    chmod.  Existing folders change owner only with --owner, mode only with
+    --mode.  A signal stops the run between two folders, never inside one.
     """
-    chmod_new = bool(mode & 0o6000)
+    new_mode = DEFAULT_MODE if mode is None else mode
+    chmod_new = bool(new_mode & 0o6000)
     old_umask = os.umask(0)
     try:
         for step in steps:
-            try:
-                done.append(_apply_step(step, owner, mode, chmod_new))
-            except OSError as exc:
-                raise os_error(exc, step.path)
+            signals.poll()
+            if step.action == CREATE:
+                _create(walk, step, owner, new_mode, chmod_new, done)
+            elif step.action == CHANGE:
+                _change(walk, step, owner, mode, done)
     finally:
         os.umask(old_umask)
 
 
-def _apply_step(step: Step, owner: Optional[Owner], mode: int, chmod_new: bool) -> Step:
-    """Create or change one folder; return the step as it turned out."""
-    if step.action == CREATE:
-        step = _create(step, mode & 0o1777)
-        if step.action == CREATE:
-            if owner is not None:
-                os.chown(step.path, owner.uid, owner.gid, follow_symlinks=False)
-            if chmod_new:
-                os.chmod(step.path, mode)
-    elif step.action == CHANGE:
-        assert step.st is not None
-        if owner is not None:
-            os.chown(step.path, owner.uid, owner.gid, follow_symlinks=False)
-        if stat.S_IMODE(step.st.st_mode) != mode:
-            os.chmod(step.path, mode)
-    return step
-
-
-def _create(step: Step, mode: int) -> Step:
-    """mkdir; a folder made by a concurrent run in the meantime is fine too."""
+def _create(
+    walk: Walk,
+    step: Step,
+    owner: Optional[Owner],
+    mode: int,
+    chmod_new: bool,
+    done: List[Step],
+) -> None:
+    parts, name = step.folder.parts, step.folder.parts[-1]
+    parent = walk.fds[parts[:-1]]
     try:
-        os.mkdir(step.path, mode)
-    except FileExistsError:
-        st = os.stat(step.path)
-        if not stat.S_ISDIR(st.st_mode):
-            raise Error("%s: %s appeared there during the run" % (step.path, describe(st.st_mode)))
-        return step._replace(action=KEEP, detail="made by another run", st=st)
-    return step
+        os.mkdir(name, mode & 0o1777, dir_fd=parent)
+    except FileExistsError:  # a concurrent run made it: fine, if it is a real folder
+        fd = _open_made(parent, name, step.path)
+        if step.folder.leaf:
+            os.close(fd)
+        else:
+            walk.fds[parts] = fd
+        done.append(step._replace(action=KEEP, detail="made by another run"))
+        return
+    except OSError as exc:
+        raise os_error(exc, step.path, "create")
+    done.append(step)
+    if step.folder.leaf and owner is None and not chmod_new:
+        return
+    fd = _open_made(parent, name, step.path)
+    try:
+        if owner is not None:
+            _on_fd(os.fchown, fd, step.path, "chown", owner.uid, owner.gid)
+        if chmod_new:
+            _on_fd(os.fchmod, fd, step.path, "chmod", mode)
+    finally:
+        if step.folder.leaf:
+            os.close(fd)
+        else:
+            walk.fds[parts] = fd
 
 
-# -- --check: the same plan, then probes of what hardlinks and moves need --------
+def _open_made(parent: int, name: str, path: str) -> int:
+    """Open a folder just made (by us or a peer); a symlink or file there is an error."""
+    try:
+        return os.open(name, TREE_DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise Error("%s: something other than a folder appeared there during the run" % path)
+        raise os_error(exc, path, "open")
+
+
+def _change(
+    walk: Walk, step: Step, owner: Optional[Owner], mode: Optional[int], done: List[Step]
+) -> None:
+    assert step.st is not None
+    fd = walk.open(step.folder.parts, step.st)
+    said = False
+    if owner is not None:
+        uid = step.st.st_uid if owner.uid == -1 else owner.uid
+        gid = step.st.st_gid if owner.gid == -1 else owner.gid
+        if (uid, gid) != (step.st.st_uid, step.st.st_gid):
+            _on_fd(os.fchown, fd, step.path, "chown", owner.uid, owner.gid)
+            done.append(step)
+            said = True
+    if mode is not None and stat.S_IMODE(step.st.st_mode) != mode:
+        _on_fd(os.fchmod, fd, step.path, "chmod", mode)
+        if not said:
+            done.append(step)
+
+
+def _on_fd(call: Callable[..., None], fd: int, path: str, op: str, *args: int) -> None:
+    try:
+        call(fd, *args)
+    except OSError as exc:
+        raise os_error(exc, path, op)
+
+
+class Signals:
+    """Hold Ctrl-C, SIGTERM and SIGHUP until a point where stopping leaves things whole.
+
+    The handler only notes the signal; poll() raises Interrupted where the
+    caller can stop cleanly.  Outside the main thread (where Python allows no
+    handler) signals keep their default behaviour.
+    """
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.caught = 0
+        self.saved: Dict[int, Any] = {}
+
+    def __enter__(self) -> "Signals":
+        import signal
+
+        for name in self.NAMES:
+            number = getattr(signal, name, None)
+            if number is not None:
+                try:
+                    self.saved[number] = signal.signal(number, self._note)
+                except (ValueError, OSError):  # not the main thread
+                    pass
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.caught = self.caught or signum
+
+    def poll(self) -> None:
+        if self.caught:
+            raise Interrupted(self.caught)
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for number, handler in self.saved.items():
+            signal.signal(number, handler)
+
+
+# -- --check (host): the same plan, then real probes of every import path --------
+# The look is the creator's plan (with stats); then the mount table, a real
+# hardlink and move for every import pair (as the containers' user where we
+# can become it), the mode bits, and an audit of lone files in complete/.
 
 # Filesystems that lack hardlinks, or often refuse them.
 NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat", "cifs", "smb3", "smbfs", "9p", "vboxsf"}
 # Unions of several disks: a link works only where both paths land on one disk.
 UNIONS = {"fuse.mergerfs", "mergerfs", "fuse.shfs", "fuse.unionfs", "fuse.unionfs-fuse"}
+RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 
 PROBE_PREFIX = ".create_media_structure-probe-"
+PROBE_MARKER = b"create_media_structure.py --check probe\n"
 MOUNTINFO = "/proc/self/mountinfo"  # Linux's mount table, with bind mounts
 
-# What a failed probe means, by errno, and what to do about it.
+# What a failed probe step means, by errno, and what to do about it.
 PROBE_FIXES: Dict[int, str] = {
-    errno.EXDEV: "complete/ and media/ are not on one filesystem and mount: keep all of "
-    "data/ on one disk, share or dataset, and give the containers ONE /data volume",
+    errno.EXDEV: "the two folders are not on one filesystem and mount: keep all of data/ on "
+    "one disk, share or dataset (on a union, one disk), and give the containers ONE /data volume",
     errno.EPERM: "this filesystem or the kernel (fs.protected_hardlinks) does not allow the "
-    "hardlink: use a filesystem with hardlinks (ext4, xfs, btrfs, zfs) and run as the owner",
+    "hardlink: use a filesystem with hardlinks (ext4, xfs, btrfs, zfs) and run the apps as "
+    "the files' owner",
     errno.EMLINK: "the file has too many links for this filesystem",
-    errno.EACCES: "no write access: fix the owner/mode (rerun with --owner PUID:PGID)",
+    errno.EACCES: "no write access: fix the owner/mode (run again without --check, with "
+    "--owner PUID:PGID)",
     errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
+    errno.EEXIST: "the two folders are one folder (a symlink?): make each a folder of its own",
 }
+SECTIONS = ("layout", "filesystem", "probes", "permissions")
 
 
 class Finding(NamedTuple):
-    section: str  # layout, filesystem, probe, permissions
+    section: str  # layout, filesystem, probes, permissions, containers
     kind: str  # missing, conflict, other-filesystem, mount-point, ...
     path: str
     detail: str
     fix: str
     errno: str  # the errno's name, or ""
+    severity: str  # PROBLEM or WARNING
+    container: str  # for the containers section: the container, and
+    other: str  # the other container of a pair
+
+
+def finding(
+    section: str,
+    kind: str,
+    path: str,
+    detail: str,
+    fix: str,
+    severity: str = PROBLEM,
+    errno_name: str = "",
+    container: str = "",
+    other: str = "",
+) -> Finding:
+    return Finding(section, kind, path, detail, fix, errno_name, severity, container, other)
 
 
 class Mount(NamedTuple):
@@ -439,6 +803,16 @@ class Audit(NamedTuple):
     bytes: int
     biggest: List[Tuple[int, int, str]]  # (bytes, files, folder), largest first
     unreadable: int  # folders that could not be listed
+
+
+class CheckResult(NamedTuple):
+    findings: List[Finding]
+    notes: List[str]
+    audits: List[Audit]
+    sections: Dict[str, str]  # name -> "ok", PROBLEM, WARNING or "not checked: why"
+    probed_as: str  # "UID:GID"
+    probed_text: str  # as whom the probes ran, in words
+    pairs: int  # import pairs probed
 
 
 def read_mountinfo(text: bytes) -> List[Mount]:
@@ -467,6 +841,17 @@ def _unescape(field: bytes) -> str:
     return os.fsdecode(field)
 
 
+def load_mounts() -> Tuple[Optional[List[Mount]], str]:
+    """The mount table, or None and why not."""
+    try:
+        with open(MOUNTINFO, "rb") as handle:
+            return read_mountinfo(handle.read()), ""
+    except OSError as exc:
+        if sys.platform.startswith("linux"):
+            return None, "%s can't be read (%s)" % (MOUNTINFO, exc.strerror)
+        return None, "no mount table here (not Linux)"
+
+
 def mount_of(real_path: str, mounts: Sequence[Mount]) -> Optional[Mount]:
     """The mount a resolved path lives on: the longest matching mount point, last wins."""
     best: Optional[Mount] = None
@@ -487,6 +872,14 @@ def describe_mount(mount: Mount) -> str:
     return "%s %s%s" % (mount.fstype, mount.source, bind)
 
 
+def real_path_of(fd: int, path: str) -> str:
+    """Where an open folder really is (Linux names it in /proc), else realpath."""
+    try:
+        return os.readlink("/proc/self/fd/%d" % fd)
+    except OSError:
+        return os.path.realpath(path)
+
+
 def layout_findings(steps: Sequence[Step]) -> List[Finding]:
     """Each conflict, and each topmost missing folder with how many lie below it."""
     findings: List[Finding] = []
@@ -498,13 +891,12 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
         elif step.action == CONFLICT:
             absent.add(parts)
             findings.append(
-                Finding(
+                finding(
                     "layout",
                     "conflict",
                     step.path,
                     step.detail + " is in the way",
                     "move it away, then run without --check",
-                    "",
                 )
             )
         elif step.action == CREATE:
@@ -512,111 +904,142 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
             below = sum(1 for s in steps if s.folder.parts[: len(parts)] == parts) - 1
             detail = "missing" + (" (and the %d folders below it)" % below if below else "")
             findings.append(
-                Finding(
-                    "layout", "missing", step.path, detail, "run without --check to create it", ""
-                )
+                finding("layout", "missing", step.path, detail, "run without --check to create it")
             )
     return findings
 
 
+Pairs = Sequence[Tuple[str, Tuple[str, ...], Tuple[str, ...]]]
+
+
+def crossed_by_import(parts: Tuple[str, ...], pairs: Pairs) -> bool:
+    """Whether an import (complete/<cat> -> media/<cat>) crosses a boundary at parts."""
+    for _, src, dst in pairs:
+        if (src[: len(parts)] == parts) != (dst[: len(parts)] == parts):
+            return True
+        if parts[: len(src)] == src or parts[: len(dst)] == dst:  # inside an import folder
+            return True
+    return False
+
+
 def filesystem_findings(
-    steps: Sequence[Step], mounts: Optional[Sequence[Mount]]
+    walk: Walk, steps: Sequence[Step], mounts: Optional[Sequence[Mount]], pairs: Pairs
 ) -> Tuple[List[Finding], List[str]]:
     """Every boundary inside the tree (another device, a mount point, a symlink
-    elsewhere) and the type of data/'s filesystem: findings, and notes.
+    elsewhere), graded by whether an import crosses it; the filesystem's type.
 
-    mounts is None where there is no mount table (not Linux): st_dev alone decides.
+    mounts is None where there is no mount table: st_dev alone decides.
     """
-    present = [step for step in steps if step.st is not None]
-    if not present or len(present[0].folder.parts) != 1:
-        return [], []
-    root = present[0]
-    assert root.st is not None
+    root = steps[0]
+    assert root.st is not None and root.folder.parts == (DATA,)
     found: Dict[str, Finding] = {}
-    fix = (
-        "keep the whole data/ tree on one filesystem and one mount: move this "
-        "folder's contents into the tree's own filesystem, and remove the mount or symlink"
-    )
-    real_root = os.path.realpath(root.path)
+    real_root = real_path_of(walk.fds[(DATA,)], root.path)
     root_mount = mount_of(real_root, mounts) if mounts else None
-    devices = {step.folder.parts: step.st.st_dev for step in present if step.st is not None}
-    for step in present[1:]:
-        assert step.st is not None
+    devices = {step.folder.parts: step.st.st_dev for step in steps if step.st is not None}
+
+    def boundary(parts: Tuple[str, ...], path: str, kind: str, detail: str) -> None:
+        if crossed_by_import(parts, pairs):
+            found[path] = finding(
+                "filesystem",
+                kind,
+                path,
+                detail,
+                "keep the whole data/ tree on one filesystem and one mount: move this "
+                "folder's contents into the tree's own filesystem, and remove the mount "
+                "or symlink",
+            )
+        else:
+            why = (
+                "a finished download is copied, not moved, from incomplete/"
+                if INCOMPLETE in parts
+                else "no import writes here"
+            )
+            found[path] = finding(
+                "filesystem",
+                kind,
+                path,
+                detail + "; no import crosses it (%s)" % why,
+                "fine if you meant it; otherwise keep it on data/'s filesystem",
+                WARNING,
+            )
+
+    for step in steps[1:]:
+        if step.st is None:
+            continue
+        parts = step.folder.parts
         if step.symlink:
-            real = os.path.realpath(step.path)
+            real = real_path_of(walk.fds[parts], step.path)
             mount = mount_of(real, mounts) if mounts else None
             if step.st.st_dev != root.st.st_dev or mount != root_mount:
                 where = " (%s)" % describe_mount(mount) if mount else ""
-                found[step.path] = Finding(
-                    "filesystem",
-                    "symlink-elsewhere",
+                boundary(
+                    parts,
                     step.path,
+                    "symlink-elsewhere",
                     "a symlink to %s, on another filesystem or mount%s" % (real, where),
-                    fix,
-                    "",
                 )
-        elif step.st.st_dev != root.st.st_dev and devices[step.folder.parts[:-1]] == root.st.st_dev:
+            elif not _inside(real, real_root):
+                found[step.path] = finding(
+                    "filesystem",
+                    "symlink-outside",
+                    step.path,
+                    "a symlink to %s, outside data/: imports on this host work, but a "
+                    "container given data/ sees it dangling or pointing elsewhere" % real,
+                    "move the folder into data/ and remove the symlink (or mount its "
+                    "target at the same path in every container)",
+                    WARNING,
+                )
+        elif step.st.st_dev != root.st.st_dev and devices.get(parts[:-1]) == root.st.st_dev:
             # Only where the tree first leaves data/'s device, not everything below.
-            found[step.path] = Finding(
-                "filesystem",
-                "other-filesystem",
-                step.path,
-                "on another filesystem than data/",
-                fix,
-                "",
-            )
+            boundary(parts, step.path, "other-filesystem", "on another filesystem than data/")
     for mount in mounts or ():
         if mount.point != real_root and _inside(mount.point, real_root):
-            path = os.path.join(root.path, os.path.relpath(mount.point, real_root))
-            found[path] = Finding(
-                "filesystem",
-                "mount-point",
+            rel = tuple(os.path.relpath(mount.point, real_root).split("/"))
+            path = os.path.join(root.path, *rel)
+            boundary(
+                (DATA,) + rel,
                 path,
+                "mount-point",
                 "a mount point (%s): links and moves across it fail with EXDEV"
                 % describe_mount(mount),
-                fix,
-                "",
             )
     findings = [found[path] for path in sorted(found)]
     if root_mount is None:
         return findings, []
     notes = ["data/ is on %s, mounted at %s" % (describe_mount(root_mount), root_mount.point)]
-    more, union = fstype_finding(root_mount, root.path)
-    return findings + more, notes + union
-
-
-def fstype_finding(mount: Mount, path: str) -> Tuple[List[Finding], List[str]]:
-    """A finding for a filesystem type without hardlinks; a note for a union."""
-    if mount.fstype in NO_HARDLINKS:
-        return [
-            Finding(
+    if root_mount.fstype in NO_HARDLINKS:
+        findings.append(
+            finding(
                 "filesystem",
                 "no-hardlinks",
-                path,
-                "%s does not support hardlinks (or refuses them)" % mount.fstype,
+                root.path,
+                "%s does not support hardlinks (or refuses them)" % root_mount.fstype,
                 "put data/ on a filesystem with hardlinks: ext4, xfs, btrfs, zfs",
-                "",
             )
-        ], []
-    if mount.fstype in UNIONS:
-        return [], [
+        )
+    elif root_mount.fstype in RAM_FILESYSTEMS:
+        findings.append(
+            finding(
+                "filesystem",
+                "ram",
+                root.path,
+                "data/ is on %s, in memory: everything in it is gone at the next reboot "
+                "(on Unraid: the array or pool wasn't mounted when it was made)"
+                % root_mount.fstype,
+                "put data/ on a disk: check --path (is the array started?)",
+                WARNING,
+            )
+        )
+    elif root_mount.fstype in UNIONS:
+        notes.append(
             "%s is a union of disks: a hardlink works only where both paths sit on one "
-            "disk; the probes below tell for these folders" % mount.fstype
-        ]
-    return [], []
+            "disk; the probes tell for every import pair" % root_mount.fstype
+        )
+    return findings, notes
 
 
-def writable_findings(steps: Sequence[Step], owner: Owner) -> List[Finding]:
+def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> List[Finding]:
     """Folders that owner could not write, from mode bits and ownership (no ACLs)."""
-    groups = {owner.gid}
-    try:
-        import pwd
-
-        entry = pwd.getpwuid(owner.uid)
-        groups.add(entry.pw_gid)
-        groups.update(os.getgrouplist(entry.pw_name, entry.pw_gid))
-    except (ImportError, KeyError, OSError, AttributeError):
-        pass
     findings: List[Finding] = []
     if owner.uid == 0:  # root writes anywhere
         return findings
@@ -632,123 +1055,538 @@ def writable_findings(steps: Sequence[Step], owner: Owner) -> List[Finding]:
             bits = stat.S_IWOTH | stat.S_IXOTH
         if st.st_mode & bits != bits:
             findings.append(
-                Finding(
+                finding(
                     "permissions",
                     "not-writable",
                     step.path,
                     "%s cannot write here (owner %d:%d, mode %04o)"
                     % (owner.spec, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
-                    "rerun without --check with --owner %s" % owner.spec,
-                    "",
+                    "run again without --check, with --owner %s" % owner.spec,
                 )
             )
     return findings
 
 
-def probe(source: str, complete: Step, media: Step) -> List[Finding]:
-    """Hardlink and move a fresh file from complete/ into media/; leave nothing behind.
-
-    Only files this probe created are removed (same inode), also after a failure.
-    The two folders' times are put back as they were.
-    """
-    findings: List[Finding] = []
-    token = "%s%d-%s" % (PROBE_PREFIX, os.getpid(), os.urandom(4).hex())
-    made: List[Tuple[str, int, int]] = []  # path, dev, ino
+def groups_of(uid: int, gid: int) -> List[int]:
+    """The host's groups of uid: its login group and supplementary ones, with gid first."""
+    groups = [gid]
     try:
-        for kind, operation in (("hardlink", os.link), ("move", os.rename)):
-            src = os.path.join(complete.path, token + "-" + kind)
-            dst = os.path.join(media.path, token + "-" + kind)
-            what = "%s from %s/complete to media" % (kind, source)
-            try:
-                fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    st = os.fstat(fd)
-                    made += [(src, st.st_dev, st.st_ino), (dst, st.st_dev, st.st_ino)]
-                    os.write(fd, b"create_media_structure.py --check probe\n")
-                finally:
+        import pwd
+
+        entry = pwd.getpwuid(uid)
+        groups += [entry.pw_gid] + list(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    except (ImportError, KeyError, OSError, AttributeError):
+        pass
+    return sorted(set(groups), key=groups.index)
+
+
+def probe_identity(owner: Optional[Owner]) -> Tuple[int, int, List[int]]:
+    """Whom the probes should run as: --owner's ids, filled in from the caller."""
+    uid = os.getuid() if owner is None or owner.uid == -1 else owner.uid
+    if owner is not None and owner.gid != -1:
+        gid = owner.gid
+    else:
+        try:
+            import pwd
+
+            gid = pwd.getpwuid(uid).pw_gid
+        except (ImportError, KeyError):
+            gid = os.getgid()
+    return uid, gid, groups_of(uid, gid)
+
+
+# A probe result: (pair index, step, errno, text).  Steps: reach, create, finish,
+# hardlink, move, same-folder.
+ProbeResult = Tuple[int, str, int, str]
+
+
+class ProbePlan(NamedTuple):
+    token: str
+    pairs: List[Tuple[str, Tuple[str, ...], Tuple[str, ...]]]
+    incoming: List[Optional[Tuple[str, ...]]]  # each pair's incomplete/, if there
+    fuse: List[bool]  # whether inode numbers may differ between two names of a file
+
+
+def probe_pairs(
+    open_dir: Callable[[Tuple[str, ...]], int],
+    probes: ProbePlan,
+    close: bool,
+    between: Callable[[], None],
+) -> List[ProbeResult]:
+    """For each pair: a file from incomplete/ moved into complete/<cat>, then hardlinked
+    and moved from there into media/<cat>; everything made is removed again.
+
+    A hardlink counts where both names then have a link count of 2 (and the same
+    inode, except through FUSE, which may number two names of one file apart).
+    open_dir gives a folder's descriptor; close says whether they are ours to close;
+    between runs before each pair (a chance to stop).
+    """
+    results: List[ProbeResult] = []
+    for index, (_, src, dst) in enumerate(probes.pairs):
+        between()
+        name = "%s-%d" % (probes.token, index)
+        wanted = [src, dst] + [p for p in probes.incoming[index : index + 1] if p is not None]
+        opened: Dict[Tuple[str, ...], int] = {}
+        try:
+            for parts in wanted:
+                if parts not in opened:
+                    try:
+                        opened[parts] = open_dir(parts)
+                    except OSError as exc:
+                        where = _blocker(exc.filename) if close and exc.filename else ""
+                        results.append((index, "reach:" + "/".join(parts), exc.errno or 0, where))
+            if len(opened) == len(set(wanted)):
+                results += _probe_one(index, name, opened, src, dst, probes)
+        finally:
+            for parts, fd in opened.items():
+                for suffix in (".l", ".m") if parts == dst else ("",):
+                    _remove_probe_file(fd, name + suffix)
+                if close:
                     os.close(fd)
-                operation(src, dst)
-                arrived = os.lstat(dst)
-                made.append((dst, arrived.st_dev, arrived.st_ino))  # ours, whatever it is
-                if (arrived.st_dev, arrived.st_ino) != (st.st_dev, st.st_ino):
-                    raise OSError(errno.EXDEV, "the %s arrived as another file" % kind, dst)
+    return results
+
+
+def _blocker(path: str) -> str:
+    """The first folder on the way to path that this user can't get through."""
+    parts = path.split("/")
+    for end in range(2, len(parts) + 1):
+        try:
+            os.stat("/".join(parts[:end]))
+        except OSError:
+            return "/".join(parts[: end - 1]) or "/"
+    return path
+
+
+def _probe_one(
+    index: int,
+    name: str,
+    opened: Dict[Tuple[str, ...], int],
+    src: Tuple[str, ...],
+    dst: Tuple[str, ...],
+    probes: ProbePlan,
+) -> List[ProbeResult]:
+    src_fd, dst_fd = opened[src], opened[dst]
+    if same_file(os.fstat(src_fd), os.fstat(dst_fd)):
+        return [(index, "same-folder", errno.EEXIST, "")]
+    results: List[ProbeResult] = []
+    incoming = probes.incoming[index]
+    made = False
+    if incoming is not None:
+        inc_fd = opened[incoming]
+        try:
+            _make_probe_file(inc_fd, name)
+        except OSError as exc:
+            results.append((index, "create:" + "/".join(incoming), exc.errno or 0, ""))
+        else:
+            try:
+                os.rename(name, name, src_dir_fd=inc_fd, dst_dir_fd=src_fd)
+                made = True
             except OSError as exc:
-                name = errno.errorcode.get(exc.errno or 0, "")
-                findings.append(
-                    Finding(
-                        "probe",
-                        kind + "-failed",
-                        complete.path,
-                        "%s failed: %s" % (what, exc.strerror),
-                        PROBE_FIXES.get(exc.errno or 0, HINTS.get(exc.errno or 0, "")),
-                        name,
-                    )
-                )
+                results.append((index, "finish", exc.errno or 0, ""))
+    if not made:
+        try:
+            _make_probe_file(src_fd, name)
+        except OSError as exc:
+            return results + [(index, "create:" + "/".join(src), exc.errno or 0, "")]
+    before = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+    fuse = probes.fuse[index]
+    try:
+        os.link(name, name + ".l", src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+    except OSError as exc:
+        results.append((index, "hardlink", exc.errno or 0, ""))
+    else:
+        one = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        two = os.stat(name + ".l", dir_fd=dst_fd, follow_symlinks=False)
+        if one.st_nlink < 2 or two.st_nlink < 2 or (not fuse and not same_file(one, two)):
+            results.append((index, "hardlink", errno.EXDEV, "the hardlink arrived as a copy"))
+        os.unlink(name + ".l", dir_fd=dst_fd)
+    try:
+        os.rename(name, name + ".m", src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+    except OSError as exc:
+        results.append((index, "move", exc.errno or 0, ""))
+    else:
+        moved = os.stat(name + ".m", dir_fd=dst_fd, follow_symlinks=False)
+        if not fuse and moved.st_ino != before.st_ino:
+            results.append((index, "move", errno.EXDEV, "the move arrived as a copy"))
+    return results
+
+
+def _make_probe_file(dir_fd: int, name: str) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC
+    fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
+    try:
+        os.write(fd, PROBE_MARKER)
     finally:
-        for path, dev, ino in made:
+        os.close(fd)
+
+
+def _remove_probe_file(dir_fd: int, name: str) -> bool:
+    """Remove a probe file by its unique name, if it is a regular file."""
+    try:
+        if stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+            return True
+    except OSError:
+        pass
+    return False
+
+
+def remove_leftover_probes(walk: Walk, folders: Sequence[Tuple[str, ...]]) -> int:
+    """Probe files an earlier, killed check left: our prefix, a regular file, our marker."""
+    removed = 0
+    for parts in folders:
+        fd = walk.fds.get(parts)
+        if fd is None:
+            continue
+        try:
+            names = [name for name in os.listdir(fd) if name.startswith(PROBE_PREFIX)]
+        except OSError:
+            continue
+        for name in names:
             try:
-                st = os.lstat(path)
-                if (st.st_dev, st.st_ino) == (dev, ino):
-                    os.unlink(path)
+                file_fd = os.open(
+                    name, os.O_RDONLY | O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC, dir_fd=fd
+                )
             except OSError:
-                pass
-        for step in (complete, media):
-            assert step.st is not None
+                continue
             try:
-                os.utime(step.path, ns=(step.st.st_atime_ns, step.st.st_mtime_ns))
-            except OSError:
-                pass
-    return findings
+                st = os.fstat(file_fd)
+                ours = stat.S_ISREG(st.st_mode) and os.read(file_fd, 100) == PROBE_MARKER
+            finally:
+                os.close(file_fd)
+            if ours and same_file(os.stat(name, dir_fd=fd, follow_symlinks=False), st):
+                os.unlink(name, dir_fd=fd)
+                removed += 1
+    return removed
+
+
+def plan_probes(walk: Walk, steps: Sequence[Step], folders: Sequence[Folder]) -> ProbePlan:
+    """Every import pair whose two folders are there, and each pair's incomplete/."""
+    present = {step.folder.parts for step in steps if step.st is not None}
+    pairs = [p for p in import_pairs(folders) if p[1] in present and p[2] in present]
+    incoming: List[Optional[Tuple[str, ...]]] = []
+    for source, _, _ in pairs:
+        parts = (DATA, source, INCOMPLETE)
+        incoming.append(parts if parts in present else None)
+    token = "%s%d-%s" % (PROBE_PREFIX, os.getpid(), os.urandom(4).hex())
+    return ProbePlan(token, pairs, incoming, [False] * len(pairs))
+
+
+def with_fuse_flags(walk: Walk, probes: ProbePlan, mounts: Optional[Sequence[Mount]]) -> ProbePlan:
+    """Mark the pairs that sit on FUSE, where inode numbers don't prove a hardlink."""
+    fuse = []
+    for _, src, dst in probes.pairs:
+        types = set()
+        for parts in (src, dst):
+            mount = mount_of(real_path_of(walk.open(parts), walk.path(parts)), mounts or ())
+            types.add(mount.fstype if mount else "")
+        fuse.append(any(fstype.startswith("fuse") for fstype in types))
+    return probes._replace(fuse=fuse)
+
+
+def run_probes(
+    walk: Walk,
+    steps: Sequence[Step],
+    probes: ProbePlan,
+    owner: Optional[Owner],
+    signals: Signals,
+) -> Tuple[List[ProbeResult], str, str, List[str]]:
+    """Run the probes as the containers' user where we can become it, else as the caller.
+
+    Returns the results, "UID:GID", as whom in words, and notes.  Whatever a
+    probe left (a killed child, a signal) is removed here, through our own
+    descriptors, and the folders' times are put back.
+    """
+    stats = {step.folder.parts: step.st for step in steps if step.st is not None}
+    uid, gid, groups = probe_identity(owner)
+    notes: List[str] = []
+    results: Optional[List[ProbeResult]] = None
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    try:
+        if root and owner is not None and hasattr(os, "fork"):
+            outcome = _probe_in_child(walk, probes, uid, gid, groups)
+            if isinstance(outcome, str):
+                notes.append(outcome + ": the probes ran as you (uid %d) instead" % os.getuid())
+            else:
+                results = outcome
+        if results is None:
+            uid, gid = os.getuid(), os.getgid()
+            results = probe_pairs(
+                lambda parts: walk.open(parts, stats.get(parts)), probes, False, signals.poll
+            )
+            who = "you (uid %d, gid %d)" % (uid, gid)
+            if owner is not None:
+                who += ", not as %s: that needs root" % owner.spec
+        else:
+            who = "uid %d, gid %d (groups %s), as the containers will" % (
+                uid,
+                gid,
+                ",".join(str(g) for g in groups),
+            )
+    finally:
+        _clean_after_probes(walk, probes, stats)
+    return results, "%d:%d" % (uid, gid), who, notes
+
+
+def _clean_after_probes(
+    walk: Walk, probes: ProbePlan, stats: Dict[Tuple[str, ...], os.stat_result]
+) -> None:
+    touched: Set[Tuple[str, ...]] = set()
+    for index, (_, src, dst) in enumerate(probes.pairs):
+        incoming = probes.incoming[index]
+        name = "%s-%d" % (probes.token, index)
+        for parts, suffixes in ((src, ("",)), (dst, (".l", ".m")), (incoming, ("",))):
+            if parts is None:
+                continue
+            try:
+                fd = walk.open(parts, stats[parts])
+            except Error:  # replaced meanwhile: nothing of ours is in there
+                continue
+            touched.add(parts)
+            for suffix in suffixes:
+                _remove_probe_file(fd, name + suffix)
+    for parts in touched:
+        st = stats[parts]
+        try:
+            os.utime(walk.fds[parts], ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError:
+            pass
+
+
+def _probe_in_child(walk: Walk, probes: ProbePlan, uid: int, gid: int, groups: List[int]) -> Any:
+    """Fork, become uid:gid with groups, probe by path as that user: results or why not.
+
+    The child keeps none of our folder descriptors, so every folder above the
+    tree must let the user through, as it must let the container.
+    """
+    import marshal
+
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(read_end)
+        os.close(write_end)
+        return "could not start a process to run as uid %d (%s)" % (uid, exc.strerror)
+    if pid == 0:  # pragma: no cover - the child; its work is tested through the parent
+        code = 1
+        try:
+            import signal
+
+            os.close(read_end)
+            for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(number, signal.SIG_IGN)  # the parent stops and cleans up
+            for fd in walk.fds.values():
+                os.close(fd)
+            try:
+                os.setgroups(groups)
+                os.setgid(gid)
+                os.setuid(uid)
+            except OSError as exc:
+                payload: Any = "the system refused to switch to uid %d (%s)" % (uid, exc.strerror)
+            else:
+                payload = probe_pairs(
+                    lambda parts: os.open(walk.path(parts), DIR_FLAGS), probes, True, _nothing
+                )
+            data = marshal.dumps(payload)
+            while data:
+                data = data[os.write(write_end, data) :]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks = []
+    while True:
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not chunks:
+        return "the probe process as uid %d failed" % uid
+    return marshal.loads(b"".join(chunks))
+
+
+def _nothing() -> None:  # pragma: no cover - the probe child has no signals to poll
+    pass
+
+
+def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk) -> List[Finding]:
+    """Name the step that failed, for which pair, graded: imports failing are problems."""
+    findings: List[Finding] = []
+    for index, step, number, text in results:
+        source, src, dst = probes.pairs[index]
+        src_rel, dst_rel = "/".join(src[1:]), "/".join(dst[1:])
+        reason = text or os.strerror(number)
+        name = errno.errorcode.get(number, "")
+        fix = PROBE_FIXES.get(number, HINTS.get(number, ""))
+        if step.startswith(("reach:", "create:")):
+            verb, _, folder = step.partition(":")
+            path = walk.path(tuple(folder.split("/")))
+            denied = number in (errno.EACCES, errno.EPERM)
+            reason = os.strerror(number)
+            if verb == "reach" and text and text != path:
+                path, detail = text, "the probes can't get through this folder: %s" % reason
+            elif verb == "reach":
+                detail = "the probe could not open this folder: %s" % reason
+            else:
+                detail = "the probe could not create a file here: %s" % reason
+            if denied and verb == "reach":
+                fix = (
+                    "every folder from / down to this one must let the user through "
+                    "(x for its owner, group or others): fix the modes above data/, or "
+                    "run again without --check, with --owner PUID:PGID"
+                )
+            findings.append(
+                finding(
+                    "permissions" if denied else "probes",
+                    verb + "-failed",
+                    path,
+                    detail,
+                    fix,
+                    errno_name=name,
+                )
+            )
+        elif step == "finish":
+            findings.append(
+                finding(
+                    "probes",
+                    "finish-failed",
+                    walk.path((DATA, source, INCOMPLETE)),
+                    "a move from %s/incomplete to %s failed: %s; the client copies each "
+                    "finished download instead" % (source, src_rel, reason),
+                    fix,
+                    WARNING,
+                    name,
+                )
+            )
+        elif step == "same-folder":
+            findings.append(
+                finding(
+                    "probes",
+                    "same-folder",
+                    walk.path(src),
+                    "%s and %s are the same folder" % (src_rel, dst_rel),
+                    PROBE_FIXES[errno.EEXIST],
+                )
+            )
+        else:
+            findings.append(
+                finding(
+                    "probes",
+                    step + "-failed",
+                    walk.path(src),
+                    "%s from %s to %s failed: %s" % (step, src_rel, dst_rel, reason),
+                    fix,
+                    errno_name=name,
+                )
+            )
+    unique: Dict[Tuple[str, str, str], Finding] = {}
+    for item in findings:  # one folder that blocks many pairs is said once
+        unique.setdefault((item.kind, item.path, item.detail), item)
+    return list(unique.values())
+
+
+def grade_permissions(
+    mode_findings: List[Finding], probes: ProbePlan, results: Sequence[ProbeResult], walk: Walk
+) -> List[Finding]:
+    """Where the probes ran as the user and wrote a folder, the mode bits were wrong
+    about it (an ACL, a group the bits don't show): a warning, not a problem."""
+    written: Set[str] = set()
+    failed = {index for index, _, _, _ in results}
+    for index, (_, src, dst) in enumerate(probes.pairs):
+        if index not in failed:
+            written.update(walk.path(parts) for parts in (src, dst))
+            if probes.incoming[index] is not None:
+                written.add(walk.path(probes.incoming[index] or ()))
+    return [
+        item._replace(
+            severity=WARNING,
+            detail=item.detail + ", but the probe as that user wrote here (an ACL?)",
+        )
+        if item.path in written
+        else item
+        for item in mode_findings
+    ]
 
 
 class Progress:
-    """Counts files; after about a second, shows the count on a terminal's stderr."""
+    """Counts files; after a second, shows the count on a terminal, a few times a second."""
 
-    def __init__(self, stream: Optional[IO[str]]) -> None:
+    EVERY = 0.25  # seconds between two redraws
+
+    def __init__(self, stream: Optional[IO[str]], label: str = "checking") -> None:
         import time
 
         self.clock = time.monotonic
         self.start = self.clock()
-        self.stream = stream if stream is not None and stream.isatty() else None
-        self.workers = _audit_workers()  # the other workers' files are estimated from ours
+        self.next = self.start + 1.0
+        isatty = getattr(stream, "isatty", None)
+        try:
+            self.stream = stream if stream is not None and isatty and isatty() else None
+        except ValueError:  # a closed stream
+            self.stream = None
+        self.label = label
+        self.workers = 1  # the other workers' files are estimated from ours
         self.files = 0
         self.shown = False
 
     def tick(self, files: int) -> None:
         self.files += files
-        if self.stream is not None and self.clock() - self.start > 1.0:
-            self.stream.write("\rchecking: about %d files looked at" % (self.files * self.workers))
+        if self.stream is not None and self.clock() >= self.next:
+            self.next = self.clock() + self.EVERY
+            self.draw("%s: about %d files looked at" % (self.label, self.files * self.workers))
+
+    def draw(self, text: str) -> None:
+        assert self.stream is not None
+        try:
+            self.stream.write("\r" + text)
             self.stream.flush()
             self.shown = True
+        except (OSError, ValueError):
+            self.stream = None
 
     def done(self) -> None:
         if self.shown and self.stream is not None:
-            self.stream.write("\r" + " " * 40 + "\r")
-            self.stream.flush()
+            self.draw(" " * 60 + "\r")
 
 
-def audit(source: str, tree_dirs: Sequence[str], progress: Progress, top: int = 5) -> Audit:
+def audit(walk: Walk, source: str, tree: Sequence[Tuple[str, ...]], progress: Progress) -> Audit:
     """Regular files with a link count of 1 below a source's complete/.
 
     The download folders (folders inside a tree folder that are not part of
     the tree) are shared out, every n-th to each of n processes, one per core:
     the walk is CPU-bound in Python on a warm cache and I/O-bound on a cold
     one, and processes overlap both where threads would queue on the GIL.
-    Each folder is summed and dropped, keeping only the biggest few, so memory
-    stays flat however many files there are.
+    Each name is looked at relative to its folder's descriptor (as find's fts
+    does), which spares the kernel resolving a long path per file.  Each folder
+    is summed and dropped, keeping only the biggest few: memory stays flat.
     """
     import heapq
 
+    top = 5
     workers = _audit_workers()
-    children = [(share, _fork_share(tree_dirs, share, workers, top)) for share in range(1, workers)]
-    files, nbytes, unreadable, biggest = _audit_share(tree_dirs, 0, workers, progress, top)
+    progress.workers = workers
+    for parts in tree:  # open them here, so that every worker inherits them
+        try:
+            walk.open(parts)
+        except Error:
+            pass
+    children = []
+    for share in range(1, workers):
+        child = _fork_share(walk, tree, share, workers, top)
+        children.append((share, child))
+    files, nbytes, unreadable, biggest = _audit_share(walk, tree, 0, workers, progress, top)
     for share, child in children:
-        result = _join_share(child)
-        if result is None:  # the worker failed: do its share here
-            result = _audit_share(tree_dirs, share, workers, progress, top)
+        result = _join_share(child) if child is not None else None
+        if result is None:  # the worker failed or never started: do its share here
+            result = _audit_share(walk, tree, share, workers, progress, top)
         files, nbytes, unreadable = files + result[0], nbytes + result[1], unreadable + result[2]
         biggest += result[3]
-    return Audit(source, tree_dirs[0], files, nbytes, heapq.nlargest(top, biggest), unreadable)
+    return Audit(
+        source, walk.path(tree[0]), files, nbytes, heapq.nlargest(top, biggest), unreadable
+    )
 
 
 ShareResult = Tuple[int, int, int, List[Tuple[int, int, str]]]  # files, bytes, unreadable, biggest
@@ -760,23 +1598,39 @@ def _audit_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _fork_share(tree_dirs: Sequence[str], share: int, workers: int, top: int) -> Tuple[int, int]:
-    """Start a process that audits one share; return (pid, the pipe's read end)."""
+def _fork_share(
+    walk: Walk, tree: Sequence[Tuple[str, ...]], share: int, workers: int, top: int
+) -> Optional[Tuple[int, int]]:
+    """Start a process that audits one share: (pid, the pipe's read end), or None."""
     import marshal
 
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+    parent = os.getpid()
+    try:
+        read_end, write_end = os.pipe()
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:  # a pids limit: the share is done in this process
+        os.close(read_end)
+        os.close(write_end)
+        return None
     if pid:
         os.close(write_end)
         return pid, read_end
-    code = 1  # the child: never returns, whatever happens
-    try:
+    code = 1  # pragma: no cover - the child: never returns, whatever happens
+    try:  # pragma: no cover
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends with its parent instead
         os.close(read_end)
-        data = marshal.dumps(_audit_share(tree_dirs, share, workers, Progress(None), top))
+        progress = Progress(None)
+        progress.parent = parent  # type: ignore[attr-defined]
+        data = marshal.dumps(_audit_share(walk, tree, share, workers, progress, top))
         while data:
             data = data[os.write(write_end, data) :]
         code = 0
-    finally:
+    finally:  # pragma: no cover
         os._exit(code)
 
 
@@ -800,12 +1654,17 @@ def _join_share(child: Tuple[int, int]) -> Optional[ShareResult]:
 
 
 def _audit_share(
-    tree_dirs: Sequence[str], share: int, workers: int, progress: Progress, top: int
+    walk: Walk,
+    tree: Sequence[Tuple[str, ...]],
+    share: int,
+    workers: int,
+    progress: Progress,
+    top: int,
 ) -> ShareResult:
     """Sum every workers-th download folder, starting at share (and, share 0, loose files)."""
     import heapq
 
-    known = set(tree_dirs)
+    known = set(tree)
     biggest: List[Tuple[int, int, str]] = []
     files = nbytes = unreadable = index = 0
 
@@ -814,103 +1673,231 @@ def _audit_share(
         if len(biggest) > top:
             heapq.heappop(biggest)
 
-    for folder in tree_dirs:
+    for parts in tree:
         loose_files = loose_bytes = 0
+        fd = walk.fds.get(parts)
         try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        if entry.path in known:
-                            continue
-                        index += 1
-                        if index % workers != share:
-                            continue
-                        item_files, item_bytes, bad = _sum_lone_files(entry.path, progress)
-                        files, nbytes = files + item_files, nbytes + item_bytes
-                        unreadable += bad
-                        if item_files:
-                            keep(item_bytes, item_files, entry.path)
-                    elif share == 0:
-                        size = _lone_file_size(entry)
-                        if size is not None:
-                            loose_files, loose_bytes = loose_files + 1, loose_bytes + size
+            if fd is None:
+                raise OSError(errno.ENOENT, "not opened")
+            # Our own open of the folder: a shared descriptor shares its read position
+            # with the other workers.
+            fd = os.open(".", DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            unreadable += share == 0
+            continue
+        try:
+            for name, is_dir, st in _entries(fd):
+                if is_dir:
+                    if parts + (name,) in known:
+                        continue
+                    index += 1
+                    if index % workers != share:
+                        continue
+                    item_files, item_bytes, bad = _sum_lone_files(fd, name, progress)
+                    files, nbytes = files + item_files, nbytes + item_bytes
+                    unreadable += bad
+                    if item_files:
+                        keep(item_bytes, item_files, walk.path(parts + (name,)))
+                elif share == 0 and st is not None:
+                    loose_files, loose_bytes = loose_files + 1, loose_bytes + st.st_size
         except OSError:
             unreadable += share == 0  # every share meets it; one counts it
+        finally:
+            os.close(fd)
         files, nbytes = files + loose_files, nbytes + loose_bytes
         if loose_files:
-            keep(loose_bytes, loose_files, folder)
+            keep(loose_bytes, loose_files, walk.path(parts))
     return files, nbytes, unreadable, biggest
 
 
-def _sum_lone_files(top: str, progress: Progress) -> Tuple[int, int, int]:
-    """(files, bytes, unreadable folders) for the lone files of a whole subtree."""
-    files = nbytes = unreadable = 0
-    stack = [top]
-    while stack:
-        seen = 0
+def _entries(fd: int) -> Iterator[Tuple[str, bool, Optional[os.stat_result]]]:
+    """(name, is a folder, stat of a regular file with one link else None), relative to fd."""
+    if SCANDIR_FD:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    yield entry.name, True, None
+                elif entry.is_file(follow_symlinks=False):
+                    yield entry.name, False, _lone(entry.stat, entry.name)
+        return
+    for name in os.listdir(fd):  # pragma: no cover - Python 3.6
         try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    seen += 1
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                        continue
-                    size = _lone_file_size(entry)
-                    if size is not None:
-                        files, nbytes = files + 1, nbytes + size
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except OSError:
-            unreadable += 1
-        progress.tick(seen)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield name, True, None
+        elif stat.S_ISREG(st.st_mode):
+            yield name, False, st if st.st_nlink == 1 else None
+
+
+def _lone(get_stat: Callable[..., os.stat_result], name: str) -> Optional[os.stat_result]:
+    try:
+        st = get_stat(follow_symlinks=False)
+    except OSError:  # gone while we looked
+        return None
+    return st if st.st_nlink == 1 else None
+
+
+def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, int, int]:
+    """(files, bytes, unreadable folders) for the lone files of a whole subtree."""
+    parent_pid = getattr(progress, "parent", None)
+    files = nbytes = unreadable = 0
+    stack: List[Tuple[int, List[str]]] = []
+    fd = _open_below(parent, name)
+    if fd is None:
+        return 0, 0, 1
+    stack.append((fd, []))
+    first = True
+    while stack:
+        fd, pending = stack[-1]
+        if first:
+            first = False
+            seen = 0
+            try:
+                for child, is_dir, st in _entries(fd):
+                    seen += 1
+                    if is_dir:
+                        pending.append(child)
+                    elif st is not None:
+                        files, nbytes = files + 1, nbytes + st.st_size
+            except OSError:
+                unreadable += 1
+            progress.tick(seen)
+            if parent_pid is not None and os.getppid() != parent_pid:  # pragma: no cover
+                os._exit(1)  # the parent is gone: stop walking
+        if pending:
+            child_fd = _open_below(fd, pending.pop())
+            if child_fd is None:
+                unreadable += 1
+            else:
+                stack.append((child_fd, []))
+                first = True
+        else:
+            os.close(fd)
+            stack.pop()
     return files, nbytes, unreadable
 
 
-def _lone_file_size(entry: "os.DirEntry[str]") -> Optional[int]:
-    """The size of a regular file that is hardlinked nowhere else, or None."""
+def _open_below(parent: int, name: str) -> Optional[int]:
     try:
-        if entry.is_file(follow_symlinks=False):
-            st = entry.stat(follow_symlinks=False)
-            if st.st_nlink == 1:
-                return st.st_size
-    except OSError:  # gone while we looked
-        pass
-    return None
+        return os.open(name, TREE_DIR_FLAGS, dir_fd=parent)
+    except OSError:
+        return None
 
 
 def run_check(
-    steps: Sequence[Step], owner: Optional[Owner], progress: Progress
-) -> Tuple[List[Finding], List[str], List[Audit]]:
-    """Everything --check reports, in order: findings, notes, and the audit."""
+    walk: Walk,
+    steps: Sequence[Step],
+    folders: Sequence[Folder],
+    owner: Optional[Owner],
+    progress: Progress,
+    signals: Signals,
+) -> CheckResult:
+    """Everything --check reports: findings, notes, the audit, each section's grade."""
     findings = layout_findings(steps)
     notes: List[str] = []
-    mounts: Optional[List[Mount]] = None
-    try:
-        with open(MOUNTINFO, "rb") as handle:
-            mounts = read_mountinfo(handle.read())
-    except OSError:
-        notes.append("no mount table here (not Linux): checked devices only, not bind mounts")
-    more, fs_notes = filesystem_findings(steps, mounts)
+    sections: Dict[str, str] = {}
+    probed_as, probed_text = "", ""
+    audits: List[Audit] = []
+    if steps[0].st is None:
+        why = "not checked: data/ is not there"
+        sections.update(filesystem=why, probes=why, permissions=why)
+        return CheckResult(findings, notes, audits, _grades(findings, sections), "", "", 0)
+    mounts, no_table = load_mounts()
+    if no_table:
+        notes.append(no_table + ": bind mounts inside the tree were not checked, devices were")
+    more, fs_notes = filesystem_findings(walk, steps, mounts, import_pairs(folders))
     findings += more
     notes = fs_notes + notes
-    by_parts = {step.folder.parts: step for step in steps if step.st is not None}
-    media = by_parts.get((DATA, MEDIA))
-    audits: List[Audit] = []
-    for source in SOURCES:
-        complete = by_parts.get((DATA, source, COMPLETE))
-        if complete is None or media is None:
-            notes.append("%s: probes and audit skipped, complete/ or media/ is missing" % source)
-            continue
-        findings += probe(source, complete, media)
-        tree_dirs = [
-            step.path for parts, step in by_parts.items() if parts[:3] == (DATA, source, COMPLETE)
-        ]
-        audits.append(audit(source, tree_dirs, progress))
-    progress.done()
+    probes = with_fuse_flags(walk, plan_probes(walk, steps, folders), mounts)
+    places = {parts for _, src, dst in probes.pairs for parts in (src, dst)}
+    places.update(parts for parts in probes.incoming if parts is not None)
+    removed = remove_leftover_probes(walk, sorted(places))
+    if removed:
+        notes.append("removed %d probe file(s) that an interrupted check had left" % removed)
+    results: List[ProbeResult] = []
+    if probes.pairs:
+        results, probed_as, probed_text, probe_notes = run_probes(
+            walk, steps, probes, owner, signals
+        )
+        notes += probe_notes
+        findings += probe_findings(results, probes, walk)
+        unreached = len({index for index, step, _, _ in results if step.startswith("reach:")})
+        if unreached and not any(item.section == "probes" for item in findings):
+            sections["probes"] = (
+                "not checked: %d of %d import pair(s) could not be reached "
+                "(see permissions)" % (unreached, len(probes.pairs))
+            )
+    else:
+        sections["probes"] = "not checked: no category has both complete/ and media/ folders"
     if owner is not None:
-        findings += writable_findings(steps, owner)
-    return findings, notes, audits
+        uid, gid, groups = probe_identity(owner)
+        mode_findings = writable_findings(steps, owner, set(groups))
+        if probed_as == "%d:%d" % (uid, gid):
+            mode_findings = grade_permissions(mode_findings, probes, results, walk)
+        findings += mode_findings
+    elif not any(item.section == "permissions" for item in findings):
+        sections["permissions"] = (
+            "not checked: give --owner PUID:PGID to check as the containers' user"
+        )
+    for source in SOURCES:
+        tree = [
+            s.folder.parts
+            for s in steps
+            if s.st is not None and s.folder.parts[:3] == (DATA, source, COMPLETE)
+        ]
+        if tree and tree[0] == (DATA, source, COMPLETE):
+            signals.poll()
+            audits.append(audit(walk, source, tree, progress))
+    progress.done()
+    graded = _grades(findings, sections)
+    return CheckResult(findings, notes, audits, graded, probed_as, probed_text, len(probes.pairs))
+
+
+def _grades(findings: Sequence[Finding], sections: Dict[str, str]) -> Dict[str, str]:
+    """Each section: problem, warning, ok, or the 'not checked: why' already set."""
+    graded = {}
+    for name in SECTIONS + tuple(s for s in sections if s not in SECTIONS):
+        severities = {item.severity for item in findings if item.section == name}
+        if PROBLEM in severities:
+            graded[name] = PROBLEM
+        elif WARNING in severities:
+            graded[name] = WARNING
+        else:
+            graded[name] = sections.get(name, "ok")
+    return graded
+
+
+# -- --check --docker: what the containers see ------------------------------------
+
+
+def check_containers(
+    found: CheckResult, walk: Walk, steps: Sequence[Step], source: str
+) -> Tuple[CheckResult, Dict[str, Any]]:
+    raise Error("--docker is not built yet", 2)
+
+
+def report_containers(extra: Dict[str, Any], out: "Output") -> None:
+    pass
+
+
+# -- --relink: copies in media/ become hardlinks of the download ---------------------
+
+
+def relink(
+    walk: Walk,
+    folders: Sequence[Folder],
+    args: argparse.Namespace,
+    out: "Output",
+    err: "Output",
+    signals: Signals,
+) -> int:
+    raise Error("--relink is not built yet", 2)
 
 
 # -- --compose: the docker-compose volumes that keep imports hardlinks ---------
+# One bind per role, always of a folder of the one tree, at the same path inside.
 
 # Who mounts which part of the tree; the download sources come from TREE.
 CLIENTS = {
@@ -943,7 +1930,9 @@ def compose_snippet(base: str) -> str:
         "# (the tree's owner) and UMASK=002 in their environment.",
     ]
     for label, parts in roles:
-        volume = "%s:/%s" % (os.path.join(base, *parts), "/".join(parts))
+        # Compose reads $ as a variable: a literal one is written $$.
+        host = printable(os.path.join(base, *parts)).replace("$", "$$")
+        volume = "%s:/%s" % (host, "/".join(parts))
         if not set(volume) <= YAML_SAFE | {":"}:
             volume = _yaml_quote(volume)
         lines += ["", "# " + label, "volumes:", "  - " + volume]
@@ -957,7 +1946,9 @@ def _yaml_quote(text: str) -> str:
     return json.dumps(text)
 
 
-# -- the report ----------------------------------------------------------------
+# -- the report: what a person reads, and what a script parses ------------------
+# Paths whose bytes are UTF-8 come out as that UTF-8 in every locale and Python;
+# other bytes as \xNN.  Output that can't be written never stops the work.
 
 UNICODE_GLYPHS = ("\u251c\u2500\u2500 ", "\u2514\u2500\u2500 ", "\u2502   ", "    ")
 ASCII_GLYPHS = ("|-- ", "`-- ", "|   ", "    ")
@@ -971,13 +1962,81 @@ DRY_LABELS = {
 }
 
 
-def glyphs_for(stream: IO[str]) -> Tuple[str, ...]:
-    """Box-drawing glyphs if the stream can encode them, else ASCII."""
+def printable(text: str) -> str:
+    """A name as the characters its bytes spell in UTF-8; bytes that aren't, as \\xNN."""
     try:
-        "".join(UNICODE_GLYPHS).encode(getattr(stream, "encoding", None) or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return ASCII_GLYPHS
-    return UNICODE_GLYPHS
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+class Output:
+    """stdout or stderr: every line printable, written as UTF-8.
+
+    A failed write (a closed stream, a reader gone, a full disk) is noted and
+    never raised: the work goes on, and main exits 1 if nothing else failed.
+    The descriptor is then pointed at /dev/null so that Python's own flush at
+    exit has nothing to complain about.
+    """
+
+    def __init__(self, stream: Optional[IO[str]]) -> None:
+        self.stream = stream
+        self.failed = False
+
+    def line(self, text: str) -> None:
+        if self.failed:
+            return
+        if self.stream is None:
+            self.failed = True
+            return
+        data = printable(text) + "\n"
+        try:
+            buffer = getattr(self.stream, "buffer", None)
+            if buffer is not None:
+                buffer.write(data.encode("utf-8"))
+            else:
+                self.stream.write(data)
+        except (OSError, ValueError):
+            self._fail()
+
+    def flush(self) -> None:
+        if self.stream is not None and not self.failed:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._fail()
+
+    def glyphs(self) -> Tuple[str, ...]:
+        """Box-drawing glyphs if the stream's encoding has them, else ASCII."""
+        try:
+            "".join(UNICODE_GLYPHS).encode(getattr(self.stream, "encoding", None) or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            return ASCII_GLYPHS
+        return UNICODE_GLYPHS
+
+    def _fail(self) -> None:
+        self.failed = True
+        try:
+            assert self.stream is not None
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def reopen_std_fds() -> None:
+    """A closed fd 0, 1 or 2 would be handed out by the next open (a folder fd
+    becoming stdout): put /dev/null there first."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:  # pragma: no cover - the lowest free number is fd itself
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def branch(lasts: Tuple[bool, ...], glyphs: Tuple[str, ...]) -> str:
@@ -994,33 +2053,20 @@ def tree_text(tree: TreeDict = TREE, glyphs: Tuple[str, ...] = ASCII_GLYPHS) -> 
     return "".join(branch(f.lasts, glyphs) + f.parts[-1] + "/\n" for f in list_folders(tree))
 
 
-def emit(stream: IO[str], text: str) -> None:
-    """Write a line; what the stream can't encode comes out escaped, not as a crash."""
-    try:
-        stream.write(text + "\n")
-    except UnicodeEncodeError:
-        encoding = getattr(stream, "encoding", None) or "ascii"
-        stream.write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
-
-
-def warn(text: str) -> None:
-    emit(sys.stderr, "warning: " + text)
-
-
-def report(steps: Sequence[Step], dry_run: bool, out: IO[str]) -> None:
+def report(steps: Sequence[Step], dry_run: bool, out: Output) -> None:
     """The tree, with each folder's state."""
     labels = DRY_LABELS if dry_run else LABELS
-    glyphs = glyphs_for(out)
+    glyphs = out.glyphs()
     names = []
     for step in steps:
         name = step.path if len(step.folder.parts) == 1 else step.folder.parts[-1]
-        names.append(branch(step.folder.lasts, glyphs) + name + "/")
+        names.append(branch(step.folder.lasts, glyphs) + printable(name) + "/")
     width = max(len(name) for name in names) + 2
     for name, step in zip(names, steps):
         state = labels[step.action]
         if step.detail:
             state += " " + step.detail if step.action == CONFLICT else " (%s)" % step.detail
-        emit(out, name.ljust(width) + state)
+        out.line(name.ljust(width) + state)
 
 
 def summary(steps: Sequence[Step], base: str, dry_run: bool) -> str:
@@ -1042,12 +2088,13 @@ def summary(steps: Sequence[Step], base: str, dry_run: bool) -> str:
     )
 
 
-CHECK_SECTIONS = (
-    ("layout", "layout", "all {} folders are there"),
-    ("filesystem", "one filesystem", "every folder is on the same filesystem and mount as data/"),
-    ("probe", "probes", "a hardlink and a move from each complete/ into media/ both work"),
-    ("permissions", "permissions", "{} can write every folder"),
-)
+CHECK_TITLES = {
+    "layout": ("layout", "all {folders} folders are there"),
+    "filesystem": ("filesystem", "every folder is on data/'s filesystem and mount"),
+    "probes": ("probes", "{pairs} import pair(s): a hardlink and a move each work"),
+    "permissions": ("permissions", "{owner} can write every folder"),
+    "containers": ("containers", "every container sees one consistent /data"),
+}
 LEFTOVERS = {
     "torrents": "not imported yet, imported as a copy, or kept only for seeding",
     "usenet": "leftovers: an import moves the file out, so nothing should stay here",
@@ -1059,62 +2106,83 @@ def report_check(
     root: str,
     steps: Sequence[Step],
     owner: Optional[Owner],
-    found: Tuple[List[Finding], List[str], List[Audit]],
-    out: IO[str],
+    found: CheckResult,
+    out: Output,
 ) -> None:
-    """The --check report as text, section by section."""
-    findings, notes, audits = found
-    emit(out, "check of %s" % root)
-    for section, title, healthy in CHECK_SECTIONS:
-        if section == "permissions" and owner is None:
+    """The --check report as text: each section's grade, its findings with fixes."""
+    out.line("check of %s" % root)
+    for section, grade in found.sections.items():
+        title, healthy = CHECK_TITLES[section]
+        mine = [item for item in found.findings if item.section == section]
+        if grade == "ok":
+            text = healthy.format(
+                folders=len(steps), pairs=found.pairs, owner=owner.spec if owner else ""
+            )
+            out.line("%-12s ok: %s" % (title, text))
             continue
-        mine = [finding for finding in findings if finding.section == section]
         if not mine:
-            subject = len(steps) if section == "layout" else owner.spec if owner else ""
-            emit(out, "%-15s ok: %s" % (title, healthy.format(subject)))
+            out.line("%-12s %s" % (title, grade))
             continue
-        emit(out, "%-15s %d problem(s)" % (title, len(mine)))
+        problems = sum(item.severity == PROBLEM for item in mine)
+        out.line("%-12s %s" % (title, _count(problems, "problem", len(mine) - problems, "warning")))
         last_fix = ""
-        for finding in mine:
-            emit(out, "  - %s: %s" % (finding.path, finding.detail))
-            if finding.fix and finding.fix != last_fix:  # said once for a run of the same
-                emit(out, "    fix: %s" % finding.fix)
-            last_fix = finding.fix
-    for note in notes:
-        emit(out, "note: " + note)
-    if audits:
-        emit(out, "audit (information): files in complete/ that are hardlinked nowhere")
-    for result in audits:
+        for item in mine:
+            who = "%s: " % item.container if item.container else ""
+            out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
+            if item.fix and item.fix != last_fix:  # said once for a run of the same
+                out.line("    fix: %s" % item.fix)
+            last_fix = item.fix
+    if found.probed_text:
+        out.line("note: the probes ran as %s" % found.probed_text)
+    for note in found.notes:
+        out.line("note: " + note)
+    if found.audits:
+        out.line("audit (information): files in complete/ that are hardlinked nowhere")
+    for result in found.audits:
         meaning = " - " + LEFTOVERS.get(result.source, "") if result.files else ""
-        emit(
-            out,
+        out.line(
             "  %-9s %d file(s), %s%s"
-            % (result.source + ":", result.files, human_size(result.bytes), meaning),
+            % (result.source + ":", result.files, human_size(result.bytes), meaning)
         )
         for nbytes, files, folder in result.biggest:
-            emit(
-                out,
+            out.line(
                 "    %10s in %d file(s): %s"
-                % (human_size(nbytes), files, os.path.relpath(folder, result.path)),
+                % (human_size(nbytes), files, os.path.relpath(folder, result.path))
             )
         if result.unreadable:
-            emit(out, "    %d folder(s) could not be read" % result.unreadable)
-    emit(
-        out,
-        "result: healthy" if not findings else "result: %d problem(s), see above" % len(findings),
-    )
+            out.line("    %d folder(s) could not be read" % result.unreadable)
+    if any(result.files for result in found.audits):
+        out.line(
+            "  copies of these in media/ can become hardlinks again: --relink --dry-run shows which"
+        )
+    problems = sum(item.severity == PROBLEM for item in found.findings)
+    warnings = len(found.findings) - problems
+    if not problems:
+        out.line(
+            "result: healthy" + (", %s" % _count(0, "", warnings, "warning") if warnings else "")
+        )
+    else:
+        out.line("result: %s, see above" % _count(problems, "problem", warnings, "warning"))
 
 
-def check_json(root: str, found: Tuple[List[Finding], List[str], List[Audit]]) -> str:
-    """The --check findings as one JSON document, for cron jobs and monitoring."""
-    import json
+def _count(first: int, first_name: str, second: int, second_name: str) -> str:
+    said = []
+    if first:
+        said.append("%d %s(s)" % (first, first_name))
+    if second:
+        said.append("%d %s(s)" % (second, second_name))
+    return ", ".join(said)
 
-    findings, notes, audits = found
-    document = {
+
+def check_json(root: str, found: CheckResult, extra: Optional[Dict[str, Any]] = None) -> str:
+    """The --check result as one JSON document, for cron jobs and monitoring."""
+    document: Dict[str, Any] = {
         "data_root": root,
-        "healthy": not findings,
-        "findings": [dict(finding._asdict(), errno=finding.errno or None) for finding in findings],
-        "notes": notes,
+        "healthy": not any(item.severity == PROBLEM for item in found.findings),
+        "probed_as": found.probed_as or None,
+        "sections": found.sections,
+        "findings": [_finding_json(item) for item in found.findings],
+        "notes": found.notes,
         "audit": [
             {
                 "source": result.source,
@@ -1127,10 +2195,36 @@ def check_json(root: str, found: Tuple[List[Finding], List[str], List[Audit]]) -
                 ],
                 "unreadable_folders": result.unreadable,
             }
-            for result in audits
+            for result in found.audits
         ],
     }
-    return json.dumps(document, indent=2)
+    document.update(extra or {})
+    return json_text(document)
+
+
+def _finding_json(item: Finding) -> Dict[str, Any]:
+    document = item._asdict()
+    document["errno"] = item.errno or None
+    for key in ("container", "other"):
+        if not document[key]:
+            del document[key]
+    return dict(document)
+
+
+def json_text(document: Any) -> str:
+    """JSON with every string printable (UTF-8 names as text, other bytes as \\xNN)."""
+    import json
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return printable(value)
+        if isinstance(value, dict):
+            return {printable(key): clean(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item) for item in value]
+        return value
+
+    return json.dumps(clean(document), indent=2)
 
 
 def human_size(nbytes: int) -> str:
@@ -1150,12 +2244,34 @@ examples:
   Synology (id docker):   python3 %(prog)s --path /volume1 --owner 1026:100
   look before you leap:   python3 %(prog)s --path /srv --owner 1000:1000 --dry-run
   a second Radarr:        python3 %(prog)s --path /srv --add-category movies-4k
-  ready for hardlinks?    python3 %(prog)s --path /mnt/user --check
+  ready for hardlinks?    python3 %(prog)s --path /mnt/user --check --owner 99:100
+  and the containers?     python3 %(prog)s --path /mnt/user --check --docker
+  copies into hardlinks:  python3 %(prog)s --path /mnt/user --relink --dry-run
   docker-compose volumes: python3 %(prog)s --path /mnt/user --compose
   no git on the NAS:      curl -fsSL URL | python3 - --path /mnt/user
 
-exit codes: 0 done, 1 conflict or OS failure, 2 usage error, 130 interrupted
+exit codes: 0 done, 1 conflict, OS failure, --check problem or unwritable output,
+2 usage error, 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
 """
+
+# Which options go with which mode; anything else is a usage error.
+MODES = ("create", "check", "compose", "relink")
+OPTION_MODES = {
+    "--owner": ("create", "check"),
+    "--mode": ("create",),
+    "--add-category": ("create", "check"),
+    "--dry-run": ("create", "relink"),
+    "--json": ("check", "relink"),
+    "--docker": ("check",),
+    "--min-size": ("relink",),
+    "--min-age": ("relink",),
+}
+MODE_NAMES = {
+    "create": "creating the tree",
+    "check": "--check",
+    "compose": "--compose",
+    "relink": "--relink",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1169,6 +2285,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--path",
         default=".",
+        type=parse_path,
         metavar="DIR",
         help="the existing folder to hold data/ (default: the current folder)",
     )
@@ -1176,13 +2293,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--owner",
         type=parse_owner,
         metavar="USER[:GROUP]",
-        help="owner of every folder of the tree, names or ids (e.g. 1000:1000)",
+        help="create: owner of every folder of the tree, names or ids (e.g. 1000:1000); "
+        "--check: the user to check and probe as",
     )
     parser.add_argument(
         "--mode",
         type=parse_mode,
         metavar="OCTAL",
-        help="mode of the folders (default for new ones: 775; e.g. 2775)",
+        help="mode of every folder of the tree, new and existing (new ones get 775 "
+        "without it; e.g. 2775)",
     )
     parser.add_argument(
         "--add-category",
@@ -1196,104 +2315,218 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", "--dry-run", action="store_true", help="show what would be done and change nothing"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")
-    parser.add_argument(
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument(
         "--check",
         action="store_true",
         help="create nothing; check that the tree is ready for hardlinks and atomic moves, "
         "and count the files in complete/ that are hardlinked nowhere",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="with --check: print one JSON document instead"
-    )
-    parser.add_argument(
+    modes.add_argument(
         "--compose",
         action="store_true",
         help="print docker-compose volumes for --path, one block per app; touches nothing",
+    )
+    modes.add_argument(
+        "--relink",
+        action="store_true",
+        help="turn byte-identical copies in media/ of files in complete/ into hardlinks",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="with --check or --relink: one JSON document"
+    )
+    parser.add_argument(
+        "--docker",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="with --check: check the containers too, from `docker inspect` of the running "
+        "ones, or from FILE (docker inspect or docker compose config --format json; - for stdin)",
+    )
+    parser.add_argument(
+        "--min-size",
+        type=parse_size,
+        metavar="BYTES",
+        help="with --relink: the smallest file to look at (default 1M; K, M, G suffixes)",
+    )
+    parser.add_argument(
+        "--min-age",
+        type=parse_minutes,
+        metavar="MINUTES",
+        help="with --relink: leave files changed in the last MINUTES alone (default 15)",
     )
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return parser
 
 
-def check(base: str, steps: Sequence[Step], args: argparse.Namespace) -> int:
-    """--check: report, and exit 1 on any finding (the audit alone never fails)."""
-    root = os.path.join(base, DATA)
-    found = run_check(steps, args.owner, Progress(sys.stderr))
+def mode_of(args: argparse.Namespace) -> str:
+    for mode in MODES[1:]:
+        if getattr(args, mode):
+            return mode
+    return "create"
+
+
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The mode, after refusing every option that the mode does not use (exit 2)."""
+    mode = mode_of(args)
+    for option, modes in OPTION_MODES.items():
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value not in (None, False, []) and mode not in modes:
+            parser.error("%s does not go with %s" % (option, MODE_NAMES[mode]))
+    return mode
+
+
+def check_name_lengths(walk: Walk, categories: Sequence[str]) -> None:
+    """Refuse a category the filesystem can't name, before anything is created."""
+    try:
+        limit = os.fpathconf(walk.fds[()], "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = DEFAULT_NAME_MAX
+    if not limit or limit < 0:
+        limit = DEFAULT_NAME_MAX  # pragma: no cover - "no limit"
+    for name in categories:
+        if len(os.fsencode(name)) > limit:
+            raise Error(
+                "--add-category %r: %d bytes, but this filesystem allows %d in a name"
+                % (name[:40] + "...", len(os.fsencode(name)), limit),
+                2,
+            )
+
+
+def create(
+    walk: Walk,
+    steps: List[Step],
+    args: argparse.Namespace,
+    out: Output,
+    err: Output,
+    signals: Signals,
+) -> int:
+    """The default mode: create what is missing, change what --owner / --mode say."""
+    conflicts = [step for step in steps if step.action == CONFLICT]
+    if conflicts:
+        if not args.quiet:
+            report(steps, True, out)
+        for step in conflicts:
+            err.line("error: %s: %s is in the way" % (step.path, step.detail))
+        raise Error(
+            "%d thing(s) in the way of the tree; move them away and run "
+            "again. Nothing was created." % len(conflicts)
+        )
+    if args.mode is not None and args.mode & 0o002:
+        err.line("warning: --mode %04o lets every user on the system write there" % args.mode)
+    creating = any(step.action == CREATE for step in steps)
+    if creating and args.owner is None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        err.line(
+            "warning: running as root without --owner: the new folders will belong to root, "
+            "and containers running as PUID/PGID may not write there; add "
+            "--owner 1000:1000 (Unraid: --owner nobody:users)"
+        )
+    if not args.dry_run:
+        done: List[Step] = []
+        try:
+            apply(walk, steps, args.owner, args.mode, done, signals)
+        except (Error, Interrupted, KeyboardInterrupt) as exc:
+            created = sum(step.action == CREATE for step in done)
+            changed = sum(step.action == CHANGE for step in done)
+            if isinstance(exc, Error):
+                err.line("error: %s" % exc)
+                what = "before that"
+            else:
+                what = "interrupted"
+            err.line(
+                "%s: %d folder(s) created, %d changed; run again to finish"
+                % (what, created, changed)
+            )
+            if isinstance(exc, Error):
+                exc.printed = True  # type: ignore[attr-defined]
+            raise
+        finished = {step.folder.parts: step for step in done}
+        steps = [finished.get(step.folder.parts, step) for step in steps]
+    if not args.quiet:
+        report(steps, args.dry_run, out)
+        out.line(summary(steps, walk.base, args.dry_run))
+    return 0
+
+
+def check(
+    walk: Walk,
+    steps: List[Step],
+    folders: Sequence[Folder],
+    args: argparse.Namespace,
+    out: Output,
+    err: Output,
+    signals: Signals,
+) -> int:
+    """--check: report; exit 1 on any problem (warnings and the audit never fail)."""
+    root = walk.path((DATA,))
+    try:
+        found = run_check(walk, steps, folders, args.owner, Progress(sys.stderr), signals)
+    except (Interrupted, KeyboardInterrupt):
+        err.line("interrupted: the check was stopped; the probe files it made were removed")
+        raise
+    extra: Dict[str, Any] = {}
+    if args.docker is not None:
+        found, extra = check_containers(found, walk, steps, args.docker)
     if args.json:
-        emit(sys.stdout, check_json(root, found))
+        out.line(check_json(root, found, extra))
     elif not args.quiet:
-        report_check(root, steps, args.owner, found, sys.stdout)
+        report_check(root, steps, args.owner, found, out)
+        if extra:
+            report_containers(extra, out)
     else:
-        for finding in found[0]:
-            emit(sys.stderr, "error: %s: %s" % (finding.path, finding.detail))
-    return 1 if found[0] else 0
+        for item in found.findings:
+            err.line("%s: %s: %s" % (item.severity, item.path, item.detail))
+    return 1 if any(item.severity == PROBLEM for item in found.findings) else 0
 
 
-def count_created(done: Sequence[Step]) -> int:
-    return sum(step.action == CREATE for step in done)
+def run(args: argparse.Namespace, mode: str, out: Output, err: Output, signals: Signals) -> int:
+    if mode == "compose":  # works before the path exists: it only prints
+        out.line(compose_snippet(os.path.abspath(os.path.expanduser(args.path))))
+        return 0
+    walk = open_base(args.path)
+    try:
+        check_name_lengths(walk, args.add_category)
+        folders = list_folders(with_categories(TREE, args.add_category))
+        if mode == "relink":
+            return relink(walk, folders, args, out, err, signals)
+        steps = plan(walk, folders, args.owner, args.mode, need_stat=mode == "check")
+        if mode == "check":
+            return check(walk, steps, folders, args, out, err, signals)
+        return create(walk, steps, args, out, err, signals)
+    finally:
+        walk.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    reopen_std_fds()
+    for name in ("stdout", "stderr"):  # closed at start: argparse must not crash on it
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
+            setattr(sys, "_cms_closed_" + name, True)
+    out = Output(None if getattr(sys, "_cms_closed_stdout", False) else sys.stdout)
+    err = Output(None if getattr(sys, "_cms_closed_stderr", False) else sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.json and not args.check:
-        parser.error("--json goes with --check")
-    out = sys.stdout
-    done: List[Step] = []
-    try:
-        if args.compose:  # works before the path exists: it only prints
-            emit(out, compose_snippet(os.path.abspath(os.path.expanduser(args.path))))
-            return 0
-        base = resolve_base(args.path)
-        steps = plan(
-            base, list_folders(with_categories(TREE, args.add_category)), args.owner, args.mode
-        )
-        if args.check:
-            return check(base, steps, args)
-        conflicts = [step for step in steps if step.action == CONFLICT]
-        if conflicts:
-            if not args.quiet:
-                report(steps, True, out)
-            for step in conflicts:
-                emit(sys.stderr, "error: %s: %s is in the way" % (step.path, step.detail))
-            raise Error(
-                "%d thing(s) in the way of the tree; move them away and run "
-                "again. Nothing was created." % len(conflicts)
-            )
-        if args.mode is not None and args.mode & 0o002:
-            warn("--mode %04o lets every user on the system write there" % args.mode)
-        creating = any(step.action == CREATE for step in steps)
-        if creating and args.owner is None and hasattr(os, "geteuid") and os.geteuid() == 0:
-            warn(
-                "running as root without --owner: the new folders will belong to root, "
-                "and containers running as PUID/PGID may not write there; add "
-                "--owner 1000:1000 (Unraid: --owner nobody:users)"
-            )
-        if not args.dry_run:
-            apply(steps, args.owner, DEFAULT_MODE if args.mode is None else args.mode, done)
-            steps = done
-        if not args.quiet:
-            report(steps, args.dry_run, out)
-            emit(out, summary(steps, base, args.dry_run))
-        return 0
-    except Error as exc:
-        emit(sys.stderr, "error: %s" % exc)
-        if done:
-            emit(
-                sys.stderr,
-                "%d folder(s) were created before that; fix the cause and "
-                "run again to finish" % count_created(done),
-            )
-        return exc.code
-    except KeyboardInterrupt:
-        emit(
-            sys.stderr,
-            "interrupted: %d folder(s) created; run again to finish" % count_created(done),
-        )
-        return 130
-    except BrokenPipeError:
-        # The reader (say `| head`) went away: finish quietly, as cat would.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    mode = check_options(parser, args)
+    code = 0
+    with Signals() as signals:
+        try:
+            code = run(args, mode, out, err, signals)
+        except Error as exc:
+            if not getattr(exc, "printed", False):
+                err.line("error: %s" % exc)
+            code = exc.code
+        except Interrupted as exc:
+            code = 128 + exc.signum
+        except KeyboardInterrupt:
+            code = 130
+        if signals.caught and code < 128:
+            code = 128 + signals.caught
+    out.flush()
+    err.flush()
+    if code == 0 and (out.failed or err.failed):
+        code = 1  # only the output failed: the work is done, but say so by the exit code
+    return code
 
 
 if __name__ == "__main__":

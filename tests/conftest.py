@@ -66,22 +66,33 @@ def snapshot(base: Path) -> Snapshot:
     return seen
 
 
+def is_ours(args, kwargs, under=TMP):
+    """Whether an os call is the script's on the tree: through a folder's fd, or a path below."""
+    if kwargs.get("dir_fd") is not None or kwargs.get("src_dir_fd") is not None:
+        return True
+    first = args[0] if args else None
+    if isinstance(first, int):
+        return first > 2
+    return first is not None and os.fsdecode(first).startswith(under)
+
+
 def fail_on_call(monkeypatch, name, number, error, under=TMP):
-    """Make the number-th call of os.<name> on a path below `under` raise.
+    """Make the number-th call of os.<name> on the tree raise (see is_ours).
 
     error is an errno (raised as OSError) or an exception to raise as it is.
+    Returns the list of the calls' first arguments.
     """
     real = getattr(os, name)
     calls = []
 
-    def fake(path, *args, **kwargs):
-        if os.fsdecode(path).startswith(under):
-            calls.append(path)
-        if len(calls) == number and os.fsdecode(path).startswith(under):
-            if isinstance(error, int):
-                raise OSError(error, os.strerror(error), path)
-            raise error
-        return real(path, *args, **kwargs)
+    def fake(*args, **kwargs):
+        if is_ours(args, kwargs, under):
+            calls.append(args[0] if args else None)
+            if len(calls) == number:
+                if isinstance(error, int):
+                    raise OSError(error, os.strerror(error), args[0] if args else None)
+                raise error
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(os, name, fake)
     return calls
