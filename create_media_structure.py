@@ -266,7 +266,7 @@ def parse_owner(text: str) -> Owner:
         raise argparse.ArgumentTypeError("give USER, USER:GROUP or :GROUP")
     uid = gid = -1
     if user:
-        if user[:1].isdigit():
+        if _ascii_number(user[:1]):
             uid = parse_id(user, "uid")
         else:
             try:
@@ -279,7 +279,7 @@ def parse_owner(text: str) -> Owner:
             except KeyError:
                 raise argparse.ArgumentTypeError("uid %d has no login group; name one" % uid)
     if group:
-        if group[:1].isdigit():
+        if _ascii_number(group[:1]):
             gid = parse_id(group, "gid")
         else:
             try:

@@ -412,7 +412,9 @@ def test_probe_failures_name_the_step_and_leave_nothing(
     assert probe_files(tree) == []
     assert snapshot(tree) == before
     if kind == "create-failed":  # not a failed move: the disk is full
-        assert probes[0]["detail"] == "the probe could not create a file here: No space left on device"
+        assert (
+            probes[0]["detail"] == "the probe could not create a file here: No space left on device"
+        )
         assert {f["path"] for f in probes} >= {str(tree / "data/torrents/incomplete")}
         assert code == 1
     elif kind == "finish-failed":  # rename fails for the moves into media too
@@ -585,11 +587,15 @@ def test_an_acl_the_mode_bits_dont_show_is_a_warning(public_tmp, run, monkeypatc
 
 def test_without_root_the_probes_run_as_the_caller(tree, run):
     code, out, _ = run("--path", str(tree), "--check", "--owner", "%d:%d" % (os.getuid(), 0))
-    assert "note: the probes ran as you (uid %d, gid %d), not as %d:0: that needs root" % (
-        os.getuid(),
-        os.getgid(),
-        os.getuid(),
-    ) in out
+    assert (
+        "note: the probes ran as you (uid %d, gid %d), not as %d:0: that needs root"
+        % (
+            os.getuid(),
+            os.getgid(),
+            os.getuid(),
+        )
+        in out
+    )
 
 
 def test_a_failed_switch_of_user_falls_back_to_the_caller(tree, run, monkeypatch):
@@ -622,9 +628,7 @@ def test_owner_who_cannot_write(tree, run):
         owner,
         os.stat(str(tree / "data")).st_gid,
     )
-    assert denied[0]["fix"] == "run again without --check, with --owner %d:4242" % (
-        os.getuid() + 1
-    )
+    assert denied[0]["fix"] == "run again without --check, with --owner %d:4242" % (os.getuid() + 1)
 
 
 def test_group_and_other_bits_count(tree, run):
