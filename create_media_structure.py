@@ -1530,6 +1530,7 @@ class Progress:
         self.label = label
         self.workers = 1  # the other workers' files are estimated from ours
         self.files = 0
+        self.total = 0
         self.shown = False
 
     def tick(self, files: int) -> None:
@@ -1546,6 +1547,12 @@ class Progress:
             self.shown = True
         except (OSError, ValueError):
             self.stream = None
+
+    def tick_bytes(self, nbytes: int) -> None:
+        self.files += nbytes
+        if self.stream is not None and self.clock() >= self.next:
+            self.next = self.clock() + self.EVERY
+            self.draw("%s: %s of %s" % (self.label, human_size(self.files), human_size(self.total)))
 
     def done(self) -> None:
         if self.shown and self.stream is not None:
@@ -1883,6 +1890,176 @@ def report_containers(extra: Dict[str, Any], out: "Output") -> None:
 
 
 # -- --relink: copies in media/ become hardlinks of the download ---------------------
+# Imports that were copied (two volumes, two shares) left the same bytes twice:
+# once in complete/ (still seeding), once in media/.  Each proven copy becomes a
+# hardlink of the download: link(download -> hidden temp name beside the copy),
+# confirm, then rename(temp -> copy).  The library path exists at every instant
+# with the same bytes; nothing is ever deleted first, copied or symlinked.
+
+RELINK_PREFIX = ".cms-relink-"
+RELINK_OK = all(call in os.supports_dir_fd for call in (os.link, os.rename))
+MIN_SIZE = 1024**2
+MIN_AGE = 15  # minutes: an unpack or an *arr upgrade may still be writing
+BLOCK = 64 * 1024  # the head and tail compared first: most non-pairs differ there
+CHUNK = 1024**2  # then the rest, in chunks this big
+RELINK_FIXES: Dict[int, str] = {
+    errno.EXDEV: "the copy and the download are on two filesystems or mounts: a hardlink "
+    "can't cross; keep data/ on one filesystem (see --check)",
+    errno.EMLINK: "the download has as many links as this filesystem allows",
+    errno.EPERM: "the filesystem or fs.protected_hardlinks refused the link: run as the "
+    "files' owner or as root",
+    errno.EACCES: "no write access to the library folder: run as its owner or as root",
+    errno.ENOSPC: "the disk is full (or out of inodes): free some space",
+    errno.EROFS: "the filesystem is mounted read-only",
+}
+
+
+class FileEntry(NamedTuple):
+    """A regular file as the index saw it: where, and what must still hold at replace time."""
+
+    parts: Tuple[str, ...]  # its folder, from --path
+    name: str
+    size: int
+    dev: int
+    ino: int
+    nlink: int
+    mtime_ns: int
+
+
+class Relinked(NamedTuple):
+    keep: str  # the download's path: its inode stays
+    replace: str  # the library path that becomes a hardlink of it
+    bytes: int
+    takes_on: str  # the owner, mode and mtime the library name takes on
+
+
+class Skipped(NamedTuple):
+    path: str
+    keep: str
+    reason: str
+    errno: str  # the errno's name, or ""
+
+
+class RelinkResult(NamedTuple):
+    pairs: List[Relinked]
+    skipped: List[Skipped]
+    leftovers: int  # temp names of a killed run, removed (or, dry run, to remove)
+
+
+def index_files(
+    walk: Walk, top: Tuple[str, ...], min_size: int, keep: Callable[[os.stat_result], bool]
+) -> Iterator[Tuple[FileEntry, os.stat_result]]:
+    """Every regular file of at least min_size below top (symlinks never followed)."""
+    try:
+        fd = walk.open(top)
+    except Error:
+        return
+    stack: List[Tuple[Tuple[str, ...], int]] = [(top, os.open(".", DIR_FLAGS, dir_fd=fd))]
+    while stack:
+        parts, fd = stack.pop()
+        try:
+            names = sorted(os.listdir(fd))
+        except OSError:
+            names = []
+        for name in names:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                child = _open_below(fd, name)
+                if child is not None:
+                    stack.append((parts + (name,), child))
+            elif stat.S_ISREG(st.st_mode) and st.st_size >= min_size and keep(st):
+                entry = FileEntry(parts, name, st.st_size, st.st_dev, st.st_ino, st.st_nlink,
+                                  st.st_mtime_ns)  # fmt: skip
+                yield entry, st
+            elif stat.S_ISREG(st.st_mode) and name.startswith(RELINK_PREFIX):
+                yield FileEntry(parts, name, -1, st.st_dev, st.st_ino, st.st_nlink, 0), st
+        os.close(fd)
+
+
+def access_lost(keep: os.stat_result, copy: os.stat_result) -> str:
+    """Who would lose read or write access if the copy's name took the download's
+    owner and mode ('' for nobody): the copy's owner, its group, everyone else."""
+    keep_mode, copy_mode = stat.S_IMODE(keep.st_mode), stat.S_IMODE(copy.st_mode)
+
+    def bits(mode: int, shift: int) -> int:
+        return (mode >> shift) & 0o6  # read and write; media files need no x
+
+    if copy.st_uid == keep.st_uid:
+        owner_has = bits(keep_mode, 6)
+    elif copy.st_gid == keep.st_gid:
+        owner_has = bits(keep_mode, 3)
+    else:
+        owner_has = bits(keep_mode, 0)
+    group_has = bits(keep_mode, 3) if copy.st_gid == keep.st_gid else bits(keep_mode, 0)
+    for who, has, needs in (
+        ("its owner (uid %d)" % copy.st_uid, owner_has, bits(copy_mode, 6)),
+        ("its group (gid %d)" % copy.st_gid, group_has, bits(copy_mode, 3)),
+        ("other users", bits(keep_mode, 0), bits(copy_mode, 0)),
+    ):
+        if has & needs != needs:
+            return (
+                "%s would lose access: the download is %d:%d %04o, the copy %d:%d %04o; "
+                "make them match (chown/chmod) and run again"
+                % (who, keep.st_uid, keep.st_gid, keep_mode, copy.st_uid, copy.st_gid, copy_mode)
+            )
+    return ""
+
+
+class Comparer:
+    """Byte-for-byte comparison of two open files, with buffers reused across files."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.one = bytearray(CHUNK)
+        self.two = bytearray(CHUNK)
+        self.progress = progress
+        self.read = 0  # bytes read, both files
+
+    def same(self, fd_one: int, fd_two: int, size: int) -> bool:
+        """Head and tail blocks first (cheap rejects), then the middle, to the first difference."""
+        if size <= 2 * BLOCK:
+            return self._range(fd_one, fd_two, 0, size)
+        return (
+            self._range(fd_one, fd_two, 0, BLOCK)
+            and self._range(fd_one, fd_two, size - BLOCK, BLOCK)
+            and self._range(fd_one, fd_two, BLOCK, size - 2 * BLOCK)
+        )
+
+    def _range(self, fd_one: int, fd_two: int, offset: int, length: int) -> bool:
+        end = offset + length
+        while offset < end:
+            want = min(CHUNK, end - offset)
+            got_one = self._read(fd_one, self.one, want, offset)
+            got_two = self._read(fd_two, self.two, want, offset)
+            self.read += got_one + got_two
+            self.progress.tick_bytes(got_one + got_two)
+            if got_one != want or got_two != want:
+                return False  # shorter than it said: it changed
+            if want == CHUNK:
+                if self.one != self.two:
+                    return False
+            elif memoryview(self.one)[:want] != memoryview(self.two)[:want]:
+                return False
+            offset += want
+        return True
+
+    @staticmethod
+    def _read(fd: int, buffer: bytearray, want: int, offset: int) -> int:
+        view = memoryview(buffer)[:want]
+        got = 0
+        while got < want:
+            if hasattr(os, "preadv"):
+                count = os.preadv(fd, [view[got:]], offset + got)
+            else:  # pragma: no cover - Python 3.6
+                data = os.pread(fd, want - got, offset + got)
+                count = len(data)
+                view[got : got + count] = data
+            if count == 0:
+                break
+            got += count
+        return got
 
 
 def relink(
@@ -1893,7 +2070,350 @@ def relink(
     err: "Output",
     signals: Signals,
 ) -> int:
-    raise Error("--relink is not built yet", 2)
+    """--relink: find the copies, prove each byte for byte, link (unless --dry-run), report."""
+    if not RELINK_OK:  # pragma: no cover - not Linux, BSD or macOS
+        raise Error("--relink needs link and rename through descriptors (Linux, BSD, macOS)")
+    steps = plan(walk, folders, None, None, need_stat=True)
+    if steps[0].st is None or (DATA, MEDIA) not in walk.fds:
+        raise Error("%s: no data/media here; run --check first" % walk.path((DATA,)))
+    lock = _lock_tree(walk)
+    try:
+        progress = Progress(sys.stderr, "comparing")
+        result = find_and_relink(walk, args, progress, signals)
+    except (Interrupted, KeyboardInterrupt):
+        err.line("interrupted: nothing is half done (every library path is whole); run again")
+        raise
+    finally:
+        os.close(lock)
+    progress.done()
+    if args.json:
+        out.line(relink_json(args.dry_run, result))
+    elif not args.quiet:
+        report_relink(walk, args.dry_run, result, out)
+    else:
+        for item in result.skipped:
+            err.line("skipped: %s: %s" % (item.path, item.reason))
+    return 1 if any(item.errno for item in result.skipped) else 0
+
+
+def _lock_tree(walk: Walk) -> int:
+    """One --relink at a time on a tree: an exclusive lock on data/."""
+    import fcntl
+
+    fd = os.open(".", DIR_FLAGS, dir_fd=walk.fds[(DATA,)])
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise Error("another --relink is running on %s; wait for it" % walk.path((DATA,)))
+    return fd
+
+
+def find_and_relink(
+    walk: Walk, args: argparse.Namespace, progress: Progress, signals: Signals
+) -> RelinkResult:
+    """Index the downloads, find same-size copies in media/, then prove and link each."""
+    import time
+
+    min_size = MIN_SIZE if args.min_size is None else args.min_size
+    min_age = MIN_AGE if args.min_age is None else args.min_age
+    too_young = time.time() - min_age * 60  # an mtime after this is too young
+    downloads: Dict[int, List[FileEntry]] = {}
+    for source in SOURCES:
+        for entry, _ in index_files(walk, (DATA, source, COMPLETE), min_size, lambda st: True):
+            if entry.size >= 0:
+                downloads.setdefault(entry.size, []).append(entry)
+    for same_size in downloads.values():  # the one with more links first, then by path
+        same_size.sort(key=lambda e: (-e.nlink, e.parts, e.name))
+    copies: List[FileEntry] = []
+    leftovers: List[FileEntry] = []
+    for entry, _ in index_files(
+        walk, (DATA, MEDIA), min_size, lambda st: st.st_nlink == 1 and st.st_size in downloads
+    ):
+        (copies if entry.size >= 0 else leftovers).append(entry)
+    copies.sort(key=lambda e: (e.parts, e.name))
+    removed = _remove_leftovers(walk, leftovers, args.dry_run)
+    progress.total = sum(2 * c.size for c in copies)
+    comparer = Comparer(progress)
+    pairs: List[Relinked] = []
+    skipped: List[Skipped] = []
+    for copy in copies:
+        signals.poll()
+        outcome = _relink_one(walk, copy, downloads[copy.size], comparer, too_young, args.dry_run)
+        if isinstance(outcome, Relinked):
+            pairs.append(outcome)
+        elif outcome is not None:
+            skipped.append(outcome)
+    return RelinkResult(pairs, skipped, removed)
+
+
+def _remove_leftovers(walk: Walk, leftovers: Sequence[FileEntry], dry_run: bool) -> int:
+    """Temp names a killed run left: our prefix, in media/, a regular file that another
+    name also holds (a link count of at least 2)."""
+    removed = 0
+    for entry in leftovers:
+        if entry.nlink < 2:
+            continue
+        if not dry_run:
+            fd = _open_path(walk, entry.parts)
+            if fd is None:
+                continue
+            try:
+                st = os.stat(entry.name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_nlink >= 2 and st.st_ino == entry.ino:
+                    os.unlink(entry.name, dir_fd=fd)
+                else:
+                    continue
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+        removed += 1
+    return removed
+
+
+def _open_path(walk: Walk, parts: Tuple[str, ...]) -> Optional[int]:
+    """A folder below data/media or data/<source>/complete, opened name by name, no symlinks."""
+    depth = 2 if parts[1] == MEDIA else 3
+    try:
+        fd: Optional[int] = os.open(".", DIR_FLAGS, dir_fd=walk.open(parts[:depth]))
+    except (OSError, Error):
+        return None
+    for name in parts[depth:]:
+        assert fd is not None
+        child = _open_below(fd, name)
+        os.close(fd)
+        if child is None:
+            return None
+        fd = child
+    return fd
+
+
+def _relink_one(
+    walk: Walk,
+    copy: FileEntry,
+    candidates: Sequence[FileEntry],
+    comparer: Comparer,
+    too_young: float,
+    dry_run: bool,
+) -> Any:
+    """Prove one copy equal to a download and (unless dry_run) link it: a Relinked, a
+    Skipped, or None where no download has its bytes."""
+    copy_path = walk.path(copy.parts + (copy.name,))
+    copy_dir = _open_path(walk, copy.parts)
+    if copy_dir is None:
+        return None
+    try:
+        for keep in candidates:
+            keep_path = walk.path(keep.parts + (keep.name,))
+            keep_dir = _open_path(walk, keep.parts)
+            if keep_dir is None:
+                continue
+            try:
+                outcome = _try_pair(
+                    copy, copy_dir, copy_path, keep, keep_dir, keep_path, comparer, too_young,
+                    dry_run,
+                )  # fmt: skip
+            finally:
+                os.close(keep_dir)
+            if outcome is not None:
+                return outcome
+        return None
+    finally:
+        os.close(copy_dir)
+
+
+def _skip(copy_path: str, keep_path: str, reason: str, number: int = 0) -> Skipped:
+    name = errno.errorcode.get(number, "") if number else ""
+    return Skipped(copy_path, keep_path, reason, name)
+
+
+def _try_pair(
+    copy: FileEntry,
+    copy_dir: int,
+    copy_path: str,
+    keep: FileEntry,
+    keep_dir: int,
+    keep_path: str,
+    comparer: Comparer,
+    too_young: float,
+    dry_run: bool,
+) -> Any:
+    """None where the bytes differ (try the next download), else the outcome."""
+    flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+    try:
+        keep_fd = os.open(keep.name, flags, dir_fd=keep_dir)
+    except PermissionError:  # O_NOATIME needs ownership
+        keep_fd = os.open(keep.name, flags & ~getattr(os, "O_NOATIME", 0), dir_fd=keep_dir)
+    except OSError:
+        return None
+    try:
+        try:
+            copy_fd = os.open(copy.name, flags & ~getattr(os, "O_NOATIME", 0), dir_fd=copy_dir)
+        except OSError:
+            return None
+        try:
+            keep_st, copy_st = os.fstat(keep_fd), os.fstat(copy_fd)
+            if not _unchanged(keep_st, keep) or not _unchanged(copy_st, copy, nlink=1):
+                return None  # changed since the index: looked at again next run
+            if max(keep_st.st_mtime, copy_st.st_mtime) > too_young:
+                if not comparer.same(keep_fd, copy_fd, copy.size):
+                    return None
+                return _skip(copy_path, keep_path, "changed too recently (--min-age): "
+                             "it may still be written")  # fmt: skip
+            if not comparer.same(keep_fd, copy_fd, copy.size):
+                return None
+            after_keep, after_copy = os.fstat(keep_fd), os.fstat(copy_fd)
+            if not _unchanged(after_keep, keep) or not _unchanged(after_copy, copy, nlink=1):
+                return _skip(copy_path, keep_path, "changed while it was compared")
+        finally:
+            os.close(copy_fd)
+    finally:
+        os.close(keep_fd)
+    if copy.dev != keep.dev:
+        return _skip(copy_path, keep_path, RELINK_FIXES[errno.EXDEV], errno.EXDEV)
+    lost = access_lost(keep_st, copy_st)
+    if lost:
+        return _skip(copy_path, keep_path, lost)
+    pair = Relinked(keep_path, copy_path, copy.size, _takes_on(keep_st))
+    if dry_run:
+        return pair
+    return _replace(copy, copy_dir, copy_path, keep, keep_dir, keep_path, keep_st) or pair
+
+
+def _unchanged(st: os.stat_result, entry: FileEntry, nlink: int = 0) -> bool:
+    same = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
+        entry.dev,
+        entry.ino,
+        entry.size,
+        entry.mtime_ns,
+    )
+    return same and stat.S_ISREG(st.st_mode) and (not nlink or st.st_nlink == nlink)
+
+
+def _takes_on(st: os.stat_result) -> str:
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime))
+    return "owner %d:%d, mode %04o, mtime %s" % (
+        st.st_uid,
+        st.st_gid,
+        stat.S_IMODE(st.st_mode),
+        when,
+    )
+
+
+def _replace(
+    copy: FileEntry,
+    copy_dir: int,
+    copy_path: str,
+    keep: FileEntry,
+    keep_dir: int,
+    keep_path: str,
+    keep_st: os.stat_result,
+) -> Optional[Skipped]:
+    """link(download -> temp beside the copy), confirm, rename(temp -> copy); None when done.
+
+    The temp name is removed on every failure; the copy's path never goes missing.
+    """
+    temp = "%s%d-%s" % (RELINK_PREFIX, os.getpid(), os.urandom(6).hex())
+    try:
+        os.link(keep.name, temp, src_dir_fd=keep_dir, dst_dir_fd=copy_dir, follow_symlinks=False)
+    except OSError as exc:
+        number = exc.errno or 0
+        return _skip(copy_path, keep_path, RELINK_FIXES.get(number, exc.strerror or ""), number)
+    try:
+        made = os.stat(temp, dir_fd=copy_dir, follow_symlinks=False)
+        if made.st_ino != keep.ino or made.st_nlink < keep_st.st_nlink + 1:
+            fstype = _fstype_of(copy_dir)
+            return _skip(
+                copy_path,
+                keep_path,
+                "%s can't prove the link is the download (its inode numbers differ between "
+                "names): undone" % (fstype or "this filesystem"),
+            )
+        now = os.stat(copy.name, dir_fd=copy_dir, follow_symlinks=False)
+        if not _unchanged(now, copy, nlink=1):
+            return _skip(copy_path, keep_path, "changed just before the replace: left alone")
+        os.rename(temp, copy.name, src_dir_fd=copy_dir, dst_dir_fd=copy_dir)
+        temp = ""
+    except OSError as exc:
+        number = exc.errno or 0
+        return _skip(copy_path, keep_path, RELINK_FIXES.get(number, exc.strerror or ""), number)
+    finally:
+        if temp:
+            try:
+                os.unlink(temp, dir_fd=copy_dir)
+            except OSError:
+                pass
+    return None
+
+
+def _fstype_of(fd: int) -> str:
+    mounts, _ = load_mounts()
+    mount = mount_of(real_path_of(fd, ""), mounts or ())
+    return mount.fstype if mount else ""
+
+
+def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output") -> None:
+    root = walk.path((DATA,))
+
+    def rel(path: str) -> str:
+        return os.path.relpath(path, root)
+
+    out.line("relink of %s%s" % (root, " (dry run: nothing is changed)" if dry_run else ""))
+    verb = "would relink" if dry_run else "relinked"
+    for pair in result.pairs:
+        out.line("  %s: %s" % (verb, rel(pair.replace)))
+        out.line(
+            "      = %s (%s; takes on %s)" % (rel(pair.keep), human_size(pair.bytes), pair.takes_on)
+        )
+    for item in result.skipped:
+        out.line("  skipped: %s" % rel(item.path))
+        out.line("      = %s: %s%s" % (rel(item.keep), item.reason,
+                                       " (%s)" % item.errno if item.errno else ""))  # fmt: skip
+    if result.leftovers:
+        out.line(
+            "  %s %d temp name(s) that an interrupted run left"
+            % ("would remove" if dry_run else "removed", result.leftovers)
+        )
+    total = sum(pair.bytes for pair in result.pairs)
+    if dry_run:
+        out.line(
+            "result: would relink %d cop%s, %s to release; %d skipped"
+            % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
+               len(result.skipped))
+        )  # fmt: skip
+    else:
+        out.line(
+            "result: %d cop%s relinked, %s released (once no program holds the old files open "
+            "and no snapshot keeps them); %d skipped"
+            % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
+               len(result.skipped))
+        )  # fmt: skip
+
+
+def relink_json(dry_run: bool, result: RelinkResult) -> str:
+    return json_text(
+        {
+            "dry_run": dry_run,
+            "pairs": [
+                {"keep": pair.keep, "replace": pair.replace, "bytes": pair.bytes}
+                for pair in result.pairs
+            ],
+            "bytes_reclaimed": sum(pair.bytes for pair in result.pairs),
+            "skipped": [
+                {
+                    "path": item.path,
+                    "keep": item.keep,
+                    "reason": item.reason,
+                    "errno": item.errno or None,
+                }
+                for item in result.skipped
+            ],
+            "leftovers_removed": result.leftovers,
+        }
+    )
 
 
 # -- --compose: the docker-compose volumes that keep imports hardlinks ---------

@@ -12,12 +12,12 @@ import threading
 import pytest
 
 from conftest import (
-    is_ours,
     SCRIPT,
     cms,
     dirs_on_disk,
     expected_dirs,
     fail_on_call,
+    is_ours,
     pyenv_pythons,
     snapshot,
 )

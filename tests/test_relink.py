@@ -1,0 +1,395 @@
+"""--relink: proven copies in media/ become hardlinks of the download, nothing lost at any time."""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import SCRIPT, cms, snapshot
+
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (mounts, other owners)")
+MIB = 1024 * 1024
+OLD = time.time() - 3600  # older than --min-age's 15 minutes
+
+
+def write(path, data, when=OLD):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(str(path), (when, when))
+    return path
+
+
+def payload(seed, size=2 * MIB):
+    import random
+
+    return random.Random(seed).getrandbits(8 * size).to_bytes(size, "little")
+
+
+def changed_at(data, where):
+    index = {"start": 0, "middle": len(data) // 2, "end": len(data) - 1}[where]
+    return data[:index] + bytes([data[index] ^ 1]) + data[index + 1 :]
+
+
+@pytest.fixture
+def tree(tmp_path, run):
+    assert run("--path", str(tmp_path), "-q")[0] == 0
+    return tmp_path
+
+
+def relink(run, tree, *extra):
+    code, out, err = run("--path", str(tree), "--relink", "--json", *extra)
+    return code, json.loads(out) if out else None, err
+
+
+def inode(path):
+    return os.lstat(str(path)).st_ino
+
+
+def temp_names(base):
+    found = []
+    for _, _, files in os.walk(str(base)):
+        found += [name for name in files if name.startswith(cms.RELINK_PREFIX)]
+    return found
+
+
+@pytest.fixture
+def library(tree):
+    """Downloads and their copies, near-duplicates, links and symlinks, as after a broken past."""
+    data = tree / "data"
+    film = payload(1)
+    show = payload(2, 3 * MIB)
+    files = {
+        "film": write(data / "torrents/complete/movies/Film.2020/film.mkv", film),
+        "film-copy": write(data / "media/movies/Film (2020)/Film (2020).mkv", film),
+        "film-4k-copy": write(data / "media/movies-4k/Film (2020)/Film (2020).mkv", film),
+        "show": write(data / "usenet/complete/tv/Show.S01E01/e1.mkv", show),
+        "show-copy": write(data / "media/tv/Show/Season 1/Show - S01E01.mkv", show),
+        "near-start": write(data / "media/movies/Near1/n.mkv", changed_at(film, "start")),
+        "near-middle": write(data / "media/movies/Near2/n.mkv", changed_at(film, "middle")),
+        "near-end": write(data / "media/movies/Near3/n.mkv", changed_at(film, "end")),
+        "small": write(data / "torrents/complete/music/a.flac", b"s" * 1000),
+        "small-copy": write(data / "media/music/a.flac", b"s" * 1000),
+        "other-size": write(data / "media/movies/Other/o.mkv", film + b"!"),
+    }
+    linked = write(data / "torrents/complete/tv/Linked/l.mkv", payload(3))
+    os.link(str(linked), str(data / "media/tv/Linked.mkv"))
+    files["linked"] = linked
+    (data / "media/movies/link.mkv").symlink_to(files["film"])
+    return files
+
+
+def test_dry_run_lists_exactly_what_a_run_does_and_changes_nothing(tree, run, library):
+    before = snapshot(tree)
+    code, document, _ = relink(run, tree, "--dry-run")
+    assert code == 0
+    assert snapshot(tree) == before
+    planned = [(p["keep"], p["replace"], p["bytes"]) for p in document["pairs"]]
+    assert planned == [
+        (str(library["film"]), str(library["film-copy"]), 2 * MIB),
+        (str(library["film"]), str(library["film-4k-copy"]), 2 * MIB),
+        (str(library["show"]), str(library["show-copy"]), 3 * MIB),
+    ]
+    assert document["dry_run"] is True and document["bytes_reclaimed"] == 7 * MIB
+    code, done, _ = relink(run, tree)
+    assert code == 0
+    assert [(p["keep"], p["replace"], p["bytes"]) for p in done["pairs"]] == planned
+
+
+def test_a_run_links_the_copies_and_nothing_else(tree, run, library):
+    before = snapshot(tree)
+    code, document, _ = relink(run, tree)
+    assert code == 0 and document["skipped"] == []
+    after = snapshot(tree)
+    film, show = inode(library["film"]), inode(library["show"])
+    assert inode(library["film-copy"]) == inode(library["film-4k-copy"]) == film
+    assert inode(library["show-copy"]) == show
+    assert os.stat(str(library["film"])).st_nlink == 3
+    replaced = {
+        os.path.relpath(str(library[name]), str(tree))
+        for name in ("film-copy", "film-4k-copy", "show-copy")
+    }
+    for path, state in before.items():
+        if path in replaced:
+            assert after[path][-1] == state[-1]  # the same bytes, now the download's inode
+        elif not os.path.isdir(str(tree / path)):
+            assert after[path] == state, path  # bytes, inode, mtime, mode unchanged
+    assert set(after) == set(before)
+    assert temp_names(tree) == []
+    code, again, _ = relink(run, tree)
+    assert (code, again["pairs"], again["skipped"]) == (0, [], [])
+
+
+def test_text_report(tree, run, library):
+    code, out, _ = run("--path", str(tree), "--relink", "--dry-run")
+    assert code == 0
+    assert out.splitlines()[0] == "relink of %s (dry run: nothing is changed)" % (tree / "data")
+    assert "  would relink: media/tv/Show/Season 1/Show - S01E01.mkv" in out
+    assert "      = usenet/complete/tv/Show.S01E01/e1.mkv (3.0 MiB; takes on owner " in out
+    assert out.splitlines()[-1] == "result: would relink 3 copies, 7.0 MiB to release; 0 skipped"
+    code, out, _ = run("--path", str(tree), "--relink")
+    assert out.splitlines()[-1].startswith("result: 3 copies relinked, 7.0 MiB released (once")
+
+
+def test_min_size(tree, run, library):
+    code, document, _ = relink(run, tree, "--dry-run", "--min-size", "900")
+    assert str(library["small-copy"]) in [p["replace"] for p in document["pairs"]]
+    code, document, _ = relink(run, tree, "--dry-run", "--min-size", "3M")
+    assert [p["replace"] for p in document["pairs"]] == [str(library["show-copy"])]
+
+
+@pytest.mark.parametrize("bad", ["", "1T", "-1", "1.5M", "M", "\u0661"])
+def test_bad_min_size(tree, run, bad):
+    code, _, err = run("--path", str(tree), "--relink", "--min-size", bad)
+    assert code == 2 and "argument --min-size" in err
+
+
+def test_young_files_are_skipped(tree, run, library):
+    now = time.time()
+    os.utime(str(library["show-copy"]), (now, now))
+    code, document, _ = relink(run, tree)
+    assert code == 0
+    assert [(s["path"], s["errno"]) for s in document["skipped"]] == [
+        (str(library["show-copy"]), None)
+    ]
+    assert "too recently" in document["skipped"][0]["reason"]
+    assert os.stat(str(library["show-copy"])).st_nlink == 1
+    code, document, _ = relink(run, tree, "--min-age", "0")
+    assert [p["replace"] for p in document["pairs"]] == [str(library["show-copy"])]
+
+
+def test_two_equal_downloads_keep_the_one_with_more_links(tree, run):
+    data = tree / "data"
+    film = payload(7)
+    first = write(data / "torrents/complete/movies/A/f.mkv", film)
+    second = write(data / "torrents/complete/movies/B/f.mkv", film)
+    os.link(str(second), str(data / "torrents/complete/movies/B/seed.mkv"))
+    copy = write(data / "media/movies/F/f.mkv", film)
+    code, document, _ = relink(run, tree)
+    assert code == 0
+    assert inode(copy) == inode(second) != inode(first)
+
+
+@needs_root
+def test_access_rule(tree, run):
+    data = tree / "data"
+    film = payload(9)
+    private = write(data / "torrents/complete/movies/P/p.mkv", film)
+    os.chown(str(private), 4242, 4242)
+    os.chmod(str(private), 0o600)
+    copy = write(data / "media/movies/P/p.mkv", film)
+    os.chown(str(copy), 1000, 1000)
+    os.chmod(str(copy), 0o644)
+    open_file = write(data / "torrents/complete/tv/O/o.mkv", payload(10))
+    os.chmod(str(open_file), 0o644)
+    narrow = write(data / "media/tv/O/o.mkv", payload(10))
+    os.chmod(str(narrow), 0o640)
+    code, document, _ = relink(run, tree)
+    assert code == 0  # skipped by a rule
+    assert [p["replace"] for p in document["pairs"]] == [str(narrow)]
+    assert [s["path"] for s in document["skipped"]] == [str(copy)]
+    assert document["skipped"][0]["reason"].startswith("its owner (uid 1000) would lose access")
+    assert os.stat(str(copy)).st_uid == 1000 and os.stat(str(copy)).st_nlink == 1
+
+
+def test_access_lost_cases():
+    def st(uid, gid, mode):
+        return os.stat_result((0o100000 | mode, 1, 1, 1, uid, gid, 10, 0, 0, 0))
+
+    assert cms.access_lost(st(1, 1, 0o644), st(1, 1, 0o640)) == ""
+    assert cms.access_lost(st(1, 1, 0o664), st(2, 1, 0o664)) == ""  # via the group bits
+    assert cms.access_lost(st(1, 1, 0o600), st(2, 2, 0o644)).startswith("its owner")
+    assert cms.access_lost(st(1, 1, 0o640), st(1, 2, 0o640)).startswith("its group")
+    assert cms.access_lost(st(1, 1, 0o640), st(1, 1, 0o644)).startswith("other users")
+
+
+# -- failures at each step: the library path keeps its bytes ----------------------------------
+
+
+def one_pair(tree):
+    data = tree / "data"
+    film = payload(11)
+    keep = write(data / "torrents/complete/movies/F/f.mkv", film)
+    copy = write(data / "media/movies/F/f.mkv", film)
+    return keep, copy, film
+
+
+@pytest.mark.parametrize("error", [errno.EXDEV, errno.EMLINK, errno.EPERM, errno.EACCES,
+                                   errno.ENOSPC])  # fmt: skip
+def test_a_failed_link_skips_the_pair(tree, run, monkeypatch, error):
+    keep, copy, film = one_pair(tree)
+    ino = inode(copy)
+
+    def refuse(*args, **kwargs):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "link", refuse)
+    code, document, _ = relink(run, tree)
+    assert code == 1
+    assert document["pairs"] == []
+    assert [(s["path"], s["errno"]) for s in document["skipped"]] == [
+        (str(copy), errno.errorcode[error])
+    ]
+    assert document["skipped"][0]["reason"] == cms.RELINK_FIXES[error]
+    assert inode(copy) == ino and copy.read_bytes() == film
+    assert temp_names(tree) == []
+
+
+def test_a_failed_rename_removes_the_temp_name(tree, run, monkeypatch):
+    keep, copy, film = one_pair(tree)
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "rename", refuse)
+    code, document, _ = relink(run, tree)
+    assert code == 1 and document["skipped"][0]["errno"] == "EIO"
+    assert copy.read_bytes() == film and os.stat(str(keep)).st_nlink == 1
+    assert temp_names(tree) == []
+
+
+def test_a_filesystem_that_cant_prove_the_link_is_undone(tree, run, monkeypatch):
+    keep, copy, film = one_pair(tree)
+    real_stat = os.stat
+
+    def fuse_stat(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        if os.fsdecode(path).startswith(cms.RELINK_PREFIX):
+            values = list(st)
+            values[1] += 1000
+            return os.stat_result(values)
+        return st
+
+    monkeypatch.setattr(os, "stat", fuse_stat)
+    code, document, _ = relink(run, tree)
+    assert code == 0
+    assert "can't prove the link is the download" in document["skipped"][0]["reason"]
+    assert os.stat(str(keep)).st_nlink == 1 and copy.read_bytes() == film
+    assert temp_names(tree) == []
+
+
+def test_a_copy_changed_during_the_compare_is_left_alone(tree, run, monkeypatch):
+    keep, copy, film = one_pair(tree)
+    real_same = cms.Comparer.same
+
+    def same_then_change(self, one, two, size):
+        result = real_same(self, one, two, size)
+        os.utime(str(copy), (OLD + 5, OLD + 5))  # someone wrote it meanwhile
+        return result
+
+    monkeypatch.setattr(cms.Comparer, "same", same_then_change)
+    code, document, _ = relink(run, tree)
+    assert code == 0
+    assert document["skipped"][0]["reason"] == "changed while it was compared"
+    assert os.stat(str(copy)).st_nlink == 1
+
+
+def test_a_copy_changed_between_compare_and_replace(tree, run, monkeypatch):
+    keep, copy, film = one_pair(tree)
+    real_link = os.link
+
+    def link_after_a_write(*args, **kwargs):
+        with open(str(copy), "r+b") as handle:
+            handle.write(b"NEW")
+        return real_link(*args, **kwargs)
+
+    monkeypatch.setattr(os, "link", link_after_a_write)
+    code, document, _ = relink(run, tree)
+    assert document["skipped"][0]["reason"] == "changed just before the replace: left alone"
+    assert copy.read_bytes()[:3] == b"NEW" and os.stat(str(copy)).st_nlink == 1
+    assert temp_names(tree) == []
+
+
+@needs_root
+def test_a_copy_on_another_filesystem(tree, run):
+    movies = tree / "data" / "media" / "movies"
+    proc = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(movies)], check=False)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount here")
+    try:
+        keep, copy, film = one_pair(tree)
+        code, document, _ = relink(run, tree)
+        assert code == 1
+        assert [(s["path"], s["errno"]) for s in document["skipped"]] == [(str(copy), "EXDEV")]
+        assert copy.read_bytes() == film
+    finally:
+        subprocess.run(["umount", "-l", str(movies)], check=False)
+
+
+def test_one_run_at_a_time(tree, run):
+    import fcntl
+
+    one_pair(tree)
+    fd = os.open(str(tree / "data"), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        code, out, err = run("--path", str(tree), "--relink")
+        assert code == 1 and "another --relink is running on" in err
+    finally:
+        os.close(fd)
+
+
+def test_symlinks_are_never_followed(tree, run):
+    data = tree / "data"
+    film = payload(12)
+    write(data / "torrents/complete/movies/F/f.mkv", film)
+    outside = write(tree / "elsewhere" / "f.mkv", film)
+    (data / "media" / "movies" / "F").symlink_to(tree / "elsewhere")
+    code, document, _ = relink(run, tree)
+    assert (code, document["pairs"]) == (0, [])
+    assert os.stat(str(outside)).st_nlink == 1
+
+
+def test_leftover_temp_names_are_removed_by_a_strict_rule(tree, run):
+    keep, copy, film = one_pair(tree)
+    movies = tree / "data" / "media" / "movies"
+    os.link(str(keep), str(movies / (cms.RELINK_PREFIX + "1-dead")))  # ours: another name holds it
+    write(movies / (cms.RELINK_PREFIX + "2-lone"), payload(13))  # link count 1: not ours to judge
+    code, document, _ = relink(run, tree, "--dry-run")
+    assert document["leftovers_removed"] == 1 and len(temp_names(tree)) == 2
+    code, document, _ = relink(run, tree)
+    assert document["leftovers_removed"] == 1
+    assert temp_names(tree) == [cms.RELINK_PREFIX + "2-lone"]
+
+
+@pytest.mark.parametrize("call, when", [("linkat", 1), ("linkat", 2), ("renameat", 1),
+                                        ("renameat", 2), ("renameat", 3)])  # fmt: skip
+def test_sigkill_at_any_point_loses_nothing(tree, call, when):
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    data = tree / "data"
+    copies = {}
+    for index in range(3):
+        film = payload(20 + index)
+        write(data / ("torrents/complete/movies/F%d/f.mkv" % index), film)
+        copies[write(data / ("media/movies/F%d/f.mkv" % index), film)] = film
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, "-e", "trace=%s" % call,
+         "-e", "inject=%s:signal=SIGKILL:when=%d" % (call, when),
+         sys.executable, str(SCRIPT), "--path", str(tree), "--relink", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+    )  # fmt: skip
+    if b"ptrace" in proc.stderr.lower():
+        pytest.skip("ptrace is not allowed here")
+    assert proc.returncode == -9
+    for path, film in copies.items():
+        assert path.read_bytes() == film  # every library path is there, whole
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--path", str(tree), "--relink", "--json"],
+        stdout=subprocess.PIPE, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert temp_names(tree) == []
+    for path, film in copies.items():
+        assert path.read_bytes() == film and os.stat(str(path)).st_nlink == 2
+
+
+def test_check_points_to_relink(tree, run, library):
+    code, out, _ = run("--path", str(tree), "--check")
+    assert "--relink --dry-run shows which" in out
