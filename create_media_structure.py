@@ -1876,17 +1876,469 @@ def _grades(findings: Sequence[Finding], sections: Dict[str, str]) -> Dict[str, 
     return graded
 
 
-# -- --check --docker: what the containers see ------------------------------------
+# -- --check --docker: what the containers see --------------------------------------
+# The host side can be perfect while Sonarr, given /downloads and /tv as two
+# volumes, copies every import.  This reads the containers' real configuration
+# (`docker inspect`, or saved inspect / compose JSON) and judges each container
+# by its role: host paths and mounts are compared, never container path strings.
+
+# Roles by image name (the last part of it, without registry or tag).
+ROLE_IMAGES = (
+    ("download client", ("qbittorrent", "transmission", "deluge", "rtorrent", "rutorrent",
+                         "sabnzbd", "nzbget", "jdownloader", "pyload")),
+    ("importer", ("sonarr", "radarr", "lidarr", "readarr", "whisparr", "mylar")),
+    ("media server", ("plex", "pms-docker", "jellyfin", "emby")),
+    ("library reader", ("bazarr",)),
+    ("other", ("prowlarr", "jackett", "flaresolverr", "overseerr", "jellyseerr", "tautulli",
+               "ombi", "requestrr", "recyclarr", "unpackerr", "notifiarr", "homarr", "organizr",
+               "watchtower", "portainer", "gluetun", "nginx", "traefik", "swag")),
+)  # fmt: skip
+# Which source folder each download client needs (the rest is more than it needs).
+CLIENT_SOURCES = (
+    ("usenet", ("sabnzbd", "nzbget")),
+    ("ddl", ("jdownloader", "pyload")),
+)
+# Container paths that hold an app's own state, not media.
+STATE_PATHS = ("/config", "/app/config", "/transcode", "/cache")
+SYSTEM_PATHS = ("/etc", "/run", "/var/run", "/dev", "/sys", "/proc")
+DOCKER_TIMEOUT = 30  # seconds
+
+
+class ContainerMount(NamedTuple):
+    type: str  # bind, volume, tmpfs
+    host: str  # the host path (a volume's _data folder, or its name in compose)
+    container: str
+    rw: bool
+
+
+class Container(NamedTuple):
+    name: str
+    image: str
+    role: str
+    mounts: List[ContainerMount]  # its data mounts only
+    env: Dict[str, str]
+    user: str
+    keyword: str  # the image keyword that decided the role
+
+
+def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[Container], str]:
+    """The containers from docker (source '') or a saved JSON file ('-': stdin),
+    and why they can't be judged ('' where they can)."""
+    import json
+
+    remote = _remote_docker_host()
+    if source == "":
+        if remote:
+            return [], remote
+        text = _run_docker()
+        if not text.strip():
+            return [], ""
+    else:
+        try:
+            if source == "-":
+                text = (stdin or sys.stdin).read()
+            else:
+                with open(source, "rb") as handle:
+                    text = handle.read().decode("utf-8", "surrogateescape")
+        except OSError as exc:
+            raise Error("--docker %s: %s" % (source, exc.strerror), 2)
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise Error(
+            "--docker %s: not JSON (%s); give the output of docker inspect or of "
+            "docker compose config --format json" % (source or "(docker inspect)", exc),
+            2,
+        )
+    if isinstance(document, list) and all(isinstance(item, dict) for item in document):
+        return [_from_inspect(item) for item in document], remote if source == "" else ""
+    if isinstance(document, dict) and isinstance(document.get("services"), dict):
+        return [_from_compose(name, item) for name, item in document["services"].items()], ""
+    raise Error(
+        "--docker %s: neither docker inspect output (a list) nor docker compose config "
+        "--format json (an object with services)" % (source or "(docker inspect)"),
+        2,
+    )
+
+
+def _remote_docker_host() -> str:
+    host = os.environ.get("DOCKER_HOST", "")
+    if not host or host.startswith(("unix://", "npipe://")):
+        return ""
+    address = host.split("://", 1)[-1].rsplit("@", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if address in ("localhost", "::1") or address.startswith("127."):
+        return ""
+    return "not checked: DOCKER_HOST points at %s, another machine: its host paths are not this " \
+        "machine's" % host  # fmt: skip
+
+
+def _run_docker() -> str:
+    """`docker ps -q`, then `docker inspect` of those: the JSON text."""
+    import subprocess
+
+    ids = _docker(["ps", "-q"], subprocess)
+    if not ids.split():
+        return ""
+    return _docker(["inspect"] + ids.split(), subprocess)
+
+
+def _docker(args: List[str], subprocess: Any) -> str:
+    try:
+        proc = subprocess.run(
+            ["docker"] + args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            timeout=DOCKER_TIMEOUT,
+        )
+    except FileNotFoundError:
+        raise Error(
+            "docker: no docker command here; run this where docker is, or save "
+            "`docker inspect $(docker ps -aq) > containers.json` and give --docker containers.json"
+        )
+    except subprocess.TimeoutExpired:
+        raise Error(
+            "docker %s: no answer in %d s; is the daemon running?" % (args[0], DOCKER_TIMEOUT)
+        )
+    except OSError as exc:
+        raise Error("docker: %s" % exc.strerror)
+    if proc.returncode != 0:
+        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        first = said[-1] if said else "exit code %d" % proc.returncode
+        hint = ""
+        if "permission denied" in first.lower():
+            hint = " (run it with sudo, or add your user to the docker group)"
+        raise Error("docker %s: %s%s" % (args[0], first, hint))
+    text: str = proc.stdout.decode("utf-8", "surrogateescape")
+    return text
+
+
+def _role(image: str, label: str) -> Tuple[str, str]:
+    """(role, keyword) from the image name, else the compose service label; ('unknown', '')."""
+    for name in (_image_name(image), label.lower()):
+        if not name:
+            continue
+        for role, keywords in ROLE_IMAGES:
+            for keyword in keywords:
+                if keyword in name:
+                    return role, keyword
+        if name == _image_name(image) and not _bare_id(image):
+            break  # a known-looking image of unknown kind: the label doesn't override it
+    return "unknown", ""
+
+
+def _image_name(image: str) -> str:
+    name = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return name.split(":", 1)[0].lower()
+
+
+def _bare_id(image: str) -> bool:
+    text = image.split(":", 1)[-1] if image.startswith("sha256:") else image
+    return len(text) >= 12 and all(char in "0123456789abcdef" for char in text)
+
+
+def _is_data_mount(mount: ContainerMount) -> bool:
+    target = mount.container.rstrip("/") or "/"
+    if mount.type == "tmpfs" or target in STATE_PATHS:
+        return False
+    if any(_inside(target, path) for path in SYSTEM_PATHS):
+        return False
+    if mount.type == "bind":
+        try:  # a single file or a socket: not a folder of media
+            if not stat.S_ISDIR(os.stat(mount.host).st_mode):
+                return False
+        except OSError:
+            pass
+    return True
+
+
+def _from_inspect(item: Dict[str, Any]) -> Container:
+    config = item.get("Config") or {}
+    image = str(config.get("Image") or item.get("Image") or "")
+    env: Dict[str, str] = {}
+    for pair in config.get("Env") or []:
+        key, _, value = str(pair).partition("=")
+        env[key] = value
+    mounts = [
+        ContainerMount(
+            str(m.get("Type", "")),
+            str(m.get("Source") or m.get("Name") or ""),
+            str(m.get("Destination", "")),
+            bool(m.get("RW", True)),
+        )
+        for m in item.get("Mounts") or []
+    ]
+    labels = config.get("Labels") or {}
+    label = str(labels.get("com.docker.compose.service", ""))
+    role, keyword = _role(image, label)
+    name = str(item.get("Name", "")).lstrip("/")
+    user = str(config.get("User") or "")
+    return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
+                     keyword)  # fmt: skip
+
+
+def _from_compose(name: str, item: Dict[str, Any]) -> Container:
+    image = str(item.get("image") or "")
+    environment = item.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(str(pair).partition("=")[::2] for pair in environment)
+    env = {str(k): "" if v is None else str(v) for k, v in environment.items()}
+    mounts = []
+    for volume in item.get("volumes") or []:
+        if isinstance(volume, dict):
+            mounts.append(
+                ContainerMount(
+                    str(volume.get("type", "bind")),
+                    str(volume.get("source") or ""),
+                    str(volume.get("target") or ""),
+                    not volume.get("read_only", False),
+                )
+            )
+    role, keyword = _role(image, name)
+    return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env,
+                     str(item.get("user") or ""), keyword)  # fmt: skip
+
+
+def container_ids(container: Container) -> Tuple[Optional[int], Optional[int]]:
+    """(uid, gid) the app writes as: PUID/PGID, PLEX_UID/PLEX_GID or the user; None: unknown."""
+
+    def number(text: Optional[str]) -> Optional[int]:
+        return int(text) if text is not None and _ascii_number(text.strip()) else None
+
+    for uid_key, gid_key in (("PUID", "PGID"), ("PLEX_UID", "PLEX_GID")):
+        if uid_key in container.env or gid_key in container.env:
+            return number(container.env.get(uid_key)), number(container.env.get(gid_key))
+    if container.user:
+        user, _, group = container.user.partition(":")
+        uid = 0 if user == "root" else number(user)
+        return uid, number(group) if group else None
+    return None, None
+
+
+def _covers(mount: ContainerMount, host: str) -> bool:
+    return mount.type == "bind" and _inside(host, mount.host.rstrip("/") or "/")
+
+
+def _seen_at(mount: ContainerMount, host: str) -> str:
+    """The container path at which mount shows host (which it covers)."""
+    rel = os.path.relpath(host, mount.host)
+    return mount.container if rel == "." else os.path.join(mount.container, rel)
+
+
+def judge_containers(
+    containers: Sequence[Container], root: str, real_root: str, tree_ids: Tuple[int, int]
+) -> List[Finding]:
+    """Every containers finding: split-mounts, path-mismatch, read-only, named-volume,
+    outside-tree, library-path, ids, umask, root, broad-access."""
+    findings: List[Finding] = []
+    media = os.path.join(root, MEDIA)
+
+    def add(container: Container, kind: str, path: str, detail: str, fix: str,
+            severity: str = PROBLEM, other: str = "") -> None:  # fmt: skip
+        findings.append(finding("containers", kind, path, detail, fix, severity,
+                                container=container.name, other=other))  # fmt: skip
+
+    def in_tree(host: str) -> bool:
+        return _inside(host, root) or _inside(os.path.realpath(host), real_root)
+
+    writers = [c for c in containers if c.role in ("download client", "importer")]
+    readers = [c for c in containers if c.role in ("media server", "library reader")]
+    importers = [c for c in containers if c.role == "importer"]
+    clients = [c for c in containers if c.role == "download client"]
+    one_bind = "one bind of the whole tree in every importer: - %s:/data" % root
+    for container in writers + readers:
+        writer = container in writers
+        for mount in container.mounts:
+            if mount.type == "volume":
+                if writer:
+                    add(container, "named-volume", mount.host,
+                        "%s is a docker volume, not a folder of %s: imports can't hardlink "
+                        "or move out of it" % (mount.container, root),
+                        "bind a folder of the tree instead: - %s:%s" % (root, "/data"))  # fmt: skip
+                continue
+            if not in_tree(mount.host):
+                twin = ""
+                if os.path.basename(mount.host.rstrip("/")) == os.path.basename(root):
+                    twin = " (another path to the same share? two paths are two filesystems)"
+                add(container, "outside-tree", mount.host,
+                    "%s comes from %s, outside %s%s" % (mount.container, mount.host, root, twin),
+                    "bind folders of %s only (check them with --check)" % root,
+                    PROBLEM if writer else WARNING)  # fmt: skip
+            if writer and not mount.rw:
+                add(container, "read-only", mount.host,
+                    "%s is mounted read-only: %s can't write there"
+                    % (mount.container, container.role),
+                    "remove :ro from this volume")  # fmt: skip
+    for importer in importers:
+        library = [m for m in importer.mounts if _covers(m, media) or _inside(m.host, media)]
+        sources = [os.path.join(root, s) for s in SOURCES]
+        sources += [m.host for c in clients for m in c.mounts if m.type == "bind"]
+        downloads = [
+            m for m in importer.mounts
+            if m.type == "bind" and any(_covers(m, s) or _inside(m.host, s) for s in sources)
+        ]  # fmt: skip
+        if library and downloads and not any(
+            _covers(m, media) and any(_covers(m, s) for s in sources if _covers(d, s) or
+                                      _inside(d.host, s)) for m in library for d in downloads
+        ):  # fmt: skip
+            points = sorted({m.container for m in library + downloads})
+            add(importer, "split-mounts", root,
+                "reaches downloads and library through %d mounts (%s): hardlinks and moves "
+                "between them fail with EXDEV, and %s copies every import without a warning"
+                % (len(points), ", ".join(points), importer.keyword.capitalize()),
+                one_bind)  # fmt: skip
+    for client in clients:
+        for mount in client.mounts:
+            if mount.type != "bind":
+                continue
+            seen = False
+            for importer in importers:
+                covering = [m for m in importer.mounts if _covers(m, mount.host)]
+                same_point = [m for m in importer.mounts if m.container == mount.container]
+                if not covering and not same_point:
+                    continue  # this importer doesn't deal with that folder at all
+                seen = seen or bool(covering)
+                at = _seen_at(covering[0], mount.host) if covering else ""
+                if at != mount.container:
+                    where = (
+                        "at %s" % at
+                        if at
+                        else "%s is %s there" % (mount.container, same_point[0].host)
+                    )
+                    add(client, "path-mismatch", mount.host,
+                        "%s saves to %s, but %s sees that folder %s"
+                        % (client.name, mount.container, importer.name,
+                           where if at else "nowhere (%s)" % where),
+                        "mount %s at the same container path in both (e.g. - %s:/data in the "
+                        "importer and - %s:%s in the client), or, second best, a remote path "
+                        "mapping in %s" % (mount.host, root, mount.host,
+                                           _seen_at(ContainerMount("bind", root, "/data", True),
+                                                    mount.host) if in_tree(mount.host)
+                                           else mount.container, importer.name),
+                        other=importer.name)  # fmt: skip
+            if not seen and importers:
+                add(client, "path-mismatch", mount.host,
+                    "no importer sees %s (%s in %s)" % (mount.host, mount.container, client.name),
+                    "give the importers the whole tree: - %s:/data" % root)  # fmt: skip
+    library_points = {_seen_at(m, media) for c in importers for m in c.mounts if _covers(m, media)}
+    for reader in readers:
+        seen_at = {_seen_at(m, media) for m in reader.mounts if _covers(m, media)}
+        if library_points and seen_at and not seen_at & library_points:
+            add(reader, "library-path", media,
+                "sees the library at %s, the importers at %s: library updates and subtitle "
+                "paths need remapping" % (", ".join(sorted(seen_at)),
+                                          ", ".join(sorted(library_points))),
+                "mount it at the same path: - %s:%s" % (media, sorted(library_points)[0]),
+                WARNING)  # fmt: skip
+        broad = [m for m in reader.mounts if m.type == "bind" and _inside(media, m.host)
+                 and m.host.rstrip("/") != media]  # fmt: skip
+        if broad:
+            add(reader, "broad-access", broad[0].host,
+                "mounts %s, more than the library it needs" % broad[0].host,
+                "the narrower bind: - %s:/data/media" % media, WARNING)  # fmt: skip
+    for client in clients:
+        own = next((s for s, keys in CLIENT_SOURCES if client.keyword in keys), "torrents")
+        folder = os.path.join(root, own)
+        broad = [m for m in client.mounts if m.type == "bind" and _inside(folder, m.host)
+                 and m.host.rstrip("/") != folder]  # fmt: skip
+        if broad:
+            add(client, "broad-access", broad[0].host,
+                "mounts %s, more than its own %s/" % (broad[0].host, own),
+                "the narrower bind (--compose prints it): - %s:/data/%s" % (folder, own),
+                WARNING)  # fmt: skip
+    findings += _ids_findings(writers, tree_ids, root)
+    return findings
+
+
+def _ids_findings(
+    writers: Sequence[Container], tree_ids: Tuple[int, int], root: str
+) -> List[Finding]:
+    findings: List[Finding] = []
+    known = [(c, container_ids(c)) for c in writers]
+    known = [(c, ids) for c, ids in known if ids != (None, None)]
+    for container, (uid, gid) in known:
+        if uid == 0:
+            findings.append(finding(
+                "containers", "root", root, "runs as root (PUID 0 or no user): what it writes "
+                "belongs to root, and the other apps can't change it",
+                "set PUID/PGID to the tree's owner (%d:%d)" % tree_ids, WARNING,
+                container=container.name))  # fmt: skip
+        elif (uid, gid) != tree_ids and gid != tree_ids[1]:
+            findings.append(finding(
+                "containers", "ids", root, "writes as %s:%s, the tree belongs to %d:%d"
+                % (uid, gid, tree_ids[0], tree_ids[1]),
+                "set PUID=%d and PGID=%d" % tree_ids, WARNING,
+                container=container.name))  # fmt: skip
+    gids = {ids[1] for _, ids in known if ids[1] is not None}
+    uids = {ids[0] for _, ids in known if ids[0] is not None}
+    if len(gids) > 1:
+        findings.append(finding(
+            "containers", "ids", root, "the download clients and importers share no group "
+            "(PGID %s)" % ", ".join(str(g) for g in sorted(gids)),
+            "give them all the same PGID (the tree's group, %d)" % tree_ids[1],
+            WARNING))  # fmt: skip
+    if len(uids) > 1:
+        for container, _ in known:
+            umask = container.env.get("UMASK", container.env.get("UMASK_SET"))
+            if umask is None or umask.strip().lstrip("0") in ("22", ""):
+                findings.append(finding(
+                    "containers", "umask", root, "UMASK is %s while the apps run as different "
+                    "users: the others can't move or hardlink what it writes "
+                    "(fs.protected_hardlinks)" % ("unset (022)" if umask is None else umask),
+                    "set UMASK=002", WARNING, container=container.name))  # fmt: skip
+    return findings
 
 
 def check_containers(
     found: CheckResult, walk: Walk, steps: Sequence[Step], source: str
 ) -> Tuple[CheckResult, Dict[str, Any]]:
-    raise Error("--docker is not built yet", 2)
+    """Add the containers section to a host check: findings, grade, and the list."""
+    if source == "-" and sys.argv[:1] == ["-"]:
+        raise Error(
+            "--docker -: the script itself came through stdin; use "
+            "--docker <(docker inspect $(docker ps -q)) instead",
+            2,
+        )
+    containers, why_not = load_containers(source)
+    sections = dict(found.sections)
+    root = walk.path((DATA,))
+    listed: List[Dict[str, Any]] = []
+    findings = list(found.findings)
+    if why_not or not containers:
+        sections["containers"] = why_not or "not checked: no containers"
+    else:
+        st = steps[0].st
+        tree_ids = (st.st_uid, st.st_gid) if st is not None else (-1, -1)
+        real_root = real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
+        mine = judge_containers(containers, root, real_root, tree_ids)
+        findings += mine
+        for container in containers:
+            severities = {f.severity for f in mine if container.name in (f.container,)}
+            if container.role in ("unknown", "other"):
+                verdict = "not judged: unknown image" if container.role == "unknown" else (
+                    "ignored: no media paths")  # fmt: skip
+            else:
+                verdict = PROBLEM if PROBLEM in severities else (
+                    WARNING if WARNING in severities else "ok")  # fmt: skip
+            listed.append({
+                "name": container.name, "image": container.image, "role": container.role,
+                "mounts": [{"type": m.type, "host": m.host, "container": m.container,
+                            "rw": m.rw} for m in container.mounts],
+                "verdict": verdict,
+            })  # fmt: skip
+        graded = {f.severity for f in mine}
+        sections["containers"] = PROBLEM if PROBLEM in graded else (
+            WARNING if WARNING in graded else "ok")  # fmt: skip
+    return found._replace(findings=findings, sections=sections), {"containers": listed}
 
 
 def report_containers(extra: Dict[str, Any], out: "Output") -> None:
-    pass
+    """One block per container: role, its data mounts host -> container, verdict."""
+    for item in extra.get("containers", []):
+        out.line("  %s (%s, %s): %s" % (item["name"], item["role"], item["image"], item["verdict"]))
+        for mount in item["mounts"]:
+            out.line("      %s -> %s%s" % (mount["host"], mount["container"],
+                                           "" if mount["rw"] else " (read-only)"))  # fmt: skip
 
 
 # -- --relink: copies in media/ become hardlinks of the download ---------------------
@@ -2628,12 +3080,20 @@ def report_check(
     owner: Optional[Owner],
     found: CheckResult,
     out: Output,
+    extra: Optional[Dict[str, Any]] = None,
 ) -> None:
     """The --check report as text: each section's grade, its findings with fixes."""
     out.line("check of %s" % root)
     for section, grade in found.sections.items():
         title, healthy = CHECK_TITLES[section]
         mine = [item for item in found.findings if item.section == section]
+        if section == "containers" and extra and extra.get("containers"):
+            out.line("%-12s %s" % (title, _count(
+                sum(i.severity == PROBLEM for i in mine), "problem",
+                sum(i.severity == WARNING for i in mine), "warning") or "ok"))  # fmt: skip
+            report_containers(extra, out)
+            _report_findings(mine, out)
+            continue
         if grade == "ok":
             text = healthy.format(
                 folders=len(steps), pairs=found.pairs, owner=owner.spec if owner else ""
@@ -2683,6 +3143,16 @@ def report_check(
         )
     else:
         out.line("result: %s, see above" % _count(problems, "problem", warnings, "warning"))
+
+
+def _report_findings(findings: Sequence[Finding], out: Output) -> None:
+    last_fix = ""
+    for item in findings:
+        who = "%s: " % item.container if item.container else ""
+        out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
+        if item.fix and item.fix != last_fix:  # said once for a run of the same
+            out.line("    fix: %s" % item.fix)
+        last_fix = item.fix
 
 
 def _count(first: int, first_name: str, second: int, second_name: str) -> str:
@@ -2990,9 +3460,7 @@ def check(
     if args.json:
         out.line(check_json(root, found, extra))
     elif not args.quiet:
-        report_check(root, steps, args.owner, found, out)
-        if extra:
-            report_containers(extra, out)
+        report_check(root, steps, args.owner, found, out, extra)
     else:
         for item in found.findings:
             err.line("%s: %s: %s" % (item.severity, item.path, item.detail))

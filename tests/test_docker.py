@@ -1,0 +1,428 @@
+"""--check --docker: the containers' real configuration, judged by role."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SCRIPT
+
+SAMPLE = ROOT.parent / "shared" / "docker-inspect-sample.json"
+
+
+@pytest.fixture
+def tree(tmp_path, run):
+    owner = ["--owner", "1000:1000"] if os.getuid() == 0 else []  # the apps don't run as root
+    assert run("--path", str(tmp_path), "-q", *owner)[0] == 0
+    return tmp_path
+
+
+def ids(tree):
+    st = os.stat(str(tree / "data"))
+    return st.st_uid, st.st_gid
+
+
+def inspect(name, image, mounts, env=(), user="", labels=None):
+    """One container as `docker inspect` prints it (the fields we read, in their shape)."""
+    return {
+        "Name": "/" + name,
+        "Config": {"Image": image, "Env": list(env) + ["PATH=/usr/bin"], "User": user,
+                   "Labels": labels or {}},
+        "HostConfig": {"Binds": []},
+        "Mounts": [
+            {"Type": kind, "Source": source, "Destination": target, "RW": rw,
+             "Mode": "" if rw else "ro"}
+            for kind, source, target, rw in mounts
+        ],
+    }  # fmt: skip
+
+
+def lsio(tree, puid=None, pgid=None, umask="002"):
+    uid, gid = ids(tree)
+    env = ["PUID=%d" % (uid if puid is None else puid), "PGID=%d" % (gid if pgid is None else pgid)]
+    return env + (["UMASK=%s" % umask] if umask is not None else [])
+
+
+def trash_layout(tree):
+    """The guides' layout done right: every app sees the same /data paths."""
+    data = str(tree / "data")
+    return [
+        inspect("qbittorrent", "lscr.io/linuxserver/qbittorrent:latest",
+                [("bind", "/srv/appdata/qb", "/config", True),
+                 ("bind", data + "/torrents", "/data/torrents", True)], lsio(tree)),
+        inspect("sabnzbd", "lscr.io/linuxserver/sabnzbd", [("bind", data + "/usenet",
+                "/data/usenet", True)], lsio(tree)),
+        inspect("sonarr", "lscr.io/linuxserver/sonarr:4", [("bind", data, "/data", True),
+                ("bind", "/srv/appdata/sonarr", "/config", True)], lsio(tree)),
+        inspect("radarr", "ghcr.io/hotio/radarr:release", [("bind", data, "/data", True),
+                ("volume", "/var/lib/docker/volumes/radarr-config/_data", "/config", True)],
+                lsio(tree)),
+        inspect("plex", "plexinc/pms-docker", [("bind", data + "/media", "/data/media", False),
+                ("bind", "/srv/transcode", "/transcode", True)],
+                ["PLEX_UID=%d" % ids(tree)[0], "PLEX_GID=%d" % ids(tree)[1]]),
+        inspect("bazarr", "lscr.io/linuxserver/bazarr", [("bind", data + "/media",
+                "/data/media", True)], lsio(tree)),
+        inspect("prowlarr", "lscr.io/linuxserver/prowlarr", [("bind", "/srv/p", "/config",
+                True)], lsio(tree)),
+        inspect("thing", "example/unknown-app", [("bind", data, "/data", True)]),
+    ]  # fmt: skip
+
+
+def check(run, tree, containers, *extra):
+    path = tree / "containers.json"
+    path.write_text(json.dumps(containers))
+    code, out, err = run("--path", str(tree), "--check", "--json", "--docker", str(path), *extra)
+    return code, (json.loads(out) if out else None), err
+
+
+def found(document):
+    return sorted(
+        (f["kind"], f.get("container", ""), f.get("other", ""), f["severity"])
+        for f in document["findings"]
+        if f["section"] == "containers"
+    )
+
+
+def test_the_guides_layout_is_healthy(tree, run):
+    code, document, _ = check(run, tree, trash_layout(tree))
+    assert code == 0, document["findings"]
+    assert found(document) == []
+    assert document["sections"]["containers"] == "ok"
+    verdicts = {c["name"]: (c["role"], c["verdict"]) for c in document["containers"]}
+    assert verdicts == {
+        "qbittorrent": ("download client", "ok"),
+        "sabnzbd": ("download client", "ok"),
+        "sonarr": ("importer", "ok"),
+        "radarr": ("importer", "ok"),
+        "plex": ("media server", "ok"),
+        "bazarr": ("library reader", "ok"),
+        "prowlarr": ("other", "ignored: no media paths"),
+        "thing": ("unknown", "not judged: unknown image"),
+    }
+    sonarr = next(c for c in document["containers"] if c["name"] == "sonarr")
+    assert sonarr["mounts"] == [
+        {"type": "bind", "host": str(tree / "data"), "container": "/data", "rw": True}
+    ]  # /config is the app's own state, not a data mount
+
+
+def test_the_real_sample(tree, run):
+    """The shared sample: containers created on a real daemon, with the tree at /srv/data."""
+    text = SAMPLE.read_text().replace("/srv/data", str(tree / "data"))
+    code, document, _ = check(run, tree, json.loads(text))
+    assert code == 1
+    kinds = found(document)
+    assert ("split-mounts", "sonarr", "", "problem") in kinds
+    assert ("path-mismatch", "qbittorrent", "radarr", "problem") in kinds
+    assert ("path-mismatch", "qbittorrent", "sonarr", "problem") in kinds
+    plex = next(c for c in document["containers"] if c["name"] == "plex")
+    assert plex["mounts"][0]["rw"] is False and plex["verdict"] == "ok"  # read-only is fine
+
+
+def test_split_mounts(tree, run):
+    data = str(tree / "data")
+    layout = trash_layout(tree)
+    layout[2] = inspect("sonarr", "lscr.io/linuxserver/sonarr",
+                        [("bind", data + "/torrents", "/data/torrents", True),
+                         ("bind", data + "/media/tv", "/tv", True)], lsio(tree))  # fmt: skip
+    code, document, _ = check(run, tree, layout)
+    assert code == 1
+    assert found(document) == [("split-mounts", "sonarr", "", "problem")]
+    item = next(f for f in document["findings"] if f["kind"] == "split-mounts")
+    assert "through 2 mounts (/data/torrents, /tv)" in item["detail"]
+    assert item["fix"].endswith("- %s:/data" % data)
+
+
+def test_host_path_equal_to_container_path_is_consistent(tree, run):
+    data = str(tree / "data")
+    same = [
+        inspect("qbittorrent", "linuxserver/qbittorrent", [("bind", data + "/torrents",
+                data + "/torrents", True)], lsio(tree)),
+        inspect("sonarr", "linuxserver/sonarr", [("bind", data, data, True)], lsio(tree)),
+    ]  # fmt: skip
+    code, document, _ = check(run, tree, same)
+    assert (code, found(document)) == (0, [])
+
+
+@pytest.mark.parametrize("how", ["other-path", "other-folder", "nobody"])
+def test_path_mismatch(tree, run, how):
+    data = str(tree / "data")
+    layout = trash_layout(tree)[:4]
+    if how == "other-path":  # the classic: /downloads in the client, /data/torrents in Sonarr
+        layout[0]["Mounts"][1]["Destination"] = "/downloads"
+    elif how == "other-folder":  # the same container path, another host folder
+        layout[0]["Mounts"][1]["Source"] = data + "/usenet"
+    else:
+        layout[0]["Mounts"][1]["Source"] = str(tree / "elsewhere")
+        (tree / "elsewhere").mkdir()
+    code, document, _ = check(run, tree, layout)
+    assert code == 1
+    mismatches = [f for f in document["findings"] if f["kind"] == "path-mismatch"]
+    if how == "nobody":
+        assert [(f["container"], f.get("other")) for f in mismatches] == [("qbittorrent", None)]
+        assert ("outside-tree", "qbittorrent", "", "problem") in found(document)
+    else:
+        assert sorted((f["container"], f["other"]) for f in mismatches) == [
+            ("qbittorrent", "radarr"),
+            ("qbittorrent", "sonarr"),
+        ]
+    if how == "other-path":
+        assert mismatches[0]["detail"] == (
+            "qbittorrent saves to /downloads, but %s sees that folder at /data/torrents"
+            % mismatches[0]["other"]
+        )
+        assert mismatches[0]["path"] == data + "/torrents"
+
+
+def test_an_unrelated_client_is_no_pair(tree, run):
+    data = str(tree / "data")
+    layout = trash_layout(tree)[:4]
+    layout.append(inspect("lidarr", "lscr.io/linuxserver/lidarr",
+                          [("bind", data + "/torrents", "/data/torrents", True),
+                           ("bind", data + "/media", "/data/media", True)], lsio(tree)))  # fmt: skip
+    code, document, _ = check(run, tree, layout)
+    assert [f for f in document["findings"] if f["kind"] == "path-mismatch"] == []
+
+
+def test_read_only_named_volume_outside_tree(tree, run):
+    data = str(tree / "data")
+    (tree / "downloads").mkdir()
+    containers = [
+        inspect("transmission", "linuxserver/transmission",
+                [("bind", str(tree / "downloads"), "/downloads", True)], lsio(tree)),
+        inspect("sonarr", "linuxserver/sonarr", [("bind", data, "/data", False),
+                ("volume", "/var/lib/docker/volumes/dl/_data", "/downloads", True)], lsio(tree)),
+        inspect("jellyfin", "jellyfin/jellyfin", [("bind", "/mnt/other/media", "/media", False)],
+                lsio(tree)),
+    ]  # fmt: skip
+    code, document, _ = check(run, tree, containers)
+    assert code == 1
+    kinds = found(document)
+    assert ("read-only", "sonarr", "", "problem") in kinds
+    assert ("named-volume", "sonarr", "", "problem") in kinds
+    assert ("outside-tree", "transmission", "", "problem") in kinds
+    assert ("outside-tree", "jellyfin", "", "warning") in kinds
+    assert not any(k[0] == "read-only" and k[1] == "jellyfin" for k in kinds)
+
+
+def test_unraid_cache_path_next_to_the_user_share(tree, run):
+    twin = tree / "cache" / "data"
+    twin.mkdir(parents=True)
+    containers = [inspect("sonarr", "linuxserver/sonarr", [("bind", str(twin), "/data", True)],
+                          lsio(tree))]  # fmt: skip
+    code, document, _ = check(run, tree, containers)
+    item = next(f for f in document["findings"] if f["kind"] == "outside-tree")
+    assert "two paths are two filesystems" in item["detail"]
+
+
+def test_library_path_and_broad_access_are_warnings(tree, run):
+    data = str(tree / "data")
+    layout = trash_layout(tree)
+    layout[0]["Mounts"][1].update(Source=data, Destination="/data")  # qBittorrent sees it all
+    layout[4]["Mounts"][0].update(Destination="/media")  # Plex: data/media:/media
+    layout[5]["Mounts"][0].update(Source=data, Destination="/data")  # Bazarr sees it all
+    code, document, _ = check(run, tree, layout)
+    assert code == 0, document["findings"]
+    assert found(document) == [
+        ("broad-access", "bazarr", "", "warning"),
+        ("broad-access", "qbittorrent", "", "warning"),
+        ("library-path", "plex", "", "warning"),
+    ]
+    text = {f["container"]: f for f in document["findings"]}
+    assert text["qbittorrent"]["fix"].endswith("- %s/torrents:/data/torrents" % data)
+    assert text["plex"]["detail"].startswith("sees the library at /media, the importers at")
+
+
+def test_ids_umask_and_root(tree, run):
+    uid, gid = ids(tree)
+    layout = trash_layout(tree)[:4]
+    layout[0]["Config"]["Env"] = lsio(tree, puid=uid + 7, pgid=gid + 7, umask=None)
+    layout[1]["Config"]["Env"] = ["PUID=0", "PGID=0"]
+    code, document, _ = check(run, tree, layout)
+    assert code == 0  # warnings only
+    kinds = found(document)
+    assert ("ids", "qbittorrent", "", "warning") in kinds
+    assert ("ids", "", "", "warning") in kinds  # no shared group
+    assert ("umask", "qbittorrent", "", "warning") in kinds
+    assert ("root", "sabnzbd", "", "warning") in kinds
+    # Config.User where no PUID is set; unknown ids are not judged.
+    layout = trash_layout(tree)[2:4]
+    layout[0]["Config"]["Env"] = []
+    layout[0]["Config"]["User"] = "%d:%d" % ids(tree)
+    layout[1]["Config"]["Env"] = []
+    code, document, _ = check(run, tree, layout)
+    assert found(document) == []
+
+
+def compose_config(tree):
+    """`docker compose config --format json` of the guides' layout (compose v2's shape)."""
+    data = str(tree / "data")
+    uid, gid = ids(tree)
+    env = {"PUID": str(uid), "PGID": str(gid), "UMASK": "002", "TZ": None}
+    return {
+        "name": "media",
+        "services": {
+            "qbittorrent": {"image": "lscr.io/linuxserver/qbittorrent", "environment": env,
+                            "volumes": [{"type": "bind", "source": data + "/torrents",
+                                         "target": "/data/torrents"}]},
+            "sonarr": {"image": "lscr.io/linuxserver/sonarr", "environment": env,
+                       "volumes": [{"type": "bind", "source": data, "target": "/data"},
+                                   {"type": "bind", "source": "/srv/sonarr", "target": "/config"}]},
+            "radarr": {"image": "0123456789ab", "environment": env,
+                       "volumes": [{"type": "bind", "source": data + "/media",
+                                    "target": "/movies", "read_only": True}]},
+        },
+    }  # fmt: skip
+
+
+def test_compose_json(tree, run):
+    document = compose_config(tree)
+    code, result, _ = check(run, tree, document)
+    assert code == 1
+    roles = {c["name"]: c["role"] for c in result["containers"]}
+    assert roles["radarr"] == "importer"  # a bare image id: the service label decides
+    assert ("read-only", "radarr", "", "problem") in found(result)
+    del document["services"]["radarr"]
+    code, result, _ = check(run, tree, document)
+    assert (code, found(result)) == (0, [])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json", "not JSON"),
+        ('{"no": "services"}', "neither docker inspect output"),
+        ("[1, 2]", "neither docker inspect output"),
+    ],
+)
+def test_garbage_input(tree, run, content, message):
+    path = tree / "bad.json"
+    path.write_text(content)
+    code, out, err = run("--path", str(tree), "--check", "--docker", str(path))
+    assert (code, out) == (2, "")
+    assert err.startswith("error: --docker %s: %s" % (path, message))
+    assert len(err.splitlines()) == 1
+
+
+def test_missing_file(tree, run):
+    code, _, err = run("--path", str(tree), "--check", "--docker", str(tree / "nope.json"))
+    assert code == 2 and "No such file or directory" in err
+
+
+def test_docker_needs_check(tree, run):
+    code, _, err = run("--path", str(tree), "--docker")
+    assert code == 2 and "--docker does not go with creating the tree" in err
+
+
+def test_stdin(tree, run, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(trash_layout(tree))))
+    code, out, _ = run("--path", str(tree), "--check", "--json", "--docker", "-")
+    assert code == 0 and len(json.loads(out)["containers"]) == 8
+
+
+def test_stdin_when_the_script_came_through_stdin(tree, run, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["-"])
+    code, _, err = run("--path", str(tree), "--check", "--docker", "-")
+    assert code == 2 and "<(docker inspect $(docker ps -q))" in err
+
+
+def test_text_report(tree, run):
+    path = tree / "c.json"
+    path.write_text(SAMPLE.read_text().replace("/srv/data", str(tree / "data")))
+    code, out, _ = run("--path", str(tree), "--check", "--docker", str(path))
+    assert code == 1
+    assert "containers   3 problem(s)" in out
+    assert "  sonarr (importer, lscr.io/linuxserver/sonarr:latest): problem" in out
+    assert "      %s -> /data/media (read-only)" % (tree / "data" / "media") in out
+    assert "  - problem: sonarr: %s: reaches downloads and library" % (tree / "data") in out
+
+
+# -- the docker command itself ----------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_docker(tmp_path, monkeypatch):
+    """A `docker` on PATH: prints ids for ps, the file's JSON for inspect, or fails as told."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "docker"
+
+    def make(ps="abc123\n", inspect_file=None, fail="", hang=False):
+        lines = ["#!/bin/sh"]
+        if hang:
+            lines.append("exec sleep 60")
+        if fail:
+            lines += ["echo '%s' >&2" % fail, "exit 1"]
+        lines += ['if [ "$1" = ps ]; then printf "%s"; exit 0; fi' % ps.replace("\n", "\\n")]
+        if inspect_file:
+            lines += ['cat "%s"' % inspect_file]
+        script.write_text("\n".join(lines) + "\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + os.environ["PATH"])
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    return make
+
+
+def test_docker_without_a_file_runs_docker(tree, run, fake_docker):
+    path = tree / "c.json"
+    path.write_text(json.dumps(trash_layout(tree)))
+    fake_docker(inspect_file=path)
+    code, out, _ = run("--path", str(tree), "--check", "--json", "--docker")
+    assert code == 0 and len(json.loads(out)["containers"]) == 8
+
+
+def test_no_containers(tree, run, fake_docker):
+    fake_docker(ps="")
+    code, out, _ = run("--path", str(tree), "--check", "--json", "--docker")
+    assert code == 0
+    assert json.loads(out)["sections"]["containers"] == "not checked: no containers"
+
+
+def test_daemon_refuses(tree, run, fake_docker):
+    fake_docker(fail="permission denied while trying to connect to the Docker daemon socket")
+    code, out, err = run("--path", str(tree), "--check", "--docker")
+    assert (code, out) == (1, "")
+    assert err.strip().endswith("(run it with sudo, or add your user to the docker group)")
+
+
+def test_daemon_times_out(tree, run, fake_docker, monkeypatch):
+    import create_media_structure as cms
+
+    monkeypatch.setattr(cms, "DOCKER_TIMEOUT", 0.2)
+    fake_docker(hang=True)
+    code, _, err = run("--path", str(tree), "--check", "--docker")
+    assert code == 1 and "no answer in" in err
+
+
+def test_no_docker_cli(tree, run, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, _, err = run("--path", str(tree), "--check", "--docker")
+    assert code == 1 and err.startswith("error: docker: no docker command here")
+    assert "Traceback" not in err
+
+
+def test_remote_docker_host(tree, run, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://192.0.2.7:2376")
+    code, out, _ = run("--path", str(tree), "--check", "--json", "--docker")
+    assert code == 0
+    assert json.loads(out)["sections"]["containers"].startswith(
+        "not checked: DOCKER_HOST points at tcp://192.0.2.7:2376, another machine"
+    )
+
+
+def test_piped_script_with_a_process_substitution_file(tree):
+    path = tree / "c.json"
+    path.write_text(json.dumps(trash_layout(tree)))
+    proc = subprocess.run(
+        [sys.executable, "-", "--path", str(tree), "--check", "--docker", str(path), "-q"],
+        input=Path(SCRIPT).read_bytes(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert (proc.returncode, proc.stderr) == (0, b"")
