@@ -1116,8 +1116,10 @@ def probe_pairs(
     """For each pair: a file from incomplete/ moved into complete/<cat>, then hardlinked
     and moved from there into media/<cat>; everything made is removed again.
 
-    A hardlink counts where both names then have a link count of 2 (and the same
-    inode, except through FUSE, which may number two names of one file apart).
+    A hardlink counts where both names then have a link count of 2 and the same
+    inode; through FUSE (mergerfs without use_ino) the two names may show other
+    inode numbers and the old name a cached count of 1, so there the new name's
+    link count of 2 decides.
     open_dir gives a folder's descriptor; close says whether they are ours to close;
     between runs before each pair (a chance to stop).
     """
@@ -1147,13 +1149,16 @@ def probe_pairs(
 
 
 def _blocker(path: str) -> str:
-    """The first folder on the way to path that this user can't get through."""
+    """The first folder on the way to path that this user can't get through: the parent
+    of the first name it can't look at, or that name itself (a FUSE mount without
+    allow_other refuses other users at its mount point)."""
     parts = path.split("/")
     for end in range(2, len(parts) + 1):
         try:
             os.stat("/".join(parts[:end]))
         except OSError:
-            return "/".join(parts[: end - 1]) or "/"
+            parent = "/".join(parts[: end - 1]) or "/"
+            return parent if not os.access(parent, os.X_OK) else "/".join(parts[:end])
     return path
 
 
@@ -1197,7 +1202,9 @@ def _probe_one(
     else:
         one = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
         two = os.stat(name + ".l", dir_fd=dst_fd, follow_symlinks=False)
-        if one.st_nlink < 2 or two.st_nlink < 2 or (not fuse and not same_file(one, two)):
+        # The new name must count two names.  Through FUSE the old name's count may be a
+        # cached 1 and the inode numbers differ: there the new name's count decides.
+        if two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or not same_file(one, two))):
             results.append((index, "hardlink", errno.EXDEV, "the hardlink arrived as a copy"))
         os.unlink(name + ".l", dir_fd=dst_fd)
     try:
@@ -1436,7 +1443,8 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
                 fix = (
                     "every folder from / down to this one must let the user through "
                     "(x for its owner, group or others): fix the modes above data/, or "
-                    "run again without --check, with --owner PUID:PGID"
+                    "run again without --check, with --owner PUID:PGID; a FUSE mount "
+                    "(mergerfs) needs the option allow_other"
                 )
             findings.append(
                 finding(

@@ -271,6 +271,23 @@ def test_symlink_to_another_filesystem(tree, run):
         os.rmdir(target)
 
 
+@needs_root
+def test_symlink_to_a_bind_mount_on_the_same_device(tree, run, mount):
+    # Same st_dev, another mount: only the mount table shows the boundary.
+    source, point = tree / "disk", tree / "bound"
+    source.mkdir()
+    point.mkdir()
+    mount("--bind", str(source), str(point))
+    movies = tree / "data" / "media" / "movies"
+    movies.rmdir()
+    movies.symlink_to(point)
+    assert os.stat(str(movies)).st_dev == os.stat(str(tree / "data")).st_dev
+    code, document = check_json(run, tree)
+    assert code == 1
+    assert kinds(document, "filesystem") == [("symlink-elsewhere", str(movies))]
+    assert "a bind mount of" in document["findings"][0]["detail"]
+
+
 def test_symlink_leaving_data_on_the_same_filesystem_is_a_warning(tree, run):
     outside = tree / "disk2-movies"
     outside.mkdir()

@@ -343,7 +343,7 @@ def test_reader_gone(tmp_path):
     env = dict(os.environ)
     env.pop("PYTHONUNBUFFERED", None)
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--path", str(tmp_path), "--owner", "0:0"],
+        [sys.executable, str(SCRIPT), "--path", str(tmp_path), "--owner", str(os.getuid())],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

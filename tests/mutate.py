@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""A small mutation run: does the suite notice when the script's safeguards are broken?
+
+Each mutation is one exact edit of create_media_structure.py that brings back a
+bug the project had, or removes a safeguard.  For each, the script is edited in a
+copy of the repository and the suite runs there (stopping at the first failure):
+a mutation the suite does not notice "survives" and needs a test.
+
+    python3 tests/mutate.py            # all mutations
+    python3 tests/mutate.py -k audit   # those whose name contains "audit"
+
+Dev only (not part of CI: it runs the suite once per mutation).  Run it as root to
+include the tests that need root.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = "create_media_structure.py"
+
+# (name, the exact text in the script, what it becomes)
+MUTATIONS = [
+    (
+        "chmod existing folders without --mode",
+        "    if mode is not None and stat.S_IMODE(step.st.st_mode) != mode:\n"
+        "        _on_fd(os.fchmod, fd, step.path, \"chmod\", mode)",
+        "    if stat.S_IMODE(step.st.st_mode) != (mode or DEFAULT_MODE):\n"
+        "        _on_fd(os.fchmod, fd, step.path, \"chmod\", mode or DEFAULT_MODE)",
+    ),
+    (
+        "supplementary groups ignored (groups_of)",
+        "groups += [entry.pw_gid] + list(os.getgrouplist(entry.pw_name, entry.pw_gid))",
+        "groups += [entry.pw_gid]",
+    ),
+    (
+        "supplementary groups ignored (writable_findings)",
+        "        elif st.st_gid in groups:",
+        "        elif st.st_gid == owner.gid:",
+    ),
+    (
+        "symlink boundary by st_dev only",
+        "if step.st.st_dev != root.st.st_dev or mount != root_mount:",
+        "if step.st.st_dev != root.st.st_dev:",
+    ),
+    (
+        "no root short-cut in the writability check",
+        "    if owner.uid == 0:  # root writes anywhere\n        return findings",
+        "    pass",
+    ),
+    (
+        "audit counts symlinks to files",
+        "                elif entry.is_file(follow_symlinks=False):",
+        "                elif entry.is_file():",
+    ),
+    (
+        "audit follows the symlink for its size",
+        "        st = get_stat(follow_symlinks=False)",
+        "        st = get_stat(follow_symlinks=True)",
+    ),
+    (
+        "a tree folder opened through a symlink",
+        "TREE_DIR_FLAGS = DIR_FLAGS | O_NOFOLLOW",
+        "TREE_DIR_FLAGS = DIR_FLAGS",
+    ),
+    (
+        "symlinks of any owner followed",
+        "    if link_st.st_uid not in (0, os.getuid()):",
+        "    if False:",
+    ),
+    (
+        "hardlink decided by the inode alone",
+        "        if two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or not same_file(one, two))):",
+        "        if not same_file(one, two):",
+    ),
+    (
+        "every boundary graded a problem",
+        "        if crossed_by_import(parts, pairs):",
+        "        if True:",
+    ),
+    (
+        "only the top pair probed",
+        "    pairs = [p for p in import_pairs(folders) if p[1] in present and p[2] in present]",
+        "    pairs = [p for p in import_pairs(folders) if p[1] in present and p[2] in present][:1]",
+    ),
+    (
+        "a failed output does not change the exit code",
+        "    if code == 0 and (out.failed or err.failed):",
+        "    if False:",
+    ),
+    (
+        "relink without comparing the middle",
+        "            and self._range(fd_one, fd_two, BLOCK, size - 2 * BLOCK)",
+        "            and True",
+    ),
+    (
+        "relink without the re-check before the rename",
+        "        if not _unchanged(now, copy, nlink=1):",
+        "        if False:",
+    ),
+    (
+        "relink keeps a failed temp name",
+        "        if temp:\n            try:\n                os.unlink(temp, dir_fd=copy_dir)",
+        "        if False:\n            try:\n                os.unlink(temp, dir_fd=copy_dir)",
+    ),
+    (
+        "relink ignores the access rule",
+        "    lost = access_lost(keep_st, copy_st)",
+        "    lost = ''",
+    ),
+    (
+        "relink touches young files",
+        "            if max(keep_st.st_mtime, copy_st.st_mtime) > too_young:",
+        "            if False:",
+    ),
+    (
+        "docker: split mounts by container path",
+        "        if library and downloads and not any(",
+        "        if False and not any(",
+    ),
+    (
+        "compose: a $ left single",
+        '.replace("$", "$$")',
+        "",
+    ),
+    (
+        "ids above 2**32-2 accepted",
+        "    if number > MAX_ID:",
+        "    if number > 2**32:",
+    ),
+]
+
+
+def run_one(name, old, new, pytest_args):
+    with tempfile.TemporaryDirectory(prefix="cms-mutant-") as top:
+        copy = os.path.join(top, "repo")
+        shutil.copytree(
+            ROOT, copy, ignore=shutil.ignore_patterns(".git", "*_cache", "__pycache__")
+        )
+        shared = os.path.join(os.path.dirname(ROOT), "shared")
+        if os.path.isdir(shared):  # the tests read ../shared
+            os.symlink(shared, os.path.join(top, "shared"))
+        path = os.path.join(copy, SCRIPT)
+        with open(path) as handle:
+            text = handle.read()
+        if text.count(old) != 1:
+            return "stale (the text is not in the script exactly once)"
+        with open(path, "w") as handle:
+            handle.write(text.replace(old, new))
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"] + pytest_args,
+            cwd=copy,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        return "killed" if proc.returncode != 0 else "SURVIVED"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only mutations whose name contains this")
+    parser.add_argument("pytest_args", nargs="*", help="passed on to pytest")
+    args = parser.parse_args()
+    survivors = []
+    for name, old, new in MUTATIONS:
+        if args.k not in name:
+            continue
+        start = time.monotonic()
+        verdict = run_one(name, old, new, args.pytest_args)
+        print("%-9s %5.1f s  %s" % (verdict, time.monotonic() - start, name), flush=True)
+        if verdict != "killed":
+            survivors.append(name)
+    print("%d survivor(s)%s" % (len(survivors), ": " + "; ".join(survivors) if survivors else ""))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

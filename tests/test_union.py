@@ -1,0 +1,77 @@
+"""--check on a real mergerfs pool: links that work through FUSE, and a pair split over two disks."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.fixture
+def pool(run):
+    """mergerfs over two branches, mounted by root; skipped where that can't be done."""
+    if not ROOT:
+        pytest.skip("mounting mergerfs needs root")
+    if shutil.which("mergerfs") is None or not os.path.exists("/dev/fuse"):
+        pytest.skip("mergerfs or /dev/fuse is not here (apt-get install mergerfs fuse3)")
+    top = Path(tempfile.mkdtemp(prefix="cms-union-"))
+    os.chmod(str(top), 0o755)  # the containers' user may pass
+    branches = [top / "disk1", top / "disk2"]
+    mounted = top / "pool"
+    for folder in branches + [mounted]:
+        folder.mkdir()
+    proc = subprocess.run(
+        ["mergerfs", "-o", "allow_other", ":".join(map(str, branches)), str(mounted)],
+        stderr=subprocess.PIPE,
+        check=False,
+    )
+    if proc.returncode != 0:
+        shutil.rmtree(str(top))
+        pytest.skip("mergerfs would not mount: %s" % proc.stderr.decode().strip())
+    try:
+        assert run("--path", str(mounted), "--owner", "1000:1000", "-q")[0] == 0
+        yield mounted, branches
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], check=False)
+        shutil.rmtree(str(top), ignore_errors=True)
+
+
+def check(run, base, *extra):
+    code, out, _ = run("--path", str(base), "--check", "--json", *extra)
+    return code, json.loads(out)
+
+
+def test_links_through_mergerfs_are_healthy(pool, run, monkeypatch):
+    mounted, _ = pool
+    code, document = check(run, mounted)
+    assert code == 0, document["findings"]
+    assert document["findings"] == []
+    assert any(note.startswith("fuse.mergerfs is a union of disks") for note in document["notes"])
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # probe as the containers' user, for real
+    code, document = check(run, mounted, "--owner", "1000:1000")
+    assert code == 0, document["findings"]
+    assert document["probed_as"] == "1000:1000"
+
+
+def test_a_pair_split_over_two_disks_is_a_problem(pool, run):
+    mounted, branches = pool
+    holding = [b for b in branches if (b / "data" / "media" / "tv").is_dir()][0]
+    other = [b for b in branches if b != holding][0]
+    (holding / "data" / "media" / "tv").rmdir()
+    (other / "data" / "media" / "tv").mkdir(parents=True)
+    code, document = check(run, mounted)
+    assert code == 1
+    assert sorted({(f["kind"], f["errno"]) for f in document["findings"]}) == [
+        ("hardlink-failed", "EXDEV"),
+        ("move-failed", "EXDEV"),
+    ]
+    assert {f["detail"].split(" failed")[0] for f in document["findings"]} == {
+        "%s from %s/complete/tv to media/tv" % (op, source)
+        for op in ("hardlink", "move")
+        for source in ("torrents", "usenet", "ddl")
+    }
