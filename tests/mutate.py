@@ -29,9 +29,9 @@ MUTATIONS = [
     (
         "chmod existing folders without --mode",
         "    if mode is not None and stat.S_IMODE(step.st.st_mode) != mode:\n"
-        "        _on_fd(os.fchmod, fd, step.path, \"chmod\", mode)",
+        '        _on_fd(os.fchmod, fd, step.path, "chmod", mode)',
         "    if stat.S_IMODE(step.st.st_mode) != (mode or DEFAULT_MODE):\n"
-        "        _on_fd(os.fchmod, fd, step.path, \"chmod\", mode or DEFAULT_MODE)",
+        '        _on_fd(os.fchmod, fd, step.path, "chmod", mode or DEFAULT_MODE)',
     ),
     (
         "supplementary groups ignored (groups_of)",
@@ -75,7 +75,8 @@ MUTATIONS = [
     ),
     (
         "hardlink decided by the inode alone",
-        "        if two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or not same_file(one, two))):",
+        "        if two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or "
+        "not same_file(one, two))):",
         "        if not same_file(one, two):",
     ),
     (
@@ -139,9 +140,7 @@ MUTATIONS = [
 def run_one(name, old, new, pytest_args):
     with tempfile.TemporaryDirectory(prefix="cms-mutant-") as top:
         copy = os.path.join(top, "repo")
-        shutil.copytree(
-            ROOT, copy, ignore=shutil.ignore_patterns(".git", "*_cache", "__pycache__")
-        )
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "*_cache", "__pycache__"))
         shared = os.path.join(os.path.dirname(ROOT), "shared")
         if os.path.isdir(shared):  # the tests read ../shared
             os.symlink(shared, os.path.join(top, "shared"))

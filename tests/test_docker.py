@@ -182,9 +182,11 @@ def test_path_mismatch(tree, run, how):
 def test_an_unrelated_client_is_no_pair(tree, run):
     data = str(tree / "data")
     layout = trash_layout(tree)[:4]
-    layout.append(inspect("lidarr", "lscr.io/linuxserver/lidarr",
-                          [("bind", data + "/torrents", "/data/torrents", True),
-                           ("bind", data + "/media", "/data/media", True)], lsio(tree)))  # fmt: skip
+    mounts = [
+        ("bind", data + "/torrents", "/data/torrents", True),
+        ("bind", data + "/media", "/data/media", True),
+    ]
+    layout.append(inspect("lidarr", "lscr.io/linuxserver/lidarr", mounts, lsio(tree)))
     code, document, _ = check(run, tree, layout)
     assert [f for f in document["findings"] if f["kind"] == "path-mismatch"] == []
 

@@ -189,7 +189,6 @@ def test_a_symlink_of_another_user_is_not_followed(tmp_path, run, secret):
         "made it, make it yours: chown -h is in the way" % link
     )
     assert sorted(os.listdir(str(secret))) == ["keep"]
-    code, document = 0, None
     code, out, _ = run("--path", str(base), "--check", "--json")
     assert ("conflict", str(link)) in [(f["kind"], f["path"]) for f in json.loads(out)["findings"]]
     os.lchown(str(link), 0, 0)  # made by root on purpose: followed

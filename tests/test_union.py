@@ -1,4 +1,4 @@
-"""--check on a real mergerfs pool: links that work through FUSE, and a pair split over two disks."""
+"""--check on a real mergerfs pool: links through FUSE, and a pair split over two disks."""
 
 import json
 import os
@@ -60,8 +60,8 @@ def test_links_through_mergerfs_are_healthy(pool, run, monkeypatch):
 
 def test_a_pair_split_over_two_disks_is_a_problem(pool, run):
     mounted, branches = pool
-    holding = [b for b in branches if (b / "data" / "media" / "tv").is_dir()][0]
-    other = [b for b in branches if b != holding][0]
+    holding = next(b for b in branches if (b / "data" / "media" / "tv").is_dir())
+    other = next(b for b in branches if b != holding)
     (holding / "data" / "media" / "tv").rmdir()
     (other / "data" / "media" / "tv").mkdir(parents=True)
     code, document = check(run, mounted)
