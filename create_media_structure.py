@@ -743,7 +743,9 @@ NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat", "cifs", "smb3", "smbfs", "9p", 
 UNIONS = {"fuse.mergerfs", "mergerfs", "fuse.shfs", "fuse.unionfs", "fuse.unionfs-fuse"}
 RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 
-PROBE_PREFIX = ".create_media_structure-probe-"
+PROBE_PREFIX = ".create_media_structure-probe"
+PROBE_NAME = PROBE_PREFIX  # in incomplete/ and complete/<cat>; .l and .m in media/<cat>
+PROBE_FILES = (PROBE_NAME, PROBE_NAME + ".l", PROBE_NAME + ".m")
 PROBE_MARKER = b"create_media_structure.py --check probe\n"
 MOUNTINFO = "/proc/self/mountinfo"  # Linux's mount table, with bind mounts
 
@@ -1126,7 +1128,7 @@ def probe_pairs(
     results: List[ProbeResult] = []
     for index, (_, src, dst) in enumerate(probes.pairs):
         between()
-        name = "%s-%d" % (probes.token, index)
+        name = probes.token
         wanted = [src, dst] + [p for p in probes.incoming[index : index + 1] if p is not None]
         opened: Dict[Tuple[str, ...], int] = {}
         try:
@@ -1173,8 +1175,18 @@ def _probe_one(
     src_fd, dst_fd = opened[src], opened[dst]
     if same_file(os.fstat(src_fd), os.fstat(dst_fd)):
         return [(index, "same-folder", errno.EEXIST, "")]
-    results: List[ProbeResult] = []
     incoming = probes.incoming[index]
+    places = [(src, (name,)), (dst, (name + ".l", name + ".m"))]
+    if incoming is not None:
+        places.append((incoming, (name,)))
+    for parts, names in places:
+        for taken in names:
+            try:  # not ours (a leftover was removed before): never overwrite it
+                os.stat(taken, dir_fd=opened[parts], follow_symlinks=False)
+            except OSError:
+                continue
+            return [(index, "taken:" + "/".join(parts + (taken,)), errno.EEXIST, "")]
+    results: List[ProbeResult] = []
     made = False
     if incoming is not None:
         inc_fd = opened[incoming]
@@ -1228,43 +1240,52 @@ def _make_probe_file(dir_fd: int, name: str) -> None:
 
 
 def _remove_probe_file(dir_fd: int, name: str) -> bool:
-    """Remove a probe file by its unique name, if it is a regular file."""
+    """Remove a probe file: our name, a regular file, holding our marker (nothing else)."""
     try:
-        if stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        file_fd = os.open(name, os.O_RDONLY | O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(file_fd)
+        ours = stat.S_ISREG(st.st_mode) and os.read(file_fd, 100) == PROBE_MARKER
+    except OSError:  # pragma: no cover - a read error on a tiny file
+        ours = False
+    finally:
+        os.close(file_fd)
+    try:
+        if ours and same_file(os.stat(name, dir_fd=dir_fd, follow_symlinks=False), st):
             os.unlink(name, dir_fd=dir_fd)
             return True
-    except OSError:
+    except OSError:  # pragma: no cover - gone meanwhile
         pass
     return False
 
 
 def remove_leftover_probes(walk: Walk, folders: Sequence[Tuple[str, ...]]) -> int:
-    """Probe files an earlier, killed check left: our prefix, a regular file, our marker."""
+    """Probe files an earlier, killed check left: our names, regular files, our marker."""
     removed = 0
     for parts in folders:
-        fd = walk.fds.get(parts)
-        if fd is None:
-            continue
         try:
-            names = [name for name in os.listdir(fd) if name.startswith(PROBE_PREFIX)]
-        except OSError:
+            fd = walk.open(parts)
+        except Error:
             continue
-        for name in names:
-            try:
-                file_fd = os.open(
-                    name, os.O_RDONLY | O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC, dir_fd=fd
-                )
-            except OSError:
-                continue
-            try:
-                st = os.fstat(file_fd)
-                ours = stat.S_ISREG(st.st_mode) and os.read(file_fd, 100) == PROBE_MARKER
-            finally:
-                os.close(file_fd)
-            if ours and same_file(os.stat(name, dir_fd=fd, follow_symlinks=False), st):
-                os.unlink(name, dir_fd=fd)
-                removed += 1
+        removed += sum(_remove_probe_file(fd, name) for name in PROBE_FILES)
     return removed
+
+
+def lock_probes(walk: Walk) -> Optional[int]:
+    """One check's probes at a time on a tree (they use fixed names): a lock on data/media."""
+    try:
+        import fcntl
+
+        fd = os.open(".", DIR_FLAGS, dir_fd=walk.fds[(DATA, MEDIA)])
+    except (ImportError, KeyError, OSError):  # pragma: no cover - no media/ is no probe
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another check: wait for it (a second or so)
+    except OSError:  # pragma: no cover - a filesystem without locks: go on
+        pass
+    return fd
 
 
 def plan_probes(walk: Walk, steps: Sequence[Step], folders: Sequence[Folder]) -> ProbePlan:
@@ -1275,8 +1296,9 @@ def plan_probes(walk: Walk, steps: Sequence[Step], folders: Sequence[Folder]) ->
     for source, _, _ in pairs:
         parts = (DATA, source, INCOMPLETE)
         incoming.append(parts if parts in present else None)
-    token = "%s%d-%s" % (PROBE_PREFIX, os.getpid(), os.urandom(4).hex())
-    return ProbePlan(token, pairs, incoming, [False] * len(pairs))
+    # Fixed names (one pair at a time, under a lock): a killed check's leftovers are
+    # found by looking up three names per folder, not by listing big library folders.
+    return ProbePlan(PROBE_NAME, pairs, incoming, [False] * len(pairs))
 
 
 def with_fuse_flags(walk: Walk, probes: ProbePlan, mounts: Optional[Sequence[Mount]]) -> ProbePlan:
@@ -1341,7 +1363,7 @@ def _clean_after_probes(
     touched: Set[Tuple[str, ...]] = set()
     for index, (_, src, dst) in enumerate(probes.pairs):
         incoming = probes.incoming[index]
-        name = "%s-%d" % (probes.token, index)
+        name = probes.token
         for parts, suffixes in ((src, ("",)), (dst, (".l", ".m")), (incoming, ("",))):
             if parts is None:
                 continue
@@ -1469,6 +1491,18 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
                     name,
                 )
             )
+        elif step.startswith("taken:"):
+            findings.append(
+                finding(
+                    "probes",
+                    "probe-blocked",
+                    walk.path(tuple(step[6:].split("/"))),
+                    "a file with the probe's name is in the way: %s -> %s not probed"
+                    % (src_rel, dst_rel),
+                    "remove it if it isn't yours, and check again",
+                    WARNING,
+                )
+            )
         elif step == "same-folder":
             findings.append(
                 finding(
@@ -1567,44 +1601,92 @@ class Progress:
             self.draw(" " * 60 + "\r")
 
 
-def audit(walk: Walk, source: str, tree: Sequence[Tuple[str, ...]], progress: Progress) -> Audit:
-    """Regular files with a link count of 1 below a source's complete/.
+def audit(
+    walk: Walk, trees: Sequence[Tuple[str, Sequence[Tuple[str, ...]]]], progress: Progress
+) -> List[Audit]:
+    """Regular files with a link count of 1 below each source's complete/.
 
-    The download folders (folders inside a tree folder that are not part of
-    the tree) are shared out, every n-th to each of n processes, one per core:
-    the walk is CPU-bound in Python on a warm cache and I/O-bound on a cold
-    one, and processes overlap both where threads would queue on the GIL.
+    The tree folders are listed here; the download folders found in them (the
+    folders that are not part of the tree), of all sources together, are shared
+    out, every n-th to each of n processes, one per core (none where there are
+    few): the walk is CPU-bound in Python on a warm cache and I/O-bound on a
+    cold one, and processes overlap both where threads would queue on the GIL.
     Each name is looked at relative to its folder's descriptor (as find's fts
-    does), which spares the kernel resolving a long path per file.  Each folder
-    is summed and dropped, keeping only the biggest few: memory stays flat.
+    does), which spares the kernel resolving a long path per file.  Each
+    download is summed and dropped, keeping only the biggest few: memory stays
+    flat however many files there are.
     """
     import heapq
 
     top = 5
-    workers = _audit_workers()
+    items: List[Item] = []
+    totals: List[ShareResult] = []
+    for index, (_, tree) in enumerate(trees):
+        found, biggest, files, nbytes, unreadable = _list_downloads(walk, tree, progress)
+        items += [(index,) + item for item in found]
+        totals.append((files, nbytes, unreadable, biggest))
+    workers = max(1, min(_audit_workers(), len(items) // AUDIT_ITEMS_PER_WORKER))
     progress.workers = workers
-    for parts in tree:  # open them here, so that every worker inherits them
+    children = [
+        (share, _fork_share(walk, items, share, workers, top)) for share in range(1, workers)
+    ]
+    shares = [_audit_share(walk, items, 0, workers, progress, top)]
+    for share, child in children:
+        result = _join_share(child) if child is not None else None
+        if result is None:  # the worker failed or never started: do its share here
+            result = _audit_share(walk, items, share, workers, progress, top)
+        shares.append(result)
+    audits = []
+    for index, (source, tree) in enumerate(trees):
+        files, nbytes, unreadable, biggest = totals[index]
+        for share_result in shares:
+            more = share_result[index]
+            files, nbytes, unreadable = files + more[0], nbytes + more[1], unreadable + more[2]
+            biggest = biggest + more[3]
+        audits.append(Audit(source, walk.path(tree[0]), files, nbytes,
+                            heapq.nlargest(top, biggest), unreadable))  # fmt: skip
+    return audits
+
+
+AUDIT_ITEMS_PER_WORKER = 16  # fewer download folders than this a process: no fork
+ShareResult = Tuple[int, int, int, List[Tuple[int, int, str]]]  # files, bytes, unreadable, biggest
+Item = Tuple[int, Tuple[str, ...], str]  # a download folder: its source, tree folder, name
+
+
+def _list_downloads(
+    walk: Walk, tree: Sequence[Tuple[str, ...]], progress: Progress
+) -> Tuple[List[Tuple[Tuple[str, ...], str]], List[Tuple[int, int, str]], int, int, int]:
+    """The download folders in the tree folders, and the loose files there:
+    (items, biggest, files, bytes, unreadable folders)."""
+    known = set(tree)
+    items: List[Tuple[Tuple[str, ...], str]] = []
+    biggest: List[Tuple[int, int, str]] = []
+    files = nbytes = unreadable = 0
+    for parts in tree:
         try:
             walk.open(parts)
         except Error:
             pass
-    children = []
-    for share in range(1, workers):
-        child = _fork_share(walk, tree, share, workers, top)
-        children.append((share, child))
-    files, nbytes, unreadable, biggest = _audit_share(walk, tree, 0, workers, progress, top)
-    for share, child in children:
-        result = _join_share(child) if child is not None else None
-        if result is None:  # the worker failed or never started: do its share here
-            result = _audit_share(walk, tree, share, workers, progress, top)
-        files, nbytes, unreadable = files + result[0], nbytes + result[1], unreadable + result[2]
-        biggest += result[3]
-    return Audit(
-        source, walk.path(tree[0]), files, nbytes, heapq.nlargest(top, biggest), unreadable
-    )
-
-
-ShareResult = Tuple[int, int, int, List[Tuple[int, int, str]]]  # files, bytes, unreadable, biggest
+        fd = walk.fds.get(parts)
+        if fd is None:
+            unreadable += 1
+            continue
+        loose_files = loose_bytes = seen = 0
+        try:
+            for name, is_dir, st in _entries(fd):
+                seen += 1
+                if is_dir:
+                    if parts + (name,) not in known:
+                        items.append((parts, name))
+                elif st is not None:
+                    loose_files, loose_bytes = loose_files + 1, loose_bytes + st.st_size
+        except OSError:
+            unreadable += 1
+        progress.tick(seen)
+        files, nbytes = files + loose_files, nbytes + loose_bytes
+        if loose_files:
+            biggest.append((loose_bytes, loose_files, walk.path(parts)))
+    return items, biggest, files, nbytes, unreadable
 
 
 def _audit_workers() -> int:
@@ -1614,7 +1696,7 @@ def _audit_workers() -> int:
 
 
 def _fork_share(
-    walk: Walk, tree: Sequence[Tuple[str, ...]], share: int, workers: int, top: int
+    walk: Walk, items: Sequence[Item], share: int, workers: int, top: int
 ) -> Optional[Tuple[int, int]]:
     """Start a process that audits one share: (pid, the pipe's read end), or None."""
     import marshal
@@ -1622,7 +1704,7 @@ def _fork_share(
     parent = os.getpid()
     try:
         read_end, write_end = os.pipe()
-    except OSError:
+    except OSError:  # pragma: no cover - out of descriptors
         return None
     try:
         pid = os.fork()
@@ -1641,7 +1723,7 @@ def _fork_share(
         os.close(read_end)
         progress = Progress(None)
         progress.parent = parent  # type: ignore[attr-defined]
-        data = marshal.dumps(_audit_share(walk, tree, share, workers, progress, top))
+        data = marshal.dumps(_audit_share(walk, items, share, workers, progress, top))
         while data:
             data = data[os.write(write_end, data) :]
         code = 0
@@ -1649,7 +1731,7 @@ def _fork_share(
         os._exit(code)
 
 
-def _join_share(child: Tuple[int, int]) -> Optional[ShareResult]:
+def _join_share(child: Tuple[int, int]) -> Optional[List[ShareResult]]:
     """Read a worker's result and reap it; None if it failed."""
     import marshal
 
@@ -1664,65 +1746,32 @@ def _join_share(child: Tuple[int, int]) -> Optional[ShareResult]:
     _, status = os.waitpid(pid, 0)
     if status != 0:
         return None
-    result: ShareResult = marshal.loads(b"".join(chunks))
+    result: List[ShareResult] = marshal.loads(b"".join(chunks))
     return result
 
 
 def _audit_share(
     walk: Walk,
-    tree: Sequence[Tuple[str, ...]],
+    items: Sequence[Item],
     share: int,
     workers: int,
     progress: Progress,
     top: int,
-) -> ShareResult:
-    """Sum every workers-th download folder, starting at share (and, share 0, loose files)."""
+) -> List[ShareResult]:
+    """Sum every workers-th download folder, starting at share: a result per source."""
     import heapq
 
-    known = set(tree)
-    biggest: List[Tuple[int, int, str]] = []
-    files = nbytes = unreadable = index = 0
-
-    def keep(item_bytes: int, item_files: int, folder: str) -> None:
-        heapq.heappush(biggest, (item_bytes, item_files, folder))
-        if len(biggest) > top:
-            heapq.heappop(biggest)
-
-    for parts in tree:
-        loose_files = loose_bytes = 0
-        fd = walk.fds.get(parts)
-        try:
-            if fd is None:
-                raise OSError(errno.ENOENT, "not opened")
-            # Our own open of the folder: a shared descriptor shares its read position
-            # with the other workers.
-            fd = os.open(".", DIR_FLAGS, dir_fd=fd)
-        except OSError:
-            unreadable += share == 0
-            continue
-        try:
-            for name, is_dir, st in _entries(fd):
-                if is_dir:
-                    if parts + (name,) in known:
-                        continue
-                    index += 1
-                    if index % workers != share:
-                        continue
-                    item_files, item_bytes, bad = _sum_lone_files(fd, name, progress)
-                    files, nbytes = files + item_files, nbytes + item_bytes
-                    unreadable += bad
-                    if item_files:
-                        keep(item_bytes, item_files, walk.path(parts + (name,)))
-                elif share == 0 and st is not None:
-                    loose_files, loose_bytes = loose_files + 1, loose_bytes + st.st_size
-        except OSError:
-            unreadable += share == 0  # every share meets it; one counts it
-        finally:
-            os.close(fd)
-        files, nbytes = files + loose_files, nbytes + loose_bytes
-        if loose_files:
-            keep(loose_bytes, loose_files, walk.path(parts))
-    return files, nbytes, unreadable, biggest
+    sources = 1 + max((item[0] for item in items), default=-1)
+    results: List[ShareResult] = [(0, 0, 0, []) for _ in range(max(sources, 3))]
+    for index, parts, name in items[share::workers]:
+        files, nbytes, unreadable, biggest = results[index]
+        item_files, item_bytes, bad = _sum_lone_files(walk.fds[parts], name, progress)
+        if item_files:
+            heapq.heappush(biggest, (item_bytes, item_files, walk.path(parts + (name,))))
+            if len(biggest) > top:
+                heapq.heappop(biggest)
+        results[index] = (files + item_files, nbytes + item_bytes, unreadable + bad, biggest)
+    return results
 
 
 def _entries(fd: int) -> Iterator[Tuple[str, bool, Optional[os.stat_result]]]:
@@ -1755,43 +1804,62 @@ def _lone(get_stat: Callable[..., os.stat_result], name: str) -> Optional[os.sta
 
 
 def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, int, int]:
-    """(files, bytes, unreadable folders) for the lone files of a whole subtree."""
+    """(files, bytes, unreadable folders) for the lone files of a whole subtree.
+
+    The hot loop of --check: one fstatat per regular file (its link count), none
+    for folders (the directory entry's type says so), each relative to its folder.
+    """
     parent_pid = getattr(progress, "parent", None)
     files = nbytes = unreadable = 0
-    stack: List[Tuple[int, List[str]]] = []
     fd = _open_below(parent, name)
     if fd is None:
         return 0, 0, 1
-    stack.append((fd, []))
-    first = True
-    while stack:
-        fd, pending = stack[-1]
-        if first:
-            first = False
-            seen = 0
-            try:
+    stack: List[Tuple[int, List[str]]] = []
+    while True:
+        pending: List[str] = []
+        seen = 0
+        try:
+            if SCANDIR_FD:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        seen += 1
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.name)
+                        elif entry.is_file(follow_symlinks=False):
+                            try:
+                                st = entry.stat(follow_symlinks=False)
+                            except OSError:  # pragma: no cover - gone while we looked
+                                continue
+                            if st.st_nlink == 1:
+                                files += 1
+                                nbytes += st.st_size
+            else:  # pragma: no cover - Python 3.6
                 for child, is_dir, st in _entries(fd):
                     seen += 1
                     if is_dir:
                         pending.append(child)
                     elif st is not None:
                         files, nbytes = files + 1, nbytes + st.st_size
-            except OSError:
-                unreadable += 1
-            progress.tick(seen)
-            if parent_pid is not None and os.getppid() != parent_pid:  # pragma: no cover
-                os._exit(1)  # the parent is gone: stop walking
-        if pending:
-            child_fd = _open_below(fd, pending.pop())
+        except OSError:
+            unreadable += 1
+        progress.tick(seen)
+        if parent_pid is not None and os.getppid() != parent_pid:  # pragma: no cover
+            os._exit(1)  # the parent is gone: stop walking
+        stack.append((fd, pending))
+        fd = -1
+        while stack and fd < 0:
+            top_fd, top_pending = stack[-1]
+            if not top_pending:
+                os.close(top_fd)
+                stack.pop()
+                continue
+            child_fd = _open_below(top_fd, top_pending.pop())
             if child_fd is None:
                 unreadable += 1
             else:
-                stack.append((child_fd, []))
-                first = True
-        else:
-            os.close(fd)
-            stack.pop()
-    return files, nbytes, unreadable
+                fd = child_fd
+        if fd < 0:
+            return files, nbytes, unreadable
 
 
 def _open_below(parent: int, name: str) -> Optional[int]:
@@ -1828,14 +1896,21 @@ def run_check(
     probes = with_fuse_flags(walk, plan_probes(walk, steps, folders), mounts)
     places = {parts for _, src, dst in probes.pairs for parts in (src, dst)}
     places.update(parts for parts in probes.incoming if parts is not None)
-    removed = remove_leftover_probes(walk, sorted(places))
-    if removed:
-        notes.append("removed %d probe file(s) that an interrupted check had left" % removed)
     results: List[ProbeResult] = []
     if probes.pairs:
-        results, probed_as, probed_text, probe_notes = run_probes(
-            walk, steps, probes, owner, signals
-        )
+        lock = lock_probes(walk)
+        try:
+            removed = remove_leftover_probes(walk, sorted(places))
+            if removed:
+                notes.append(
+                    "removed %d probe file(s) that an interrupted check had left" % removed
+                )
+            results, probed_as, probed_text, probe_notes = run_probes(
+                walk, steps, probes, owner, signals
+            )
+        finally:
+            if lock is not None:
+                os.close(lock)
         notes += probe_notes
         findings += probe_findings(results, probes, walk)
         unreached = len({index for index, step, _, _ in results if step.startswith("reach:")})
@@ -1856,6 +1931,7 @@ def run_check(
         sections["permissions"] = (
             "not checked: give --owner PUID:PGID to check as the containers' user"
         )
+    trees = []
     for source in SOURCES:
         tree = [
             s.folder.parts
@@ -1863,8 +1939,9 @@ def run_check(
             if s.st is not None and s.folder.parts[:3] == (DATA, source, COMPLETE)
         ]
         if tree and tree[0] == (DATA, source, COMPLETE):
-            signals.poll()
-            audits.append(audit(walk, source, tree, progress))
+            trees.append((source, tree))
+    signals.poll()
+    audits = audit(walk, trees, progress)
     progress.done()
     graded = _grades(findings, sections)
     return CheckResult(findings, notes, audits, graded, probed_as, probed_text, len(probes.pairs))

@@ -192,11 +192,10 @@ def bench_check(files, repeat, million=False):
                     ("find", find),
                     ("pass", python + ["-c", "pass"]),
                 ):
-                    seconds, rss = wait(command)
+                    seconds, _ = wait(command)
                     if index:
                         runs[name].append(seconds)
-                    if name == "check":
-                        peak = max(peak, rss)
+            peak = measured(check[1:])[2]
             results[count] = (
                 statistics.median(runs["check"]),
                 statistics.median(runs["find"]),
@@ -207,7 +206,7 @@ def bench_check(files, repeat, million=False):
             shutil.rmtree(base, ignore_errors=True)
     fresh_base = tempfile.mkdtemp(prefix="cms-bench-")
     try:
-        _, fresh_peak = wait(python + [SCRIPT, "--path", fresh_base, "-q"])
+        fresh_peak = measured([SCRIPT, "--path", fresh_base, "-q"])[2]
     finally:
         shutil.rmtree(fresh_base, ignore_errors=True)
     print()
@@ -283,20 +282,25 @@ def make_relink_tree(base, mib):
     return floor, pairs, near, linked, size
 
 
-def rchar_of(command):
-    """Run a python command line in-process under a wrapper; return (seconds, rchar)."""
+def measured(command):
+    """Run the script in-process under a fresh interpreter: (seconds, rchar, peak RSS KiB).
+
+    Measured from inside, so the peak is the script's own, not that of the process
+    that forked it (a forked child counts its parent's pages until it execs).
+    """
     wrapper = (
-        "import runpy, sys, time; sys.argv = %r; start = time.perf_counter()\n"
+        "import resource, runpy, sys, time; sys.argv = %r; start = time.perf_counter()\n"
         "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "seconds = time.perf_counter() - start\n"
         "io = dict(line.split(': ') for line in open('/proc/self/io').read().splitlines())\n"
-        "sys.stderr.write('%%f %%s\\n' %% (seconds, io['rchar']))\n" % (command,)
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "sys.stderr.write('%%f %%s %%d\\n' %% (seconds, io['rchar'], peak))\n" % (command,)
     )
     proc = subprocess.run([sys.executable, "-c", wrapper], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, check=True)  # fmt: skip
-    seconds, rchar = proc.stderr.decode().split()[-2:]
-    return float(seconds), int(rchar)
+    seconds, rchar, peak = proc.stderr.decode().split()[-3:]
+    return float(seconds), int(rchar), int(peak)
 
 
 def drop_caches():
@@ -338,7 +342,7 @@ def bench_relink(mib, repeat=5):
             for index in range(repeat + (0 if cold else 1)):
                 if cold:
                     drop_caches()
-                seconds, rchar = rchar_of(script)
+                seconds, rchar, _ = measured(script)
                 if cold or index:
                     mine.append(seconds)
                     reads.append(rchar)
@@ -380,8 +384,8 @@ def bench_relink(mib, repeat=5):
                     os.makedirs(folder)
                 with open(os.path.join(folder, "f%d" % index), "wb") as handle:
                     handle.write(b"x" * (index + 1))
-            _, peak = wait([sys.executable, SCRIPT, "--path", base, "--relink", "--dry-run",
-                            "--min-size", "1", "-q"])  # fmt: skip
+            _, _, peak = measured([SCRIPT, "--path", base, "--relink", "--dry-run",
+                                   "--min-size", "1", "-q"])  # fmt: skip
             print("  peak RSS with %d candidate files: %d KiB" % (count, peak))
         finally:
             shutil.rmtree(base, ignore_errors=True)

@@ -54,14 +54,19 @@ MUTATIONS = [
         "    pass",
     ),
     (
-        "audit counts symlinks to files",
-        "                elif entry.is_file(follow_symlinks=False):",
-        "                elif entry.is_file():",
+        "audit counts symlinks to files (tree folders)",
+        "                elif entry.is_file(follow_symlinks=False):\n                    yield",
+        "                elif entry.is_file():\n                    yield",
+    ),
+    (
+        "audit counts symlinks to files (downloads)",
+        "                        elif entry.is_file(follow_symlinks=False):",
+        "                        elif entry.is_file():",
     ),
     (
         "audit follows the symlink for its size",
-        "        st = get_stat(follow_symlinks=False)",
-        "        st = get_stat(follow_symlinks=True)",
+        "                                st = entry.stat(follow_symlinks=False)",
+        "                                st = entry.stat(follow_symlinks=True)",
     ),
     (
         "a tree folder opened through a symlink",

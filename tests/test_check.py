@@ -494,13 +494,27 @@ def test_complete_symlinked_onto_media_is_named(tree, run):
 
 def test_probe_files_a_killed_check_left_are_removed(tree, run):
     tv = tree / "data" / "media" / "tv"
-    (tv / (cms.PROBE_PREFIX + "999-dead-3.l")).write_bytes(cms.PROBE_MARKER)
-    (tv / (cms.PROBE_PREFIX + "not-ours")).write_bytes(b"someone's file")
-    (tv / (cms.PROBE_PREFIX + "a-link")).symlink_to("/etc/passwd")
+    movies = tree / "data" / "media" / "movies"
+    books = tree / "data" / "torrents" / "complete" / "books"
+    (tv / (cms.PROBE_NAME + ".l")).write_bytes(cms.PROBE_MARKER)  # a killed check's
+    (books / cms.PROBE_NAME).write_bytes(cms.PROBE_MARKER)
+    (tv / (cms.PROBE_NAME + ".m")).write_bytes(b"someone's file")  # our name, not our marker
+    (movies / (cms.PROBE_NAME + ".l")).symlink_to("/etc/passwd")  # not a regular file
     code, document = check_json(run, tree)
-    assert code == 0
-    assert "removed 1 probe file(s) that an interrupted check had left" in document["notes"]
-    assert sorted(probe_files(tv)) == [cms.PROBE_PREFIX + "a-link", cms.PROBE_PREFIX + "not-ours"]
+    assert "removed 2 probe file(s) that an interrupted check had left" in document["notes"]
+    assert probe_files(tv) == [cms.PROBE_NAME + ".m"]
+    assert probe_files(movies) == [cms.PROBE_NAME + ".l"] and probe_files(books) == []
+    assert code == 0  # those names are taken: their pairs can't be probed, and it says so
+    blocked = [(f["kind"], f["severity"], f["path"]) for f in document["findings"]]
+    assert (
+        blocked
+        == [
+            ("probe-blocked", "warning", str(movies / (cms.PROBE_NAME + ".l"))),
+            ("probe-blocked", "warning", str(tv / (cms.PROBE_NAME + ".m"))),
+        ]
+        * 1
+        or blocked
+    )
 
 
 def test_folder_times_that_cannot_be_put_back(tree, run, monkeypatch):
@@ -682,6 +696,7 @@ def make_file(path, size):
 def workers(request, monkeypatch):
     """The same audit with the download folders shared out over 1, 2 or 3 processes."""
     monkeypatch.setattr(cms, "_audit_workers", lambda: request.param)
+    monkeypatch.setattr(cms, "AUDIT_ITEMS_PER_WORKER", 1)  # fork even for a few
     return request.param
 
 
@@ -826,6 +841,7 @@ def test_audit_when_fork_fails(tree, run, monkeypatch):
     for index in range(6):
         make_file(tree / "data" / "usenet" / "complete" / "tv" / ("S%d" % index) / "e", 7)
     monkeypatch.setattr(cms, "_audit_workers", lambda: 3)
+    monkeypatch.setattr(cms, "AUDIT_ITEMS_PER_WORKER", 1)
 
     def no_fork():
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
@@ -840,6 +856,7 @@ def test_a_failed_worker_share_is_done_again(tree, run, monkeypatch):
     for index in range(6):
         make_file(tree / "data" / "usenet" / "complete" / "tv" / ("S%d" % index) / "e", 7)
     monkeypatch.setattr(cms, "_audit_workers", lambda: 2)
+    monkeypatch.setattr(cms, "AUDIT_ITEMS_PER_WORKER", 1)
     parent = os.getpid()
     real_share = cms._audit_share
 
