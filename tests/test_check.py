@@ -707,6 +707,8 @@ def test_audit_counts_lone_files_exactly(tree, run, workers):
     os.link(str(linked), str(media / "movies" / "linked.mkv"))
     make_file(complete / "movies" / "Lone.2023" / "lone.mkv", 3000)
     make_file(complete / "movies" / "Lone.2023" / "Subs" / "en.srt", 100)
+    # A symlink to a file inside a download is not a file: never counted, never followed.
+    (complete / "movies" / "Lone.2023" / "film.lnk").symlink_to(str(linked))
     make_file(complete / "tv" / "Show.S01" / "e1.mkv", 7000)
     make_file(complete / "anime" / "tv" / "Anime.S02" / "e1.mkv", 900)
     make_file(complete / "music" / "loose.flac", 400)  # loose in a tree folder
