@@ -67,8 +67,10 @@ MUTATIONS = [
     ),
     (
         "audit counts files that are hardlinked elsewhere",
-        "                            if st.st_nlink == 1:\n                                files += 1",
-        "                            if st.st_nlink >= 1:\n                                files += 1",
+        "                            if st.st_nlink == 1:\n"
+        "                                files += 1",
+        "                            if st.st_nlink >= 1:\n"
+        "                                files += 1",
     ),
     (
         "a tree folder opened through a symlink",
