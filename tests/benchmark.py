@@ -285,16 +285,17 @@ def make_relink_tree(base, mib):
 def measured(command):
     """Run the script in-process under a fresh interpreter: (seconds, rchar, peak RSS KiB).
 
-    Measured from inside, so the peak is the script's own, not that of the process
-    that forked it (a forked child counts its parent's pages until it execs).
+    Measured from inside, as VmHWM of /proc/self/status: ru_maxrss would carry the
+    peak of the process that forked it over the exec.
     """
     wrapper = (
-        "import resource, runpy, sys, time; sys.argv = %r; start = time.perf_counter()\n"
+        "import runpy, sys, time; sys.argv = %r; start = time.perf_counter()\n"
         "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "seconds = time.perf_counter() - start\n"
         "io = dict(line.split(': ') for line in open('/proc/self/io').read().splitlines())\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+        "peak = int(status.split()[0])\n"
         "sys.stderr.write('%%f %%s %%d\\n' %% (seconds, io['rchar'], peak))\n" % (command,)
     )
     proc = subprocess.run([sys.executable, "-c", wrapper], stdout=subprocess.DEVNULL,
