@@ -1834,12 +1834,12 @@ def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, in
                                 files += 1
                                 nbytes += st.st_size
             else:  # pragma: no cover - Python 3.6
-                for child, is_dir, st in _entries(fd):
+                for child, is_dir, lone in _entries(fd):
                     seen += 1
                     if is_dir:
                         pending.append(child)
-                    elif st is not None:
-                        files, nbytes = files + 1, nbytes + st.st_size
+                    elif lone is not None:
+                        files, nbytes = files + 1, nbytes + lone.st_size
         except OSError:
             unreadable += 1
         progress.tick(seen)
