@@ -1424,17 +1424,8 @@ def _probe_in_child(walk: Walk, probes: ProbePlan, uid: int, gid: int, groups: L
         finally:
             os._exit(code)
     os.close(write_end)
-    chunks = []
-    while True:
-        chunk = os.read(read_end, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not chunks:
-        return "the probe process as uid %d failed" % uid
-    return marshal.loads(b"".join(chunks))
+    result = join_child((pid, read_end))
+    return "the probe process as uid %d failed" % uid if result is None else result
 
 
 def _nothing() -> None:  # pragma: no cover - the probe child has no signals to poll
@@ -1632,7 +1623,7 @@ def audit(
     ]
     shares = [_audit_share(walk, items, 0, workers, progress, top)]
     for share, child in children:
-        result = _join_share(child) if child is not None else None
+        result = join_child(child) if child is not None else None
         if result is None:  # the worker failed or never started: do its share here
             result = _audit_share(walk, items, share, workers, progress, top)
         shares.append(result)
@@ -1731,8 +1722,8 @@ def _fork_share(
         os._exit(code)
 
 
-def _join_share(child: Tuple[int, int]) -> Optional[List[ShareResult]]:
-    """Read a worker's result and reap it; None if it failed."""
+def join_child(child: Tuple[int, int]) -> Any:
+    """Read what a forked child wrote (marshal) and reap it; None if it failed."""
     import marshal
 
     pid, read_end = child
@@ -1744,10 +1735,9 @@ def _join_share(child: Tuple[int, int]) -> Optional[List[ShareResult]]:
         chunks.append(chunk)
     os.close(read_end)
     _, status = os.waitpid(pid, 0)
-    if status != 0:
+    if status != 0 or not chunks:
         return None
-    result: List[ShareResult] = marshal.loads(b"".join(chunks))
-    return result
+    return marshal.loads(b"".join(chunks))
 
 
 def _audit_share(
@@ -2465,6 +2455,14 @@ class FileEntry(NamedTuple):
     mtime_ns: int
 
 
+class Side(NamedTuple):
+    """One file of a pair: as indexed, its folder's descriptor, its path (for the report)."""
+
+    entry: FileEntry
+    dir_fd: int
+    path: str
+
+
 class Relinked(NamedTuple):
     keep: str  # the download's path: its inode stays
     replace: str  # the library path that becomes a hardlink of it
@@ -2751,9 +2749,12 @@ def _relink_one(
                 continue
             try:
                 outcome = _try_pair(
-                    copy, copy_dir, copy_path, keep, keep_dir, keep_path, comparer, too_young,
+                    Side(copy, copy_dir, copy_path),
+                    Side(keep, keep_dir, keep_path),
+                    comparer,
+                    too_young,
                     dry_run,
-                )  # fmt: skip
+                )
             finally:
                 os.close(keep_dir)
             if outcome is not None:
@@ -2769,17 +2770,11 @@ def _skip(copy_path: str, keep_path: str, reason: str, number: int = 0) -> Skipp
 
 
 def _try_pair(
-    copy: FileEntry,
-    copy_dir: int,
-    copy_path: str,
-    keep: FileEntry,
-    keep_dir: int,
-    keep_path: str,
-    comparer: Comparer,
-    too_young: float,
-    dry_run: bool,
+    copy_side: "Side", keep_side: "Side", comparer: Comparer, too_young: float, dry_run: bool
 ) -> Any:
     """None where the bytes differ (try the next download), else the outcome."""
+    copy, copy_dir, copy_path = copy_side
+    keep, keep_dir, keep_path = keep_side
     flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | getattr(os, "O_NOATIME", 0)
     try:
         keep_fd = os.open(keep.name, flags, dir_fd=keep_dir)
@@ -2818,7 +2813,7 @@ def _try_pair(
     pair = Relinked(keep_path, copy_path, copy.size, _takes_on(keep_st))
     if dry_run:
         return pair
-    return _replace(copy, copy_dir, copy_path, keep, keep_dir, keep_path, keep_st) or pair
+    return _replace(copy_side, keep_side, keep_st) or pair
 
 
 def _unchanged(st: os.stat_result, entry: FileEntry, nlink: int = 0) -> bool:
@@ -2843,19 +2838,13 @@ def _takes_on(st: os.stat_result) -> str:
     )
 
 
-def _replace(
-    copy: FileEntry,
-    copy_dir: int,
-    copy_path: str,
-    keep: FileEntry,
-    keep_dir: int,
-    keep_path: str,
-    keep_st: os.stat_result,
-) -> Optional[Skipped]:
+def _replace(copy_side: "Side", keep_side: "Side", keep_st: os.stat_result) -> Optional[Skipped]:
     """link(download -> temp beside the copy), confirm, rename(temp -> copy); None when done.
 
     The temp name is removed on every failure; the copy's path never goes missing.
     """
+    copy, copy_dir, copy_path = copy_side
+    keep, keep_dir, keep_path = keep_side
     temp = "%s%d-%s" % (RELINK_PREFIX, os.getpid(), os.urandom(6).hex())
     try:
         os.link(keep.name, temp, src_dir_fd=keep_dir, dst_dir_fd=copy_dir, follow_symlinks=False)
@@ -3193,13 +3182,7 @@ def report_check(
             continue
         problems = sum(item.severity == PROBLEM for item in mine)
         out.line("%-12s %s" % (title, _count(problems, "problem", len(mine) - problems, "warning")))
-        last_fix = ""
-        for item in mine:
-            who = "%s: " % item.container if item.container else ""
-            out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
-            if item.fix and item.fix != last_fix:  # said once for a run of the same
-                out.line("    fix: %s" % item.fix)
-            last_fix = item.fix
+        _report_findings(mine, out)
     if found.probed_text:
         out.line("note: the probes ran as %s" % found.probed_text)
     for note in found.notes:
