@@ -1958,15 +1958,16 @@ def _grades(findings: Sequence[Finding], sections: Dict[str, str]) -> Dict[str, 
 # by its role: host paths and mounts are compared, never container path strings.
 
 # Roles by image name (the last part of it, without registry or tag).
-ROLE_IMAGES = (
+ROLE_IMAGES = (  # the first match wins: tools named after an app come first
+    ("other", ("prowlarr", "jackett", "flaresolverr", "overseerr", "jellyseerr", "tautulli",
+               "ombi", "requestrr", "recyclarr", "unpackerr", "notifiarr", "homarr", "organizr",
+               "watchtower", "portainer", "gluetun", "nginx", "traefik", "swag", "kometa",
+               "plex-meta-manager", "plex-auto-languages", "plextraktsync", "jellystat")),
     ("download client", ("qbittorrent", "transmission", "deluge", "rtorrent", "rutorrent",
                          "sabnzbd", "nzbget", "jdownloader", "pyload")),
     ("importer", ("sonarr", "radarr", "lidarr", "readarr", "whisparr", "mylar")),
     ("media server", ("plex", "pms-docker", "jellyfin", "emby")),
     ("library reader", ("bazarr",)),
-    ("other", ("prowlarr", "jackett", "flaresolverr", "overseerr", "jellyseerr", "tautulli",
-               "ombi", "requestrr", "recyclarr", "unpackerr", "notifiarr", "homarr", "organizr",
-               "watchtower", "portainer", "gluetun", "nginx", "traefik", "swag")),
 )  # fmt: skip
 # Which source folder each download client needs (the rest is more than it needs).
 CLIENT_SOURCES = (
@@ -2090,15 +2091,11 @@ def _docker(args: List[str], subprocess: Any) -> str:
 
 def _role(image: str, label: str) -> Tuple[str, str]:
     """(role, keyword) from the image name, else the compose service label; ('unknown', '')."""
-    for name in (_image_name(image), label.lower()):
-        if not name:
-            continue
-        for role, keywords in ROLE_IMAGES:
+    for name in (_image_name(image), label.lower()):  # the label only where the image
+        for role, keywords in ROLE_IMAGES:  # is unknown or a bare id
             for keyword in keywords:
-                if keyword in name:
+                if name and not _bare_id(name) and keyword in name:
                     return role, keyword
-        if name == _image_name(image) and not _bare_id(image):
-            break  # a known-looking image of unknown kind: the label doesn't override it
     return "unknown", ""
 
 

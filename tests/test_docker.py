@@ -282,6 +282,16 @@ def compose_config(tree):
     }  # fmt: skip
 
 
+def test_roles_by_image_then_label():
+    import create_media_structure as cms
+
+    assert cms._role("meisnate12/plex-meta-manager:latest", "") == ("other", "plex-meta-manager")
+    assert cms._role("ghcr.io/hotio/sonarr:release", "radarr")[0] == "importer"
+    assert cms._role("sha256:" + "ab" * 32, "bazarr") == ("library reader", "bazarr")
+    assert cms._role("example/my-own-thing", "sabnzbd") == ("download client", "sabnzbd")
+    assert cms._role("example/my-own-thing", "web") == ("unknown", "")
+
+
 def test_compose_json(tree, run):
     document = compose_config(tree)
     code, result, _ = check(run, tree, document)
