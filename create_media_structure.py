@@ -429,6 +429,25 @@ class Walk:
         self.fds.clear()
 
 
+def lock_folder(walk: Walk, parts: Tuple[str, ...], wait: bool) -> Optional[int]:
+    """An exclusive flock on an open folder of the tree, held until its fd is closed;
+    None where another run holds it and wait is False."""
+    import fcntl
+
+    fd = os.open(".", DIR_FLAGS, dir_fd=walk.fds[parts])
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError as exc:  # other than held: no locks on this filesystem, go on without
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):  # pragma: no branch
+            os.close(fd)
+            return None
+    return fd
+
+
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
@@ -1273,25 +1292,10 @@ def remove_leftover_probes(walk: Walk, folders: Sequence[Tuple[str, ...]]) -> in
     return removed
 
 
-def lock_probes(walk: Walk) -> Optional[int]:
-    """One check's probes at a time on a tree (they use fixed names): a lock on data/media."""
-    try:
-        import fcntl
-
-        fd = os.open(".", DIR_FLAGS, dir_fd=walk.fds[(DATA, MEDIA)])
-    except (ImportError, KeyError, OSError):  # pragma: no cover - no media/ is no probe
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # another check: wait for it (a second or so)
-    except OSError:  # pragma: no cover - a filesystem without locks: go on
-        pass
-    return fd
-
-
-def plan_probes(walk: Walk, steps: Sequence[Step], folders: Sequence[Folder]) -> ProbePlan:
+def plan_probes(steps: Sequence[Step], all_pairs: Pairs) -> ProbePlan:
     """Every import pair whose two folders are there, and each pair's incomplete/."""
     present = {step.folder.parts for step in steps if step.st is not None}
-    pairs = [p for p in import_pairs(folders) if p[1] in present and p[2] in present]
+    pairs = [p for p in all_pairs if p[1] in present and p[2] in present]
     incoming: List[Optional[Tuple[str, ...]]] = []
     for source, _, _ in pairs:
         parts = (DATA, source, INCOMPLETE)
@@ -1330,9 +1334,8 @@ def run_probes(
     uid, gid, groups = probe_identity(owner)
     notes: List[str] = []
     results: Optional[List[ProbeResult]] = None
-    root = hasattr(os, "geteuid") and os.geteuid() == 0
     try:
-        if root and owner is not None and hasattr(os, "fork"):
+        if is_root() and owner is not None and hasattr(os, "fork"):
             outcome = _probe_in_child(walk, probes, uid, gid, groups)
             if isinstance(outcome, str):
                 notes.append(outcome + ": the probes ran as you (uid %d) instead" % os.getuid())
@@ -1568,9 +1571,20 @@ class Progress:
 
     def tick(self, files: int) -> None:
         self.files += files
-        if self.stream is not None and self.clock() >= self.next:
-            self.next = self.clock() + self.EVERY
+        if self._due():
             self.draw("%s: about %d files looked at" % (self.label, self.files * self.workers))
+
+    def tick_bytes(self, nbytes: int) -> None:
+        self.files += nbytes
+        if self._due():
+            self.draw("%s: %s of %s" % (self.label, human_size(self.files), human_size(self.total)))
+
+    def _due(self) -> bool:
+        """Whether to redraw now: on a terminal, after the first second, a few times a second."""
+        if self.stream is None or self.clock() < self.next:
+            return False
+        self.next = self.clock() + self.EVERY
+        return True
 
     def draw(self, text: str) -> None:
         assert self.stream is not None
@@ -1580,12 +1594,6 @@ class Progress:
             self.shown = True
         except (OSError, ValueError):
             self.stream = None
-
-    def tick_bytes(self, nbytes: int) -> None:
-        self.files += nbytes
-        if self.stream is not None and self.clock() >= self.next:
-            self.next = self.clock() + self.EVERY
-            self.draw("%s: %s of %s" % (self.label, human_size(self.files), human_size(self.total)))
 
     def done(self) -> None:
         if self.shown and self.stream is not None:
@@ -1764,15 +1772,19 @@ def _audit_share(
     return results
 
 
-def _entries(fd: int) -> Iterator[Tuple[str, bool, Optional[os.stat_result]]]:
-    """(name, is a folder, stat of a regular file with one link else None), relative to fd."""
-    if SCANDIR_FD:
+def _entries(
+    fd: int, lone_only: bool = True
+) -> Iterator[Tuple[str, bool, Optional[os.stat_result]]]:
+    """(name, is a folder, stat) of each folder and regular file, relative to fd; symlinks
+    and the rest are left out.  The stat is None for folders, for files gone meanwhile,
+    and, with lone_only, for files hardlinked elsewhere."""
+    if SCANDIR_FD:  # the entry's type spares a stat for every folder
         with os.scandir(fd) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     yield entry.name, True, None
                 elif entry.is_file(follow_symlinks=False):
-                    yield entry.name, False, _lone(entry.stat, entry.name)
+                    yield entry.name, False, _file_stat(entry.stat, lone_only)
         return
     for name in os.listdir(fd):  # pragma: no cover - Python 3.6
         try:
@@ -1782,15 +1794,17 @@ def _entries(fd: int) -> Iterator[Tuple[str, bool, Optional[os.stat_result]]]:
         if stat.S_ISDIR(st.st_mode):
             yield name, True, None
         elif stat.S_ISREG(st.st_mode):
-            yield name, False, st if st.st_nlink == 1 else None
+            yield name, False, st if not lone_only or st.st_nlink == 1 else None
 
 
-def _lone(get_stat: Callable[..., os.stat_result], name: str) -> Optional[os.stat_result]:
+def _file_stat(
+    get_stat: Callable[..., os.stat_result], lone_only: bool
+) -> Optional[os.stat_result]:
     try:
         st = get_stat(follow_symlinks=False)
     except OSError:  # gone while we looked
         return None
-    return st if st.st_nlink == 1 else None
+    return st if not lone_only or st.st_nlink == 1 else None
 
 
 def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, int, int]:
@@ -1880,15 +1894,17 @@ def run_check(
     mounts, no_table = load_mounts()
     if no_table:
         notes.append(no_table + ": bind mounts inside the tree were not checked, devices were")
-    more, fs_notes = filesystem_findings(walk, steps, mounts, import_pairs(folders))
+    pairs = import_pairs(folders)
+    more, fs_notes = filesystem_findings(walk, steps, mounts, pairs)
     findings += more
     notes = fs_notes + notes
-    probes = with_fuse_flags(walk, plan_probes(walk, steps, folders), mounts)
+    probes = with_fuse_flags(walk, plan_probes(steps, pairs), mounts)
     places = {parts for _, src, dst in probes.pairs for parts in (src, dst)}
     places.update(parts for parts in probes.incoming if parts is not None)
     results: List[ProbeResult] = []
     if probes.pairs:
-        lock = lock_probes(walk)
+        # The probes use fixed names: one check's probes at a time (another waits).
+        lock = lock_folder(walk, (DATA, MEDIA), wait=True)
         try:
             removed = remove_leftover_probes(walk, sorted(places))
             if removed:
@@ -1939,16 +1955,16 @@ def run_check(
 
 def _grades(findings: Sequence[Finding], sections: Dict[str, str]) -> Dict[str, str]:
     """Each section: problem, warning, ok, or the 'not checked: why' already set."""
-    graded = {}
-    for name in SECTIONS + tuple(s for s in sections if s not in SECTIONS):
-        severities = {item.severity for item in findings if item.section == name}
-        if PROBLEM in severities:
-            graded[name] = PROBLEM
-        elif WARNING in severities:
-            graded[name] = WARNING
-        else:
-            graded[name] = sections.get(name, "ok")
-    return graded
+    return {
+        name: grade({item.severity for item in findings if item.section == name},
+                    sections.get(name, "ok"))
+        for name in SECTIONS + tuple(s for s in sections if s not in SECTIONS)
+    }  # fmt: skip
+
+
+def grade(severities: Set[str], otherwise: str = "ok") -> str:
+    """The worst of some findings' severities; otherwise where there are none."""
+    return PROBLEM if PROBLEM in severities else WARNING if WARNING in severities else otherwise
 
 
 # -- --check --docker: what the containers see --------------------------------------
@@ -2392,17 +2408,14 @@ def check_containers(
                 verdict = "not judged: unknown image" if container.role == "unknown" else (
                     "ignored: no media paths")  # fmt: skip
             else:
-                verdict = PROBLEM if PROBLEM in severities else (
-                    WARNING if WARNING in severities else "ok")  # fmt: skip
+                verdict = grade(severities)
             listed.append({
                 "name": container.name, "image": container.image, "role": container.role,
                 "mounts": [{"type": m.type, "host": m.host, "container": m.container,
                             "rw": m.rw} for m in container.mounts],
                 "verdict": verdict,
             })  # fmt: skip
-        graded = {f.severity for f in mine}
-        sections["containers"] = PROBLEM if PROBLEM in graded else (
-            WARNING if WARNING in graded else "ok")  # fmt: skip
+        sections["containers"] = grade({f.severity for f in mine})
     return found._replace(findings=findings, sections=sections), {"containers": listed}
 
 
@@ -2492,23 +2505,21 @@ def index_files(
     while stack:
         parts, fd = stack.pop()
         try:
-            names = sorted(os.listdir(fd))
+            entries = list(_entries(fd, lone_only=False))
         except OSError:
-            names = []
-        for name in names:
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
+            entries = []
+        for name, is_dir, st in entries:
+            if is_dir:
                 child = _open_below(fd, name)
                 if child is not None:
                     stack.append((parts + (name,), child))
-            elif stat.S_ISREG(st.st_mode) and st.st_size >= min_size and keep(st):
+            elif st is None:
+                continue
+            elif st.st_size >= min_size and keep(st):
                 entry = FileEntry(parts, name, st.st_size, st.st_dev, st.st_ino, st.st_nlink,
                                   st.st_mtime_ns)  # fmt: skip
                 yield entry, st
-            elif stat.S_ISREG(st.st_mode) and name.startswith(RELINK_PREFIX):
+            elif name.startswith(RELINK_PREFIX):
                 yield FileEntry(parts, name, -1, st.st_dev, st.st_ino, st.st_nlink, 0), st
         os.close(fd)
 
@@ -2611,7 +2622,9 @@ def relink(
     steps = plan(walk, folders, None, None, need_stat=True)
     if steps[0].st is None or (DATA, MEDIA) not in walk.fds:
         raise Error("%s: no data/media here; run --check first" % walk.path((DATA,)))
-    lock = _lock_tree(walk)
+    lock = lock_folder(walk, (DATA,), wait=False)  # one --relink at a time
+    if lock is None:
+        raise Error("another --relink is running on %s; wait for it" % walk.path((DATA,)))
     try:
         progress = Progress(sys.stderr, "comparing")
         result = find_and_relink(walk, args, progress, signals)
@@ -2629,19 +2642,6 @@ def relink(
         for item in result.skipped:
             err.line("skipped: %s: %s" % (item.path, item.reason))
     return 1 if any(item.errno for item in result.skipped) else 0
-
-
-def _lock_tree(walk: Walk) -> int:
-    """One --relink at a time on a tree: an exclusive lock on data/."""
-    import fcntl
-
-    fd = os.open(".", DIR_FLAGS, dir_fd=walk.fds[(DATA,)])
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise Error("another --relink is running on %s; wait for it" % walk.path((DATA,)))
-    return fd
 
 
 def find_and_relink(
@@ -3473,7 +3473,7 @@ def create(
     if args.mode is not None and args.mode & 0o002:
         err.line("warning: --mode %04o lets every user on the system write there" % args.mode)
     creating = any(step.action == CREATE for step in steps)
-    if creating and args.owner is None and hasattr(os, "geteuid") and os.geteuid() == 0:
+    if creating and args.owner is None and is_root():
         err.line(
             "warning: running as root without --owner: the new folders will belong to root, "
             "and containers running as PUID/PGID may not write there; add "
@@ -3484,19 +3484,13 @@ def create(
         try:
             apply(walk, steps, args.owner, args.mode, done, signals)
         except (Error, Interrupted, KeyboardInterrupt) as exc:
-            created = sum(step.action == CREATE for step in done)
-            changed = sum(step.action == CHANGE for step in done)
-            if isinstance(exc, Error):
-                err.line("error: %s" % exc)
-                what = "before that"
-            else:
-                what = "interrupted"
-            err.line(
-                "%s: %d folder(s) created, %d changed; run again to finish"
-                % (what, created, changed)
+            tally = "%d folder(s) created, %d changed; run again to finish" % (
+                sum(step.action == CREATE for step in done),
+                sum(step.action == CHANGE for step in done),
             )
             if isinstance(exc, Error):
-                exc.printed = True  # type: ignore[attr-defined]
+                raise Error("%s\nbefore that: %s" % (exc, tally), exc.code)
+            err.line("interrupted: " + tally)
             raise
         finished = {step.folder.parts: step for step in done}
         steps = [finished.get(step.folder.parts, step) for step in steps]
@@ -3567,8 +3561,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             code = run(args, mode, out, err, signals)
         except Error as exc:
-            if not getattr(exc, "printed", False):
-                err.line("error: %s" % exc)
+            err.line("error: %s" % exc)
             code = exc.code
         except Interrupted as exc:
             code = 128 + exc.signum

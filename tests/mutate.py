@@ -95,8 +95,8 @@ MUTATIONS = [
     ),
     (
         "only the top pair probed",
-        "    pairs = [p for p in import_pairs(folders) if p[1] in present and p[2] in present]",
-        "    pairs = [p for p in import_pairs(folders) if p[1] in present and p[2] in present][:1]",
+        "    pairs = [p for p in all_pairs if p[1] in present and p[2] in present]",
+        "    pairs = [p for p in all_pairs if p[1] in present and p[2] in present][:1]",
     ),
     (
         "a failed output does not change the exit code",
