@@ -1606,50 +1606,62 @@ def audit(
     """Regular files with a link count of 1 below each source's complete/.
 
     The tree folders are listed here; the download folders found in them (the
-    folders that are not part of the tree), of all sources together, are shared
-    out, every n-th to each of n processes, one per core (none where there are
-    few): the walk is CPU-bound in Python on a warm cache and I/O-bound on a
-    cold one, and processes overlap both where threads would queue on the GIL.
-    Each name is looked at relative to its folder's descriptor (as find's fts
-    does), which spares the kernel resolving a long path per file.  Each
-    download is summed and dropped, keeping only the biggest few: memory stays
-    flat however many files there are.
+    folders that are not part of the tree), of all sources together, are cut into
+    runs of neighbours, and one process per core (none where there are few) takes
+    the next run from a pipe of tickets until none is left: the walk is CPU-bound
+    in Python on a warm cache and I/O-bound on a cold one, processes overlap both
+    where threads would queue on the GIL, and a process slowed by anything (a
+    busy core, a slow disk) just takes fewer runs.  Each name is looked at
+    relative to its folder's descriptor (as find's fts does), which spares the
+    kernel resolving a long path per file.  Each download is summed and dropped,
+    keeping only the biggest few: memory stays flat however many files there are.
     """
     import heapq
 
-    top = 5
     items: List[Item] = []
-    totals: List[ShareResult] = []
+    totals: List[Totals] = []
     for index, (_, tree) in enumerate(trees):
         found, biggest, files, nbytes, unreadable = _list_downloads(walk, tree, progress)
         items += [(index,) + item for item in found]
         totals.append((files, nbytes, unreadable, biggest))
+    runs = min(AUDIT_RUNS, len(items))
     workers = max(1, min(_audit_workers(), len(items) // AUDIT_ITEMS_PER_WORKER))
-    progress.workers = workers
-    children = [
-        (share, _fork_share(walk, items, share, workers, top)) for share in range(1, workers)
-    ]
-    shares = [_audit_share(walk, items, 0, workers, progress, top)]
-    for share, child in children:
+    tickets = _ticket_pipe(runs) if workers > 1 else None
+    progress.workers = workers if tickets is not None else 1
+    children = [_fork_share(walk, items, tickets, runs) for _ in range(1, progress.workers)]
+    shares = [_audit_share(walk, items, _tickets(tickets, runs), runs, progress)]
+    for child in children:
         result = join_child(child) if child is not None else None
-        if result is None:  # the worker failed or never started: do its share here
-            result = _audit_share(walk, items, share, workers, progress, top)
-        shares.append(result)
+        if result is not None:  # else the runs it took are done again below
+            shares.append(result)
+    if tickets is not None:
+        os.close(tickets)
+    missing = set(range(runs)).difference(*(done for _, done in shares))
+    if missing:
+        shares.append(_audit_share(walk, items, iter(sorted(missing)), runs, progress))
     audits = []
     for index, (source, tree) in enumerate(trees):
         files, nbytes, unreadable, biggest = totals[index]
-        for share_result in shares:
+        for share_result, _ in shares:
             more = share_result[index]
             files, nbytes, unreadable = files + more[0], nbytes + more[1], unreadable + more[2]
-            biggest = biggest + more[3]
+            biggest = biggest + [
+                (size, count, walk.path(items[at][1] + (items[at][2],)))
+                for size, count, _, at in more[3]
+            ]
         audits.append(Audit(source, walk.path(tree[0]), files, nbytes,
-                            heapq.nlargest(top, biggest), unreadable))  # fmt: skip
+                            heapq.nlargest(AUDIT_BIGGEST, biggest), unreadable))  # fmt: skip
     return audits
 
 
 AUDIT_ITEMS_PER_WORKER = 16  # fewer download folders than this a process: no fork
-ShareResult = Tuple[int, int, int, List[Tuple[int, int, str]]]  # files, bytes, unreadable, biggest
+AUDIT_RUNS = 255  # the most runs the download folders are cut into: a ticket is one byte
+AUDIT_BIGGEST = 5  # downloads named in the report, per source
 Item = Tuple[int, Tuple[str, ...], str]  # a download folder: its source, tree folder, name
+# files, bytes, unreadable folders, biggest downloads as (bytes, files, name, item)
+SourceResult = Tuple[int, int, int, List[Tuple[int, int, str, int]]]
+ShareResult = Tuple[List[SourceResult], List[int]]  # a result per source, the runs done
+Totals = Tuple[int, int, int, List[Tuple[int, int, str]]]  # the same, biggest by path
 
 
 def _list_downloads(
@@ -1694,10 +1706,37 @@ def _audit_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _ticket_pipe(runs: int) -> Optional[int]:
+    """The read end of a pipe holding one ticket (a byte: the run's number) per run,
+    its write end closed: each reader's next byte is the next run.  None if no pipe."""
+    try:
+        read_end, write_end = os.pipe()
+    except OSError:  # out of descriptors: one process does it all
+        return None
+    try:
+        os.write(write_end, bytes(range(runs)))  # at most 255 bytes: one atomic write
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def _tickets(read_end: Optional[int], runs: int) -> Iterator[int]:
+    """The runs this process takes: from the pipe (one byte a read), or all of them."""
+    if read_end is None:
+        yield from range(runs)
+        return
+    while True:
+        ticket = os.read(read_end, 1)
+        if not ticket:
+            return
+        yield ticket[0]
+
+
 def _fork_share(
-    walk: Walk, items: Sequence[Item], share: int, workers: int, top: int
+    walk: Walk, items: Sequence[Item], tickets: Optional[int], runs: int
 ) -> Optional[Tuple[int, int]]:
-    """Start a process that audits one share: (pid, the pipe's read end), or None."""
+    """Start a process that audits runs until no ticket is left: (pid, the read end of
+    the pipe its result comes through), or None."""
     import marshal
 
     parent = os.getpid()
@@ -1707,7 +1746,7 @@ def _fork_share(
         return None
     try:
         pid = os.fork()
-    except OSError:  # a pids limit: the share is done in this process
+    except OSError:  # a pids limit: the runs are done in this process
         os.close(read_end)
         os.close(write_end)
         return None
@@ -1722,7 +1761,7 @@ def _fork_share(
         os.close(read_end)
         progress = Progress(None)
         progress.parent = parent  # type: ignore[attr-defined]
-        data = marshal.dumps(_audit_share(walk, items, share, workers, progress, top))
+        data = marshal.dumps(_audit_share(walk, items, _tickets(tickets, runs), runs, progress))
         while data:
             data = data[os.write(write_end, data) :]
         code = 0
@@ -1749,27 +1788,30 @@ def join_child(child: Tuple[int, int]) -> Any:
 
 
 def _audit_share(
-    walk: Walk,
-    items: Sequence[Item],
-    share: int,
-    workers: int,
-    progress: Progress,
-    top: int,
-) -> List[ShareResult]:
-    """Sum every workers-th download folder, starting at share: a result per source."""
+    walk: Walk, items: Sequence[Item], tickets: Iterator[int], runs: int, progress: Progress
+) -> ShareResult:
+    """Sum the download folders of each run taken: a result per source, and the runs.
+
+    The biggest downloads are kept as their name and item number: a path is joined
+    only for the few that are reported.
+    """
     import heapq
 
     sources = 1 + max((item[0] for item in items), default=-1)
-    results: List[ShareResult] = [(0, 0, 0, []) for _ in range(max(sources, 3))]
-    for index, parts, name in items[share::workers]:
-        files, nbytes, unreadable, biggest = results[index]
-        item_files, item_bytes, bad = _sum_lone_files(walk.fds[parts], name, progress)
-        if item_files:
-            heapq.heappush(biggest, (item_bytes, item_files, walk.path(parts + (name,))))
-            if len(biggest) > top:
-                heapq.heappop(biggest)
-        results[index] = (files + item_files, nbytes + item_bytes, unreadable + bad, biggest)
-    return results
+    results: List[SourceResult] = [(0, 0, 0, []) for _ in range(max(sources, 3))]
+    done = []
+    for run in tickets:
+        done.append(run)
+        for at in range(run * len(items) // runs, (run + 1) * len(items) // runs):
+            index, parts, name = items[at]
+            files, nbytes, unreadable, biggest = results[index]
+            item_files, item_bytes, bad = _sum_lone_files(walk.fds[parts], name, progress)
+            if item_files:
+                heapq.heappush(biggest, (item_bytes, item_files, name, at))
+                if len(biggest) > AUDIT_BIGGEST:
+                    heapq.heappop(biggest)
+            results[index] = (files + item_files, nbytes + item_bytes, unreadable + bad, biggest)
+    return results, done
 
 
 def _entries(

@@ -873,6 +873,40 @@ def test_a_failed_worker_share_is_done_again(tree, run, monkeypatch):
     assert (document["audit"][1]["files"], document["audit"][1]["bytes"]) == (6, 42)
 
 
+def test_the_runs_a_dead_worker_took_are_done_again(tree, run, monkeypatch):
+    for index in range(6):
+        make_file(tree / "data" / "usenet" / "complete" / "tv" / ("S%d" % index) / "e", 7)
+    monkeypatch.setattr(cms, "_audit_workers", lambda: 2)
+    monkeypatch.setattr(cms, "AUDIT_ITEMS_PER_WORKER", 1)
+    parent = os.getpid()
+    taken, tell = os.pipe()
+    real_sum, real_share = cms._sum_lone_files, cms._audit_share
+    shares = []
+
+    def dies_holding_a_run(*args):
+        if os.getpid() != parent:
+            os.write(tell, b"x")  # it has taken a run, and never reports it
+            raise MemoryError("worker died")
+        return real_sum(*args)
+
+    def after_the_death(walk, items, tickets, runs, progress):
+        if os.getpid() == parent and not shares:
+            os.read(taken, 1)  # the child holds a run before this process takes any
+        shares.append(runs)
+        return real_share(walk, items, tickets, runs, progress)
+
+    monkeypatch.setattr(cms, "_sum_lone_files", dies_holding_a_run)
+    monkeypatch.setattr(cms, "_audit_share", after_the_death)
+    try:
+        code, document = check_json(run, tree)
+    finally:
+        os.close(taken)
+        os.close(tell)
+    assert code == 0
+    assert (document["audit"][1]["files"], document["audit"][1]["bytes"]) == (6, 42)
+    assert len(shares) == 2  # its tickets, then the run the dead worker had taken
+
+
 # -- signals: nothing left behind -----------------------------------------------------------
 
 
