@@ -1621,8 +1621,8 @@ def audit(
     items: List[Item] = []
     totals: List[Totals] = []
     for index, (_, tree) in enumerate(trees):
-        found, biggest, files, nbytes, unreadable = _list_downloads(walk, tree, progress)
-        items += [(index,) + item for item in found]
+        found, biggest, files, nbytes, unreadable = _list_downloads(walk, index, tree, progress)
+        items += found
         totals.append((files, nbytes, unreadable, biggest))
     runs = min(AUDIT_RUNS, len(items))
     workers = max(1, min(_audit_workers(), len(items) // AUDIT_ITEMS_PER_WORKER))
@@ -1665,12 +1665,11 @@ Totals = Tuple[int, int, int, List[Tuple[int, int, str]]]  # the same, biggest b
 
 
 def _list_downloads(
-    walk: Walk, tree: Sequence[Tuple[str, ...]], progress: Progress
-) -> Tuple[List[Tuple[Tuple[str, ...], str]], List[Tuple[int, int, str]], int, int, int]:
-    """The download folders in the tree folders, and the loose files there:
+    walk: Walk, source: int, tree: Sequence[Tuple[str, ...]], progress: Progress
+) -> Tuple[List[Item], List[Tuple[int, int, str]], int, int, int]:
+    """The download folders in one source's tree folders, and the loose files there:
     (items, biggest, files, bytes, unreadable folders)."""
-    known = set(tree)
-    items: List[Tuple[Tuple[str, ...], str]] = []
+    items: List[Item] = []
     biggest: List[Tuple[int, int, str]] = []
     files = nbytes = unreadable = 0
     for parts in tree:
@@ -1683,12 +1682,13 @@ def _list_downloads(
             unreadable += 1
             continue
         loose_files = loose_bytes = seen = 0
+        subfolders = {other[-1] for other in tree if other[:-1] == parts}  # the tree's own
         try:
             for name, is_dir, st in _entries(fd):
                 seen += 1
                 if is_dir:
-                    if parts + (name,) not in known:
-                        items.append((parts, name))
+                    if name not in subfolders:
+                        items.append((source, parts, name))
                 elif st is not None:
                     loose_files, loose_bytes = loose_files + 1, loose_bytes + st.st_size
         except OSError:

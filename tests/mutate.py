@@ -73,6 +73,11 @@ MUTATIONS = [
         "                                files += 1",
     ),
     (
+        "audit loses the runs a dead worker had taken",
+        "    if missing:\n        shares.append(",
+        "    if False:\n        shares.append(",
+    ),
+    (
         "a tree folder opened through a symlink",
         "TREE_DIR_FLAGS = DIR_FLAGS | O_NOFOLLOW",
         "TREE_DIR_FLAGS = DIR_FLAGS",
