@@ -521,13 +521,19 @@ def test_ascii_fallback_when_stdout_cannot_draw(tmp_path, monkeypatch):
 
 
 def test_broken_pipe_is_quiet(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--path", str(tmp_path), "--owner", "%d" % os.getuid()],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    proc.stdout.read(10)
-    proc.stdout.close()
+    # The reader is gone before the first write (as `| head -0`), so every write fails
+    # whatever the timing: a reader that closes after 10 bytes loses the race to a
+    # report that fits in the pipe's buffer.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--path", str(tmp_path), "--owner", "%d" % os.getuid()],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
     err = proc.stderr.read()
     assert proc.wait() == 1  # the work is done; only the output failed
     assert err == b""  # no traceback, no "Exception ignored"
