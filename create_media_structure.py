@@ -1627,8 +1627,10 @@ def audit(
     runs = min(AUDIT_RUNS, len(items))
     workers = max(1, min(_audit_workers(), len(items) // AUDIT_ITEMS_PER_WORKER))
     tickets = _ticket_pipe(runs) if workers > 1 else None
-    progress.workers = workers if tickets is not None else 1
-    children = [_fork_share(walk, items, tickets, runs) for _ in range(1, progress.workers)]
+    if tickets is None:  # one process, or no pipe to share through
+        workers = 1
+    progress.workers = workers
+    children = [_fork_share(walk, items, tickets, runs) for _ in range(1, workers)]
     shares = [_audit_share(walk, items, _tickets(tickets, runs), runs, progress)]
     for child in children:
         result = join_child(child) if child is not None else None

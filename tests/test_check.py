@@ -839,11 +839,16 @@ def test_audit_without_fork(tree, run, monkeypatch):
     assert document["audit"][2]["files"] == 1
 
 
-def test_audit_when_fork_fails(tree, run, monkeypatch):
+def six_usenet_downloads(tree, monkeypatch, workers):
+    """Six downloads of 7 bytes in usenet/complete/tv, audited by that many processes."""
     for index in range(6):
         make_file(tree / "data" / "usenet" / "complete" / "tv" / ("S%d" % index) / "e", 7)
-    monkeypatch.setattr(cms, "_audit_workers", lambda: 3)
+    monkeypatch.setattr(cms, "_audit_workers", lambda: workers)
     monkeypatch.setattr(cms, "AUDIT_ITEMS_PER_WORKER", 1)
+
+
+def test_audit_when_fork_fails(tree, run, monkeypatch):
+    six_usenet_downloads(tree, monkeypatch, workers=3)
 
     def no_fork():
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
@@ -855,10 +860,7 @@ def test_audit_when_fork_fails(tree, run, monkeypatch):
 
 
 def test_a_failed_worker_share_is_done_again(tree, run, monkeypatch):
-    for index in range(6):
-        make_file(tree / "data" / "usenet" / "complete" / "tv" / ("S%d" % index) / "e", 7)
-    monkeypatch.setattr(cms, "_audit_workers", lambda: 2)
-    monkeypatch.setattr(cms, "AUDIT_ITEMS_PER_WORKER", 1)
+    six_usenet_downloads(tree, monkeypatch, workers=2)
     parent = os.getpid()
     real_share = cms._audit_share
 
@@ -874,10 +876,7 @@ def test_a_failed_worker_share_is_done_again(tree, run, monkeypatch):
 
 
 def test_the_runs_a_dead_worker_took_are_done_again(tree, run, monkeypatch):
-    for index in range(6):
-        make_file(tree / "data" / "usenet" / "complete" / "tv" / ("S%d" % index) / "e", 7)
-    monkeypatch.setattr(cms, "_audit_workers", lambda: 2)
-    monkeypatch.setattr(cms, "AUDIT_ITEMS_PER_WORKER", 1)
+    six_usenet_downloads(tree, monkeypatch, workers=2)
     parent = os.getpid()
     taken, tell = os.pipe()
     real_sum, real_share = cms._sum_lone_files, cms._audit_share
