@@ -3376,13 +3376,37 @@ MODE_NAMES = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, sized to the terminal as argparse sizes it, but without
+    importing shutil: argparse makes a formatter for every option added, and shutil
+    brings bz2, lzma and more into every run that prints no help."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=terminal_columns() - 2)
+
+
+def terminal_columns() -> int:
+    """What shutil.get_terminal_size() says of the columns: $COLUMNS, the terminal, 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (ValueError, OSError):  # not a terminal, or closed
+            columns = 0
+    return columns or 80
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="create_media_structure.py",
         description="Create the data/ tree (torrents, usenet, ddl, media) under --path,\n"
         "on one filesystem, so that imports are hardlinks or atomic moves.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--path",

@@ -1,5 +1,6 @@
 """The creator: the tree, idempotence, --dry-run, --owner, --mode, errors, output."""
 
+import argparse
 import errno
 import io
 import os
@@ -505,6 +506,55 @@ def test_help_has_examples(capsys):
         cms.main(["--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "--owner nobody:users" in out and "exit codes:" in out
+
+
+@pytest.mark.parametrize("columns", ["50", "120", "", "junk"])
+def test_help_is_as_wide_as_argparse_makes_it(capsys, monkeypatch, columns):
+    # Our formatter sizes help as argparse does ($COLUMNS, else the terminal, else 80)
+    # without importing shutil.
+    monkeypatch.setenv("COLUMNS", columns)
+    with pytest.raises(SystemExit):
+        cms.main(["--help"])
+    ours = capsys.readouterr().out
+    theirs = cms.build_parser()
+    theirs.formatter_class = argparse.RawDescriptionHelpFormatter
+    assert ours == theirs.format_help()
+    if columns == "50":  # the options are wrapped to it
+        options = ours.split("options:" if "options:" in ours else "optional arguments:")[1]
+        assert max(len(line) for line in options.split("examples:")[0].splitlines()) <= 48
+
+
+def test_help_is_as_wide_as_the_terminal(monkeypatch):
+    import fcntl
+    import struct
+    import termios
+
+    ours, theirs = os.openpty()
+    fcntl.ioctl(theirs, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 70, 0, 0))
+    monkeypatch.delenv("COLUMNS", raising=False)
+    with open(theirs, "w") as terminal, open(ours, "rb"):
+        monkeypatch.setattr(sys, "__stdout__", terminal)
+        assert cms.terminal_columns() == 70
+        monkeypatch.setattr(sys, "__stdout__", None)  # as under pythonw
+        assert cms.terminal_columns() == 80
+
+
+def test_a_run_without_help_imports_no_shutil(tmp_path):
+    # shutil (and the bz2 and lzma it brings) costs every run ~5 ms; argparse imports
+    # it only to size help, unless given a width. -S: no site hook loads it first.
+    def modules_after(code):
+        command = [sys.executable, "-S", "-c", code + "\nprint(sorted(BIG & set(sys.modules)))"]
+        env = dict(os.environ, PYTHONPATH="")
+        result = subprocess.run(command, stdout=subprocess.PIPE, env=env, check=True)
+        return result.stdout.decode().strip()
+
+    prelude = "import sys; BIG = {'shutil', 'bz2', 'lzma'}"
+    if modules_after(prelude + "; import argparse") != "[]":
+        pytest.skip("this Python's argparse imports shutil itself (3.8)")
+    run = "; sys.argv = ['cms', '--path', %r, '-q']; import runpy\n" % str(tmp_path)
+    run += "try: runpy.run_path(%r, run_name='__main__')\nexcept SystemExit: pass\n" % str(SCRIPT)
+    assert modules_after(prelude + run) == "[]"
+    assert dirs_on_disk(tmp_path) == expected_dirs()
 
 
 def test_ascii_fallback_when_stdout_cannot_draw(tmp_path, monkeypatch):
