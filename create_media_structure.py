@@ -1565,6 +1565,7 @@ class Progress:
             self.stream = None
         self.label = label
         self.workers = 1  # the other workers' files are estimated from ours
+        self.parent: Optional[int] = None  # in an audit worker: the process to end with
         self.files = 0
         self.total = 0
         self.shown = False
@@ -1762,7 +1763,7 @@ def _fork_share(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends with its parent instead
         os.close(read_end)
         progress = Progress(None)
-        progress.parent = parent  # type: ignore[attr-defined]
+        progress.parent = parent
         data = marshal.dumps(_audit_share(walk, items, _tickets(tickets, runs), runs, progress))
         while data:
             data = data[os.write(write_end, data) :]
@@ -1799,8 +1800,7 @@ def _audit_share(
     """
     import heapq
 
-    sources = 1 + max((item[0] for item in items), default=-1)
-    results: List[SourceResult] = [(0, 0, 0, []) for _ in range(max(sources, 3))]
+    results: List[SourceResult] = [(0, 0, 0, []) for _ in SOURCES]
     done = []
     for run in tickets:
         done.append(run)
@@ -1857,7 +1857,7 @@ def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, in
     The hot loop of --check: one fstatat per regular file (its link count), none
     for folders (the directory entry's type says so), each relative to its folder.
     """
-    parent_pid = getattr(progress, "parent", None)
+    parent_pid = progress.parent
     files = nbytes = unreadable = 0
     fd = _open_below(parent, name)
     if fd is None:

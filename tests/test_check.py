@@ -847,6 +847,12 @@ def six_usenet_downloads(tree, monkeypatch, workers):
     monkeypatch.setattr(cms, "AUDIT_ITEMS_PER_WORKER", 1)
 
 
+def usenet_audit(run, tree):
+    """--check's exit code, and the files and bytes its audit counted in usenet."""
+    code, document = check_json(run, tree)
+    return code, document["audit"][1]["files"], document["audit"][1]["bytes"]
+
+
 def test_audit_when_fork_fails(tree, run, monkeypatch):
     six_usenet_downloads(tree, monkeypatch, workers=3)
 
@@ -854,9 +860,7 @@ def test_audit_when_fork_fails(tree, run, monkeypatch):
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
     monkeypatch.setattr(os, "fork", no_fork)
-    code, document = check_json(run, tree)
-    assert code == 0
-    assert (document["audit"][1]["files"], document["audit"][1]["bytes"]) == (6, 42)
+    assert usenet_audit(run, tree) == (0, 6, 42)
 
 
 def test_a_failed_worker_share_is_done_again(tree, run, monkeypatch):
@@ -870,9 +874,7 @@ def test_a_failed_worker_share_is_done_again(tree, run, monkeypatch):
         return real_share(*args)
 
     monkeypatch.setattr(cms, "_audit_share", dies_in_the_child)
-    code, document = check_json(run, tree)
-    assert code == 0
-    assert (document["audit"][1]["files"], document["audit"][1]["bytes"]) == (6, 42)
+    assert usenet_audit(run, tree) == (0, 6, 42)
 
 
 def test_the_runs_a_dead_worker_took_are_done_again(tree, run, monkeypatch):
@@ -897,12 +899,10 @@ def test_the_runs_a_dead_worker_took_are_done_again(tree, run, monkeypatch):
     monkeypatch.setattr(cms, "_sum_lone_files", dies_holding_a_run)
     monkeypatch.setattr(cms, "_audit_share", after_the_death)
     try:
-        code, document = check_json(run, tree)
+        assert usenet_audit(run, tree) == (0, 6, 42)
     finally:
         os.close(taken)
         os.close(tell)
-    assert code == 0
-    assert (document["audit"][1]["files"], document["audit"][1]["bytes"]) == (6, 42)
     assert len(shares) == 2  # its tickets, then the run the dead worker had taken
 
 
