@@ -767,6 +767,7 @@ PROBE_NAME = PROBE_PREFIX  # in incomplete/ and complete/<cat>; .l and .m in med
 PROBE_FILES = (PROBE_NAME, PROBE_NAME + ".l", PROBE_NAME + ".m")
 PROBE_MARKER = b"create_media_structure.py --check probe\n"
 MOUNTINFO = "/proc/self/mountinfo"  # Linux's mount table, with bind mounts
+DENIED = (errno.EACCES, errno.EPERM)  # the user may not: a permissions finding
 
 # What a failed probe step means, by errno, and what to do about it.
 PROBE_FIXES: Dict[int, str] = {
@@ -1223,6 +1224,8 @@ def _probe_one(
         try:
             _make_probe_file(src_fd, name)
         except OSError as exc:
+            if exc.errno in DENIED:  # the user can't write here: that is what failed the finish
+                results = [r for r in results if not (r[1] == "finish" and r[2] in DENIED)]
             return results + [(index, "create:" + "/".join(src), exc.errno or 0, "")]
     before = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
     fuse = probes.fuse[index]
@@ -1435,6 +1438,17 @@ def _nothing() -> None:  # pragma: no cover - the probe child has no signals to 
     pass
 
 
+def unprobed_pairs(results: Sequence[ProbeResult], probes: ProbePlan) -> Set[int]:
+    """The pairs whose hardlink and move were never tried: a folder the probe could not
+    reach, no file of its own in complete/<category>, a name in the way, one folder."""
+    return {
+        index
+        for index, step, _, _ in results
+        if step.startswith(("reach:", "taken:"))
+        or step in ("same-folder", "create:" + "/".join(probes.pairs[index][1]))
+    }
+
+
 def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk) -> List[Finding]:
     """Name the step that failed, for which pair, graded: imports failing are problems."""
     findings: List[Finding] = []
@@ -1447,7 +1461,7 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
         if step.startswith(("reach:", "create:")):
             verb, _, folder = step.partition(":")
             path = walk.path(tuple(folder.split("/")))
-            denied = number in (errno.EACCES, errno.EPERM)
+            denied = number in DENIED
             reason = os.strerror(number)
             if verb == "reach" and text and text != path:
                 path, detail = text, "the probes can't get through this folder: %s" % reason
@@ -1530,12 +1544,17 @@ def grade_permissions(
     """Where the probes ran as the user and wrote a folder, the mode bits were wrong
     about it (an ACL, a group the bits don't show): a warning, not a problem."""
     written: Set[str] = set()
-    failed = {index for index, _, _, _ in results}
+    failed = {(index, step) for index, step, _, _ in results}
+    unprobed = unprobed_pairs(results, probes)
     for index, (_, src, dst) in enumerate(probes.pairs):
-        if index not in failed:
-            written.update(walk.path(parts) for parts in (src, dst))
-            if probes.incoming[index] is not None:
-                written.add(walk.path(probes.incoming[index] or ()))
+        if index in unprobed:
+            continue
+        written.add(walk.path(src))  # its file was made there, or moved in from incomplete/
+        if (index, "hardlink") not in failed or (index, "move") not in failed:
+            written.add(walk.path(dst))
+        incoming = probes.incoming[index]
+        if incoming is not None and (index, "create:" + "/".join(incoming)) not in failed:
+            written.add(walk.path(incoming))
     return [
         item._replace(
             severity=WARNING,
@@ -1963,11 +1982,11 @@ def run_check(
                 os.close(lock)
         notes += probe_notes
         findings += probe_findings(results, probes, walk)
-        unreached = len({index for index, step, _, _ in results if step.startswith("reach:")})
-        if unreached and not any(item.section == "probes" for item in findings):
+        unprobed = len(unprobed_pairs(results, probes))
+        if unprobed and not any(item.section == "probes" for item in findings):
             sections["probes"] = (
-                "not checked: %d of %d import pair(s) could not be reached "
-                "(see permissions)" % (unreached, len(probes.pairs))
+                "not checked: %d of %d import pair(s) could not be probed "
+                "(see permissions)" % (unprobed, len(probes.pairs))
             )
     else:
         sections["probes"] = "not checked: no category has both complete/ and media/ folders"
@@ -3257,14 +3276,36 @@ def report_check(
         out.line("result: %s, see above" % _count(problems, "problem", warnings, "warning"))
 
 
+REPORT_SAME = 3  # findings shown of a run that differ only in their folder
+
+
 def _report_findings(findings: Sequence[Finding], out: Output) -> None:
+    """Each finding on a line, its fix once for a run of the same fix; of a run that
+    differs only in the folder (a tree made as root, checked for --owner), the first
+    few and a count: --json lists every one."""
     last_fix = ""
+    runs: List[List[Finding]] = []
     for item in findings:
-        who = "%s: " % item.container if item.container else ""
-        out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
-        if item.fix and item.fix != last_fix:  # said once for a run of the same
-            out.line("    fix: %s" % item.fix)
-        last_fix = item.fix
+        key = (item.severity, item.container, item.detail, item.fix)
+        if runs and (runs[-1][0].severity, runs[-1][0].container, runs[-1][0].detail,
+                     runs[-1][0].fix) == key:  # fmt: skip
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    for run in runs:
+        for item in run[:REPORT_SAME]:
+            who = "%s: " % item.container if item.container else ""
+            out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
+            if item.fix and item.fix != last_fix:  # said once for a run of the same
+                out.line("    fix: %s" % item.fix)
+            last_fix = item.fix
+        if len(run) > REPORT_SAME + 1:
+            out.line("  - ... and %d more like these (--json lists each)"
+                     % (len(run) - REPORT_SAME))  # fmt: skip
+        elif len(run) == REPORT_SAME + 1:  # a count saves no line
+            item = run[-1]
+            who = "%s: " % item.container if item.container else ""
+            out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
 
 
 def _count(first: int, first_name: str, second: int, second_name: str) -> str:

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -442,6 +443,38 @@ def test_probe_failures_name_the_step_and_leave_nothing(
         assert probes[0]["fix"] == cms.PROBE_FIXES[error]
 
 
+def test_a_pair_the_probe_could_not_write_in_is_not_ok(tree, run, monkeypatch):
+    tv = os.stat(str(tree / "data/usenet/complete/tv"))
+    real = cms._make_probe_file
+
+    def refuse_in_tv(dir_fd, name):
+        if cms.same_file(os.fstat(dir_fd), tv):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real(dir_fd, name)
+
+    real_rename = os.rename
+
+    def refuse_into_tv(src, dst, src_dir_fd=None, dst_dir_fd=None):
+        if dst_dir_fd is not None and cms.same_file(os.fstat(dst_dir_fd), tv):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(cms, "_make_probe_file", refuse_in_tv)  # as a folder of mode 0555
+    monkeypatch.setattr(os, "rename", refuse_into_tv)
+    code, document = check_json(run, tree)
+    assert code == 1
+    # Not a finish that fails (the client copying instead): the user can't write there.
+    assert [(f["section"], f["kind"]) for f in document["findings"]] == [
+        ("permissions", "create-failed")
+    ]
+    assert document["sections"]["probes"] == (
+        "not checked: 1 of %d import pair(s) could not be probed (see permissions)" % PAIRS
+    )
+    code, out, _ = run("--path", str(tree), "--check")
+    assert "a hardlink and a move each work" not in out
+    assert probe_files(tree) == []
+
+
 def test_a_link_that_arrives_as_a_copy(tree, run, monkeypatch):
     def copy(src, dst, *, src_dir_fd=None, dst_dir_fd=None, follow_symlinks=True):
         data_fd = os.open(src, os.O_RDONLY, dir_fd=src_dir_fd)
@@ -563,6 +596,7 @@ def test_probes_as_an_owner_who_may_not_write(public_tmp, run, monkeypatch):
     created = [f for f in document["findings"] if f["kind"] == "create-failed"]
     assert created and {f["errno"] for f in created} == {"EACCES"}
     assert {f["section"] for f in created} == {"permissions"}
+    assert document["sections"]["probes"].startswith("not checked: 18 of 18 import pair(s)")
     modes = [f for f in document["findings"] if f["kind"] == "not-writable"]
     assert len(modes) == 52 and {f["severity"] for f in modes} == {"problem"}
     assert modes[0]["detail"] == "4242:4242 cannot write here (owner 0:0, mode 0775)"
@@ -614,6 +648,27 @@ def test_an_acl_the_mode_bits_dont_show_is_a_warning(public_tmp, run, monkeypatc
     assert document["findings"][0]["detail"].endswith(
         ", but the probe as that user wrote here (an ACL?)"
     )
+
+
+@needs_root
+def test_an_acl_counts_where_the_finish_failed(public_tmp, run, monkeypatch, mount):
+    tree = public_tmp
+    if shutil.which("setfacl") is None:
+        pytest.skip("setfacl is not installed")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert run("--path", str(tree), "--owner", "4242:4242", "-q")[0] == 0
+    mount("-t", "tmpfs", "-o", "mode=0777", "scratch", str(tree / "data/usenet/incomplete"))
+    tv = tree / "data" / "usenet" / "complete" / "tv"
+    os.chown(str(tv), 0, 0)
+    os.chmod(str(tv), 0o755)
+    if subprocess.run(["setfacl", "-m", "u:4242:rwx", str(tv)], check=False).returncode != 0:
+        pytest.skip("this filesystem has no ACLs")
+    code, document = check_json(run, tree, "--owner", "4242:4242")
+    # The finish from the scratch disk fails (a warning); the probe still wrote into tv.
+    assert code == 0, document["findings"]
+    assert [(f["kind"], f["severity"]) for f in document["findings"] if f["path"] == str(tv)] == [
+        ("not-writable", "warning")
+    ]
 
 
 def test_without_root_the_probes_run_as_the_caller(tree, run):
@@ -824,8 +879,14 @@ def test_json_says_what_the_text_says(tree, run):
     code_text, out, _ = run("--path", str(tree), "--check", "--owner", other)
     assert code_json == code_text == 1
     assert document["healthy"] is False
+    lines = [
+        "  - %s: %s: %s" % (f["severity"], f["path"], f["detail"]) for f in document["findings"]
+    ]
+    shown = [line for line in out.splitlines() if line.startswith("  - ") and "..." not in line]
+    folded = re.findall(r"^  - \.\.\. and (\d+) more like these \(--json lists each\)$", out, re.M)
+    assert set(shown) <= set(lines) and folded  # of 52 folders alike, the first 3 and a count
+    assert len(shown) + sum(int(n) for n in folded) == len(lines)
     for item in document["findings"]:
-        assert "  - %s: %s: %s" % (item["severity"], item["path"], item["detail"]) in out
         assert "container" not in item and "other" not in item
     assert out.splitlines()[-1] == "result: %d problem(s), see above" % len(document["findings"])
     assert dirs_on_disk(tree) == expected_dirs() - {"data/media/tv"}
