@@ -2279,7 +2279,10 @@ def _seen_at(mount: ContainerMount, host: str) -> str:
 
 
 def judge_containers(
-    containers: Sequence[Container], root: str, real_root: str, tree_ids: Tuple[int, int]
+    containers: Sequence[Container],
+    root: str,
+    real_root: str,
+    tree_ids: Optional[Tuple[int, int]],
 ) -> List[Finding]:
     """Every containers finding: split-mounts, path-mismatch, read-only, named-volume,
     outside-tree, library-path, ids, umask, root, broad-access."""
@@ -2404,32 +2407,41 @@ def judge_containers(
 
 
 def _ids_findings(
-    writers: Sequence[Container], tree_ids: Tuple[int, int], root: str
+    writers: Sequence[Container], tree_ids: Optional[Tuple[int, int]], root: str
 ) -> List[Finding]:
+    """Ids the writers run as, against each other and the tree's owner (None: no data/).
+    A tree of root's is fixed by giving it to the apps' user, never the other way."""
     findings: List[Finding] = []
     known = [(c, container_ids(c)) for c in writers]
     known = [(c, ids) for c, ids in known if ids != (None, None)]
+    give = "give the tree to the apps' user: run again without --check, with --owner %s"
+    users_tree = tree_ids is not None and tree_ids[0] != 0  # root's is given away instead
+    owner = "%d:%d" % tree_ids if tree_ids is not None else ""
     for container, (uid, gid) in known:
+        ids = "%s:%s" % ("?" if uid is None else uid, "?" if gid is None else gid)
         if uid == 0:
+            fix = "set PUID/PGID to the tree's owner (%s)" % owner if users_tree else (
+                "set PUID/PGID to the apps' user; then " + give % "PUID:PGID")  # fmt: skip
             findings.append(finding(
                 "containers", "root", root, "runs as root (PUID 0 or no user): what it writes "
-                "belongs to root, and the other apps can't change it",
-                "set PUID/PGID to the tree's owner (%d:%d)" % tree_ids, WARNING,
+                "belongs to root, and the other apps can't change it", fix, WARNING,
                 container=container.name))  # fmt: skip
-        elif (uid, gid) != tree_ids and gid != tree_ids[1]:
+        elif tree_ids is not None and gid is not None and gid != tree_ids[1]:
+            fix = "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give % ids)
             findings.append(finding(
-                "containers", "ids", root, "writes as %s:%s, the tree belongs to %d:%d"
-                % (uid, gid, tree_ids[0], tree_ids[1]),
-                "set PUID=%d and PGID=%d" % tree_ids, WARNING,
+                "containers", "ids", root, "writes as %s, the tree belongs to %s" % (ids, owner),
+                fix if users_tree else give % ids, WARNING,
                 container=container.name))  # fmt: skip
     gids = {ids[1] for _, ids in known if ids[1] is not None}
-    uids = {ids[0] for _, ids in known if ids[0] is not None}
     if len(gids) > 1:
+        group = tree_ids[1] if tree_ids is not None and tree_ids[1] != 0 else None
         findings.append(finding(
             "containers", "ids", root, "the download clients and importers share no group "
             "(PGID %s)" % ", ".join(str(g) for g in sorted(gids)),
-            "give them all the same PGID (the tree's group, %d)" % tree_ids[1],
+            "give them all the same PGID (the tree's group, %d)" % group if group is not None
+            else "give them all the same PGID; then " + give % "PUID:PGID",
             WARNING))  # fmt: skip
+    uids = {ids[0] for _, ids in known if ids[0] is not None}
     if len(uids) > 1:
         for container, _ in known:
             umask = container.env.get("UMASK", container.env.get("UMASK_SET"))
@@ -2461,7 +2473,7 @@ def check_containers(
         sections["containers"] = why_not or "not checked: no containers"
     else:
         st = steps[0].st
-        tree_ids = (st.st_uid, st.st_gid) if st is not None else (-1, -1)
+        tree_ids = (st.st_uid, st.st_gid) if st is not None else None
         real_root = real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
         mine = judge_containers(containers, root, real_root, tree_ids)
         findings += mine

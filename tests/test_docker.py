@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SCRIPT
+from conftest import ROOT, SCRIPT, cms
 
 SAMPLE = ROOT.parent / "shared" / "docker-inspect-sample.json"
 
@@ -259,6 +259,29 @@ def test_ids_umask_and_root(tree, run):
     layout[1]["Config"]["Env"] = []
     code, document, _ = check(run, tree, layout)
     assert found(document) == []
+
+
+def test_a_tree_of_root_is_never_fixed_by_running_the_apps_as_root():
+    qb = cms._from_inspect(inspect("qbittorrent", "lscr.io/linuxserver/qbittorrent", [],
+                                   ["PUID=1000", "PGID=1000", "UMASK=002"]))  # fmt: skip
+    sab = cms._from_inspect(inspect("sabnzbd", "lscr.io/linuxserver/sabnzbd", [],
+                                    ["PUID=0", "PGID=0"]))  # fmt: skip
+    said = cms._ids_findings([qb, sab], (0, 0), "/srv/data")  # the tree is root's
+    text = [(f.kind, f.container, f.detail, f.fix) for f in said]
+    assert not [
+        t
+        for t in text
+        if "PUID=0" in t[3] or "(0:0)" in t[3] or "PGID (the tree's group, 0)" in t[3]
+    ]
+    assert ("ids", "qbittorrent", "writes as 1000:1000, the tree belongs to 0:0",
+            "give the tree to the apps' user: run again without --check, with --owner 1000:1000"
+            ) in text  # fmt: skip
+    # A user without a group (Config.User "1000"): the group is the image's, not judged.
+    bare = cms._from_inspect(inspect("sonarr", "lscr.io/linuxserver/sonarr", [], user="1000"))
+    assert cms._ids_findings([bare], (0, 0), "/srv/data") == []
+    # No data/ on disk: no owner to compare with, and no "-1:-1".
+    said = cms._ids_findings([qb], None, "/srv/data")
+    assert [f for f in said if "-1" in f.detail + f.fix] == [] and said == []
 
 
 def compose_config(tree):
