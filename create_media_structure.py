@@ -760,7 +760,7 @@ class Signals:
 NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat", "cifs", "smb3", "smbfs", "9p", "vboxsf"}
 # Unions of several disks: a link works only where both paths land on one disk.
 UNIONS = {"fuse.mergerfs", "mergerfs", "fuse.shfs", "fuse.unionfs", "fuse.unionfs-fuse"}
-RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
+RAM_FILESYSTEMS = {"tmpfs", "ramfs", "rootfs"}  # rootfs: Unraid runs from RAM
 
 PROBE_PREFIX = ".create_media_structure-probe"
 PROBE_NAME = PROBE_PREFIX  # in incomplete/ and complete/<cat>; .l and .m in media/<cat>

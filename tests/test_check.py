@@ -250,6 +250,15 @@ def test_tree_on_tmpfs_is_a_warning(tmp_path, run, mount):
     assert "gone at the next reboot" in document["findings"][0]["detail"]
 
 
+def test_tree_on_unraids_root_in_ram_is_a_warning(tree, run, monkeypatch):
+    # Unraid runs from RAM: with the array stopped, /mnt/user is a folder of rootfs.
+    tree_mounted_as(tree, monkeypatch, "rootfs")
+    code, document = check_json(run, tree)
+    assert code == 0
+    assert kinds(document, "filesystem") == [("ram", str(tree / "data"))]
+    assert "data/ is on rootfs, in memory" in document["findings"][0]["detail"]
+
+
 def test_symlink_to_another_filesystem(tree, run):
     shm = "/dev/shm"
     if not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(str(tree)).st_dev:
