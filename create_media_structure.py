@@ -1089,6 +1089,19 @@ def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> 
     return findings
 
 
+def grade_by_imports(mode_findings: List[Finding], pairs: Pairs, walk: Walk) -> List[Finding]:
+    """A folder that no download or import writes into (data/, torrents/, media/,
+    personal/...) the user not writing it is a warning: only a new category needs it."""
+    written = {walk.path(parts) for _, src, dst in pairs for parts in (src, dst)}
+    written.update(walk.path((DATA, source, INCOMPLETE)) for source, _, _ in pairs)
+    return [
+        item
+        if item.path in written
+        else item._replace(severity=WARNING, detail=item.detail + "; no import writes here")
+        for item in mode_findings
+    ]
+
+
 def groups_of(uid: int, gid: int) -> List[int]:
     """The host's groups of uid: its login group and supplementary ones, with gid first."""
     groups = [gid]
@@ -1992,7 +2005,7 @@ def run_check(
         sections["probes"] = "not checked: no category has both complete/ and media/ folders"
     if owner is not None:
         uid, gid, groups = probe_identity(owner)
-        mode_findings = writable_findings(steps, owner, set(groups))
+        mode_findings = grade_by_imports(writable_findings(steps, owner, set(groups)), pairs, walk)
         if probed_as == "%d:%d" % (uid, gid):
             mode_findings = grade_permissions(mode_findings, probes, results, walk)
         findings += mode_findings
@@ -3236,6 +3249,7 @@ def report_check(
     for section, grade in found.sections.items():
         title, healthy = CHECK_TITLES[section]
         mine = [item for item in found.findings if item.section == section]
+        mine.sort(key=lambda item: item.severity != PROBLEM)  # problems first, in order
         if section == "containers" and extra and extra.get("containers"):
             out.line("%-12s %s" % (title, _count(
                 sum(i.severity == PROBLEM for i in mine), "problem",

@@ -13,6 +13,7 @@ import pytest
 from conftest import SCRIPT, cms, dirs_on_disk, expected_dirs, snapshot
 
 PAIRS = 18  # 3 sources x 6 categories (books, movies, music, tv, anime/movies, anime/tv)
+IMPORT_FOLDERS = 3 + PAIRS + 6  # incomplete/ of each source, complete/<cat>, media/<cat>
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # the real one; tests see 1000
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (mounts, other users)")
 
@@ -607,8 +608,14 @@ def test_probes_as_an_owner_who_may_not_write(public_tmp, run, monkeypatch):
     assert {f["section"] for f in created} == {"permissions"}
     assert document["sections"]["probes"].startswith("not checked: 18 of 18 import pair(s)")
     modes = [f for f in document["findings"] if f["kind"] == "not-writable"]
-    assert len(modes) == 52 and {f["severity"] for f in modes} == {"problem"}
-    assert modes[0]["detail"] == "4242:4242 cannot write here (owner 0:0, mode 0775)"
+    assert len(modes) == 52  # 27 folders an import writes (problems), 25 it doesn't
+    assert [f["severity"] for f in modes].count("problem") == IMPORT_FOLDERS
+    assert (
+        modes[0]["detail"]
+        == "4242:4242 cannot write here (owner 0:0, mode 0775); no import writes here"
+    )
+    incomplete = next(f for f in modes if f["path"].endswith("torrents/incomplete"))
+    assert incomplete["detail"] == "4242:4242 cannot write here (owner 0:0, mode 0775)"
 
 
 @needs_root
@@ -717,6 +724,10 @@ def test_owner_who_cannot_write(tree, run):
     assert code == 1
     denied = [f for f in document["findings"] if f["kind"] == "not-writable"]
     assert len(denied) == 52
+    problems = [f["path"] for f in denied if f["severity"] == "problem"]
+    assert len(problems) == IMPORT_FOLDERS
+    assert str(tree / "data/media/tv") in problems and str(tree / "data/media") not in problems
+    denied = [f for f in denied if f["severity"] == "problem"]
     owner = os.stat(str(tree / "data")).st_uid
     assert denied[0]["detail"] == "%d:4242 cannot write here (owner %d:%d, mode 0775)" % (
         os.getuid() + 1,
@@ -724,6 +735,36 @@ def test_owner_who_cannot_write(tree, run):
         os.stat(str(tree / "data")).st_gid,
     )
     assert denied[0]["fix"] == "run again without --check, with --owner %d:4242" % (os.getuid() + 1)
+
+
+def test_a_folder_no_import_writes_is_a_warning(tree, run):
+    # The apps' user can't write data/, torrents/ or media/ themselves: no import needs to.
+    other = "%d:4242" % (os.getuid() + 1)
+    for folder in [tree / "data"] + list((tree / "data").rglob("*")):
+        os.chmod(str(folder), 0o777)
+    closed = [
+        tree.joinpath("data", *p) for p in ((), ("torrents",), ("media",), ("media", "personal"))
+    ]
+    for folder in closed:
+        os.chmod(str(folder), 0o755)
+    code, document = check_json(run, tree, "--owner", other)
+    assert code == 0, document["findings"]
+    denied = {f["path"]: (f["severity"], f["detail"]) for f in document["findings"]}
+    assert sorted(denied) == sorted(str(folder) for folder in closed)
+    detail = "%s cannot write here (owner %d:%d, mode 0755); no import writes here"
+    assert set(denied.values()) == {("warning", detail % ((other,) + ids(tree)))}
+    # Where an import writes, it is still a problem.
+    os.chmod(str(tree / "data" / "media" / "tv"), 0o755)
+    code, document = check_json(run, tree, "--owner", other)
+    assert code == 1
+    assert [f["severity"] for f in document["findings"] if f["path"].endswith("media/tv")] == [
+        "problem"
+    ]
+
+
+def ids(tree):
+    st = os.stat(str(tree / "data"))
+    return st.st_uid, st.st_gid
 
 
 def test_group_and_other_bits_count(tree, run):
@@ -895,9 +936,15 @@ def test_json_says_what_the_text_says(tree, run):
     folded = re.findall(r"^  - \.\.\. and (\d+) more like these \(--json lists each\)$", out, re.M)
     assert set(shown) <= set(lines) and folded  # of 52 folders alike, the first 3 and a count
     assert len(shown) + sum(int(n) for n in folded) == len(lines)
+    graded = [line.split(":")[0] for line in shown]  # a section's problems come first
+    assert graded == sorted(graded, key=lambda grade: grade != "  - problem")
     for item in document["findings"]:
         assert "container" not in item and "other" not in item
-    assert out.splitlines()[-1] == "result: %d problem(s), see above" % len(document["findings"])
+    problems = sum(f["severity"] == "problem" for f in document["findings"])
+    assert out.splitlines()[-1] == "result: %d problem(s), %d warning(s), see above" % (
+        problems,
+        len(document["findings"]) - problems,
+    )
     assert dirs_on_disk(tree) == expected_dirs() - {"data/media/tv"}
 
 
