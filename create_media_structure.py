@@ -777,6 +777,8 @@ PROBE_FIXES: Dict[int, str] = {
     "hardlink: use a filesystem with hardlinks (ext4, xfs, btrfs, zfs) and run the apps as "
     "the files' owner",
     errno.EMLINK: "the file has too many links for this filesystem",
+    errno.EOPNOTSUPP: "this filesystem or share has no hardlinks: put data/ on ext4, xfs, btrfs "
+    "or zfs (on Unraid, hardlink support of user shares is in Settings > Global Share Settings)",
     errno.EACCES: "no write access: fix the owner/mode (run again without --check, with "
     "--owner PUID:PGID)",
     errno.EROFS: "the filesystem is mounted read-only: remount it read-write",

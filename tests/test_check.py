@@ -418,6 +418,7 @@ def test_which_boundaries_an_import_crosses():
         ("link", errno.EXDEV, "hardlink-failed", PAIRS),
         ("link", errno.EPERM, "hardlink-failed", PAIRS),
         ("link", errno.EMLINK, "hardlink-failed", PAIRS),
+        ("link", errno.EOPNOTSUPP, "hardlink-failed", PAIRS),  # a share without hardlinks
         ("rename", errno.EROFS, "finish-failed", 3 * 6),
         ("open", errno.ENOSPC, "create-failed", 3 + PAIRS),
     ],
