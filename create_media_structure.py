@@ -778,7 +778,7 @@ PROBE_FIXES: Dict[int, str] = {
     "the files' owner",
     errno.EMLINK: "the file has too many links for this filesystem",
     errno.EOPNOTSUPP: "this filesystem or share has no hardlinks: put data/ on ext4, xfs, btrfs "
-    "or zfs (on Unraid, hardlink support of user shares is in Settings > Global Share Settings)",
+    "or zfs (Unraid: Settings > Global Share Settings > Tunable (support Hard Links): Yes)",
     errno.EACCES: "no write access: fix the owner/mode (run again without --check, with "
     "--owner PUID:PGID)",
     errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
@@ -3571,6 +3571,13 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return mode
 
 
+def in_ram(walk: Walk) -> str:
+    """The RAM filesystem --path is on (tmpfs, ramfs, Unraid's rootfs), or ""."""
+    mounts, _ = load_mounts()
+    mount = mount_of(real_path_of(walk.fds[()], walk.path(())), mounts or ())
+    return mount.fstype if mount is not None and mount.fstype in RAM_FILESYSTEMS else ""
+
+
 def check_name_lengths(walk: Walk, categories: Sequence[str]) -> None:
     """Refuse a category the filesystem can't name, before anything is created."""
     try:
@@ -3616,6 +3623,13 @@ def create(
             "and containers running as PUID/PGID may not write there; add "
             "--owner 1000:1000 (Unraid: --owner nobody:users)"
         )
+    if creating:
+        where = in_ram(walk)
+        if where:
+            err.line(
+                "warning: %s is on %s, in memory: the tree will be gone at the next reboot "
+                "(Unraid: is the array started?)" % (walk.path(()), where)
+            )
     if not args.dry_run:
         done: List[Step] = []
         try:

@@ -447,6 +447,29 @@ def test_root_without_owner_warns_only_when_creating(tmp_path, run, monkeypatch)
     assert run("--path", str(tmp_path / "data" / "media"), "-q")[2] == ""
 
 
+@pytest.mark.parametrize("fstype", ["tmpfs", "rootfs"])
+def test_creating_in_ram_warns(tmp_path, run, monkeypatch, fstype):
+    # Unraid runs from RAM: with the array stopped, /mnt/user is a folder of rootfs.
+    table = tmp_path / "mountinfo"
+    table.write_bytes(
+        b"1 1 0:2 / / rw - %s rootfs rw\n22 1 0:50 /x /elsewhere rw - ext4 /dev/sdb1 rw\n"
+        % fstype.encode()
+    )
+    monkeypatch.setattr(cms, "MOUNTINFO", str(table))
+    base = tmp_path / "user"
+    base.mkdir()
+    code, _, err = run("--path", str(base), "-q")
+    assert code == 0 and dirs_on_disk(base) == expected_dirs()
+    assert err == (
+        "warning: %s is on %s, in memory: the tree will be gone at the next reboot "
+        "(Unraid: is the array started?)\n" % (base, fstype)
+    )
+    assert run("--path", str(base), "-q")[2] == ""  # said when creating, not every run
+    table.write_bytes(b"1 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    (tmp_path / "disk").mkdir()
+    assert run("--path", str(tmp_path / "disk"), "-q") == (0, "", "")
+
+
 # -- --add-category ---------------------------------------------------------------
 
 
