@@ -3311,29 +3311,23 @@ def _report_findings(findings: Sequence[Finding], out: Output) -> None:
     """Each finding on a line, its fix once for a run of the same fix; of a run that
     differs only in the folder (a tree made as root, checked for --owner), the first
     few and a count: --json lists every one."""
+    import itertools
+
+    def alike(item: Finding) -> Tuple[str, str, str, str]:
+        return item.severity, item.container, item.detail, item.fix
+
     last_fix = ""
-    runs: List[List[Finding]] = []
-    for item in findings:
-        key = (item.severity, item.container, item.detail, item.fix)
-        if runs and (runs[-1][0].severity, runs[-1][0].container, runs[-1][0].detail,
-                     runs[-1][0].fix) == key:  # fmt: skip
-            runs[-1].append(item)
-        else:
-            runs.append([item])
-    for run in runs:
-        for item in run[:REPORT_SAME]:
+    for _, group in itertools.groupby(findings, key=alike):
+        run = list(group)
+        shown = run if len(run) <= REPORT_SAME + 1 else run[:REPORT_SAME]  # a count saves lines
+        for item in shown:
             who = "%s: " % item.container if item.container else ""
             out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
             if item.fix and item.fix != last_fix:  # said once for a run of the same
                 out.line("    fix: %s" % item.fix)
             last_fix = item.fix
-        if len(run) > REPORT_SAME + 1:
-            out.line("  - ... and %d more like these (--json lists each)"
-                     % (len(run) - REPORT_SAME))  # fmt: skip
-        elif len(run) == REPORT_SAME + 1:  # a count saves no line
-            item = run[-1]
-            who = "%s: " % item.container if item.container else ""
-            out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
+        if len(shown) < len(run):
+            out.line("  - ... and %d more like these (--json lists each)" % (len(run) - len(shown)))
 
 
 def _count(first: int, first_name: str, second: int, second_name: str) -> str:

@@ -949,6 +949,24 @@ def test_json_says_what_the_text_says(tree, run):
     assert dirs_on_disk(tree) == expected_dirs() - {"data/media/tv"}
 
 
+@pytest.mark.parametrize("alike, lines", [(3, 3), (4, 4), (5, 4), (52, 4)])
+def test_alike_findings_are_counted_not_listed(alike, lines):
+    import io
+
+    same = [
+        cms.finding("permissions", "not-writable", "/d/%d" % n, "x", "fix it") for n in range(alike)
+    ]
+    other = cms.finding("permissions", "not-writable", "/d/other", "y", "fix it")
+    stream = io.StringIO()
+    cms._report_findings(same + [other], cms.Output(stream))
+    said = stream.getvalue().splitlines()
+    assert said[1] == "    fix: fix it" and said.count("    fix: fix it") == 1
+    assert len(said) == 1 + lines + 1  # the fix once; the other finding
+    if alike > 4:
+        assert said[-2] == "  - ... and %d more like these (--json lists each)" % (alike - 3)
+    assert said[-1] == "  - problem: /d/other: y"
+
+
 def test_audit_without_fork(tree, run, monkeypatch):
     make_file(tree / "data" / "ddl" / "complete" / "tv" / "X" / "e.mkv", 10)
     monkeypatch.delattr(os, "fork")
