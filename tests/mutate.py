@@ -148,6 +148,27 @@ MUTATIONS = [
         "    if number > MAX_ID:",
         "    if number > 2**32:",
     ),
+    (
+        "'ok' for pairs the probe could not write in (unprobed_pairs)",
+        '        if step.startswith(("reach:", "taken:"))\n'
+        '        or step in ("same-folder", "create:" + "/".join(probes.pairs[index][1]))',
+        '        if step.startswith(("reach:", "taken:"))\n        or step in ("same-folder",)',
+    ),
+    (
+        "a folder no import writes graded as a problem (grade_by_imports)",
+        "grade_by_imports(writable_findings(steps, owner, set(groups)), pairs, walk)",
+        "writable_findings(steps, owner, set(groups))",
+    ),
+    (
+        "Unraid's rootfs not counted as RAM",
+        'RAM_FILESYSTEMS = {"tmpfs", "ramfs", "rootfs"}',
+        'RAM_FILESYSTEMS = {"tmpfs", "ramfs"}',
+    ),
+    (
+        "the apps told to run as root for a tree of root's (_ids_findings)",
+        "users_tree = tree_ids is not None and tree_ids[0] != 0",
+        "users_tree = tree_ids is not None",
+    ),
 ]
 
 
