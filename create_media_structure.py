@@ -2220,6 +2220,12 @@ def _is_data_mount(mount: ContainerMount) -> bool:
     return True
 
 
+def _clean(path: str) -> str:
+    """/data/torrents/ and /data/./torrents are /data/torrents (compose keeps what was
+    typed); a volume's name is left as it is."""
+    return os.path.normpath(path) if path.startswith("/") else path
+
+
 def _from_inspect(item: Dict[str, Any]) -> Container:
     config = item.get("Config") or {}
     image = str(config.get("Image") or item.get("Image") or "")
@@ -2230,8 +2236,8 @@ def _from_inspect(item: Dict[str, Any]) -> Container:
     mounts = [
         ContainerMount(
             str(m.get("Type", "")),
-            str(m.get("Source") or m.get("Name") or ""),
-            str(m.get("Destination", "")),
+            _clean(str(m.get("Source") or m.get("Name") or "")),
+            _clean(str(m.get("Destination", ""))),
             bool(m.get("RW", True)),
         )
         for m in item.get("Mounts") or []
@@ -2257,8 +2263,8 @@ def _from_compose(name: str, item: Dict[str, Any]) -> Container:
             mounts.append(
                 ContainerMount(
                     str(volume.get("type", "bind")),
-                    str(volume.get("source") or ""),
-                    str(volume.get("target") or ""),
+                    _clean(str(volume.get("source") or "")),
+                    _clean(str(volume.get("target") or "")),
                     not volume.get("read_only", False),
                 )
             )

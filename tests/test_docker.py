@@ -327,6 +327,19 @@ def test_compose_json(tree, run):
     assert (code, found(result)) == (0, [])
 
 
+def test_slashes_and_dots_are_the_same_path(tree, run):
+    # Compose keeps what was typed: /data/torrents/ is /data/torrents, ./data is data.
+    document = compose_config(tree)
+    del document["services"]["radarr"]
+    qbittorrent = document["services"]["qbittorrent"]["volumes"][0]
+    qbittorrent["source"] = str(tree) + "/./data/torrents/"
+    qbittorrent["target"] = "/data/torrents/"
+    document["services"]["sonarr"]["volumes"][0]["source"] = str(tree / "data") + "//"
+    code, result, _ = check(run, tree, document)
+    assert (code, found(result)) == (0, [])
+    assert result["containers"][0]["mounts"][0]["container"] == "/data/torrents"
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
