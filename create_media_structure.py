@@ -757,7 +757,9 @@ class Signals:
 # can become it), the mode bits, and an audit of lone files in complete/.
 
 # Filesystems that lack hardlinks, or often refuse them.
-NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat", "cifs", "smb3", "smbfs", "9p", "vboxsf"}
+NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat"}
+# Network and shared folders: hardlinks only where the server has them (Samba, Windows).
+SERVER_HARDLINKS = {"cifs", "smb3", "smbfs", "9p", "vboxsf"}
 # Unions of several disks: a link works only where both paths land on one disk.
 UNIONS = {"fuse.mergerfs", "mergerfs", "fuse.shfs", "fuse.unionfs", "fuse.unionfs-fuse"}
 RAM_FILESYSTEMS = {"tmpfs", "ramfs", "rootfs"}  # rootfs: Unraid runs from RAM
@@ -1039,6 +1041,19 @@ def filesystem_findings(
                 root.path,
                 "%s does not support hardlinks (or refuses them)" % root_mount.fstype,
                 "put data/ on a filesystem with hardlinks: ext4, xfs, btrfs, zfs",
+            )
+        )
+    elif root_mount.fstype in SERVER_HARDLINKS:
+        findings.append(
+            finding(
+                "filesystem",
+                "server-hardlinks",
+                root.path,
+                "data/ is a %s share: hardlinks work only where the server has them (the "
+                "probes tell), and only inside one share" % root_mount.fstype,
+                "best: run the apps on the machine that holds the disks; else one share for "
+                "all of data/, mounted once",
+                WARNING,
             )
         )
     elif root_mount.fstype in RAM_FILESYSTEMS:

@@ -169,6 +169,11 @@ MUTATIONS = [
         "users_tree = tree_ids is not None and tree_ids[0] != 0",
         "users_tree = tree_ids is not None",
     ),
+    (
+        "an SMB share whose hardlinks work graded a problem",
+        'NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat"}',
+        'NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat", "cifs", "smb3", "9p"}',
+    ),
 ]
 
 

@@ -358,7 +358,7 @@ def tree_mounted_as(tree, monkeypatch, fstype):
     monkeypatch.setattr(cms, "MOUNTINFO", str(table))
 
 
-@pytest.mark.parametrize("fstype", ["vfat", "exfat", "cifs", "smb3", "9p"])
+@pytest.mark.parametrize("fstype", ["vfat", "exfat"])
 def test_filesystem_without_hardlinks(tree, run, monkeypatch, fstype):
     tree_mounted_as(tree, monkeypatch, fstype)
     code, document = check_json(run, tree)
@@ -368,6 +368,29 @@ def test_filesystem_without_hardlinks(tree, run, monkeypatch, fstype):
         fstype,
         os.path.realpath(str(tree)),
     )
+
+
+@pytest.mark.parametrize("fstype", ["cifs", "smb3", "9p"])
+def test_a_network_share_is_judged_by_its_probes(tree, run, monkeypatch, fstype):
+    # Over SMB or 9p hardlinks depend on the server (Samba and Windows allow them).
+    tree_mounted_as(tree, monkeypatch, fstype)
+    code, document = check_json(run, tree)
+    assert code == 0, document["findings"]  # the probes' hardlinks worked
+    assert kinds(document) == [("server-hardlinks", str(tree / "data"))]
+    assert severities(document, "filesystem") == {"warning"}
+    real = os.link
+
+    def refuse(*args, **kwargs):
+        if cms.PROBE_PREFIX in os.fsdecode(args[0]):
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, "link", refuse)  # a server without them
+    code, document = check_json(run, tree)
+    assert code == 1
+    assert {f["kind"] for f in document["findings"] if f["severity"] == "problem"} == {
+        "hardlink-failed"
+    }
 
 
 @pytest.mark.parametrize("fstype", ["fuse.mergerfs", "fuse.shfs"])
