@@ -1106,11 +1106,17 @@ def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> 
     return findings
 
 
+def import_folders(pairs: Pairs) -> Set[Tuple[str, ...]]:
+    """The folders downloads and imports write into: each pair's two, and incomplete/."""
+    folders = {parts for _, src, dst in pairs for parts in (src, dst)}
+    folders.update((DATA, source, INCOMPLETE) for source, _, _ in pairs)
+    return folders
+
+
 def grade_by_imports(mode_findings: List[Finding], pairs: Pairs, walk: Walk) -> List[Finding]:
     """A folder that no download or import writes into (data/, torrents/, media/,
     personal/...) the user not writing it is a warning: only a new category needs it."""
-    written = {walk.path(parts) for _, src, dst in pairs for parts in (src, dst)}
-    written.update(walk.path((DATA, source, INCOMPLETE)) for source, _, _ in pairs)
+    written = {walk.path(parts) for parts in import_folders(pairs)}
     return [
         item
         if item.path in written
@@ -2304,6 +2310,50 @@ def container_ids(container: Container) -> Tuple[Optional[int], Optional[int]]:
     return None, None
 
 
+def own_source(client: Container) -> str:
+    """The source folder a download client writes: usenet/, ddl/, else torrents/."""
+    return next((s for s, keys in CLIENT_SOURCES if client.keyword in keys), "torrents")
+
+
+def blocked_writers(
+    containers: Sequence[Container], walk: Walk, steps: Sequence[Step]
+) -> Dict[str, Tuple[int, int, str, bool]]:
+    """Writers whose PUID/PGID the mode bits don't let write the folders their role
+    writes into (a client: its own incomplete/ and complete/<cat>; an importer: every
+    complete/<cat> and media/<cat>): name -> (how many can't be written, of how many,
+    the first as 'path (owner, mode)', whether one of them has an ACL the bits don't show)."""
+    wanted_by_all = import_folders(import_pairs([step.folder for step in steps]))
+    blocked: Dict[str, Tuple[int, int, str, bool]] = {}
+    for container in containers:
+        uid, gid = container_ids(container)
+        if container.role not in ("download client", "importer") or not uid or gid is None:
+            continue  # root writes anywhere; unknown ids are not judged
+        if container.role == "download client":
+            wanted = {parts for parts in wanted_by_all if parts[1] == own_source(container)}
+        else:
+            wanted = {parts for parts in wanted_by_all if INCOMPLETE not in parts}
+        mine = [s for s in steps if s.st is not None and s.folder.parts in wanted]
+        owner = Owner(uid, gid, "%d:%d" % (uid, gid))
+        denied = {item.path for item in writable_findings(mine, owner, {gid})}
+        if denied:
+            first = next(s for s in mine if s.path in denied)
+            st = first.st
+            assert st is not None
+            example = "%s (owner %d:%d, mode %04o)" % (
+                first.path, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))  # fmt: skip
+            acl = any(_has_acl(walk, s.folder.parts) for s in mine if s.path in denied)
+            blocked[container.name] = (len(denied), len(mine), example, acl)
+    return blocked
+
+
+def _has_acl(walk: Walk, parts: Tuple[str, ...]) -> bool:
+    """Whether a folder carries an ACL (POSIX, NFSv4, ...), which the mode bits don't show."""
+    try:
+        return any("acl" in name.lower() for name in os.listxattr(walk.open(parts)))
+    except (Error, OSError, AttributeError):  # no xattrs here, or not Linux
+        return False
+
+
 def _covers(mount: ContainerMount, host: str) -> bool:
     return mount.type == "bind" and _inside(host, mount.host.rstrip("/") or "/")
 
@@ -2319,9 +2369,10 @@ def judge_containers(
     root: str,
     real_root: str,
     tree_ids: Optional[Tuple[int, int]],
+    blocked: Optional[Dict[str, Tuple[int, int, str, bool]]] = None,
 ) -> List[Finding]:
     """Every containers finding: split-mounts, path-mismatch, read-only, named-volume,
-    outside-tree, library-path, ids, umask, root, broad-access."""
+    outside-tree, library-path, cannot-write, ids, umask, root, broad-access."""
     findings: List[Finding] = []
     media = os.path.join(root, MEDIA)
 
@@ -2429,7 +2480,7 @@ def judge_containers(
                 "mounts %s, more than the library it needs" % broad[0].host,
                 "the narrower bind: - %s:/data/media" % media, WARNING)  # fmt: skip
     for client in clients:
-        own = next((s for s, keys in CLIENT_SOURCES if client.keyword in keys), "torrents")
+        own = own_source(client)
         folder = os.path.join(root, own)
         broad = [m for m in client.mounts if m.type == "bind" and _inside(folder, m.host)
                  and m.host.rstrip("/") != folder]  # fmt: skip
@@ -2438,15 +2489,20 @@ def judge_containers(
                 "mounts %s, more than its own %s/" % (broad[0].host, own),
                 "the narrower bind (--compose prints it): - %s:/data/%s" % (folder, own),
                 WARNING)  # fmt: skip
-    findings += _ids_findings(writers, tree_ids, root)
+    findings += _ids_findings(writers, tree_ids, root, blocked or {})
     return findings
 
 
 def _ids_findings(
-    writers: Sequence[Container], tree_ids: Optional[Tuple[int, int]], root: str
+    writers: Sequence[Container],
+    tree_ids: Optional[Tuple[int, int]],
+    root: str,
+    blocked: Optional[Dict[str, Tuple[int, int, str, bool]]] = None,
 ) -> List[Finding]:
-    """Ids the writers run as, against each other and the tree's owner (None: no data/).
-    A tree of root's is fixed by giving it to the apps' user, never the other way."""
+    """Ids the writers run as, against each other and the tree's owner (None: no data/);
+    blocked: the writers the tree doesn't let write (see blocked_writers).  A tree of
+    root's is fixed by giving it to the apps' user, never the other way."""
+    blocked = blocked or {}
     findings: List[Finding] = []
     known = [(c, container_ids(c)) for c in writers]
     known = [(c, ids) for c, ids in known if ids != (None, None)]
@@ -2462,6 +2518,14 @@ def _ids_findings(
                 "containers", "root", root, "runs as root (PUID 0 or no user): what it writes "
                 "belongs to root, and the other apps can't change it", fix, WARNING,
                 container=container.name))  # fmt: skip
+        elif container.name in blocked:
+            cannot, of, example, acl = blocked[container.name]
+            fix = "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give % ids)
+            findings.append(finding(
+                "containers", "cannot-write", root, "writes as %s, and can't write %d of the %d "
+                "folders its downloads or imports go into, e.g. %s%s" % (ids, cannot, of, example,
+                "; an ACL there may let it" if acl else ""), fix if users_tree else give % ids,
+                WARNING if acl else PROBLEM, container=container.name))  # fmt: skip
         elif tree_ids is not None and gid is not None and gid != tree_ids[1]:
             fix = "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give % ids)
             findings.append(finding(
@@ -2511,7 +2575,8 @@ def check_containers(
         st = steps[0].st
         tree_ids = (st.st_uid, st.st_gid) if st is not None else None
         real_root = real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
-        mine = judge_containers(containers, root, real_root, tree_ids)
+        blocked = blocked_writers(containers, walk, steps)
+        mine = judge_containers(containers, root, real_root, tree_ids, blocked)
         findings += mine
         for container in containers:
             severities = {f.severity for f in mine if container.name in (f.container,)}

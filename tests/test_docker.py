@@ -240,8 +240,15 @@ def test_library_path_and_broad_access_are_warnings(tree, run):
     assert text["plex"]["detail"].startswith("sees the library at /media, the importers at")
 
 
+def open_up(tree):
+    """Every folder of the tree writable by anyone: other ids can write, as through an ACL."""
+    for folder in [tree / "data"] + list((tree / "data").rglob("*")):
+        os.chmod(str(folder), 0o777)
+
+
 def test_ids_umask_and_root(tree, run):
     uid, gid = ids(tree)
+    open_up(tree)  # differing ids that can still write: warnings
     layout = trash_layout(tree)[:4]
     layout[0]["Config"]["Env"] = lsio(tree, puid=uid + 7, pgid=gid + 7, umask=None)
     layout[1]["Config"]["Env"] = ["PUID=0", "PGID=0"]
@@ -259,6 +266,51 @@ def test_ids_umask_and_root(tree, run):
     layout[1]["Config"]["Env"] = []
     code, document, _ = check(run, tree, layout)
     assert found(document) == []
+
+
+def test_a_writer_the_tree_does_not_let_write_is_a_problem(tree, run):
+    uid, gid = ids(tree)
+    layout = trash_layout(tree)[:4]  # qbittorrent, sabnzbd, sonarr, radarr
+    layout[0]["Config"]["Env"] = lsio(tree, puid=uid + 7, pgid=gid + 7)
+    layout[2]["Config"]["Env"] = lsio(tree, puid=uid + 7, pgid=gid + 7)
+    os.chmod(str(tree / "data" / "media" / "tv"), 0o777)  # one folder lets everyone write
+    code, document, _ = check(run, tree, layout)
+    assert code == 1  # the folders are 0775 and theirs: the ids can't write there
+    said = {f["container"]: f for f in document["findings"] if f["kind"] == "cannot-write"}
+    assert sorted(said) == ["qbittorrent", "sonarr"]
+    ids_text = "%d:%d" % (uid + 7, gid + 7)
+    # The client: its own incomplete/ and complete/<cat> (7); the importer: every
+    # complete/<cat> and media/<cat> (18 + 6), of which media/tv is open.
+    assert said["qbittorrent"]["detail"] == (
+        "writes as %s, and can't write 7 of the 7 folders its downloads or imports go into, "
+        "e.g. %s (owner %d:%d, mode 0775)" % (ids_text, tree / "data/torrents/incomplete", uid, gid)
+    )
+    assert said["sonarr"]["detail"].startswith(
+        "writes as %s, and can't write 23 of the 24 folders" % ids_text
+    )
+    assert {f["severity"] for f in said.values()} == {"problem"}
+    assert not [f for f in document["findings"] if f["kind"] == "ids" and f.get("container")]
+    open_up(tree)
+    code, document, _ = check(run, tree, layout)
+    assert code == 0 and "cannot-write" not in {f["kind"] for f in document["findings"]}
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root (ACLs)")
+def test_a_writer_an_acl_may_let_write_is_a_warning(tree, run):
+    import shutil
+
+    if shutil.which("setfacl") is None:
+        pytest.skip("setfacl is not installed")
+    if subprocess.run(["setfacl", "-R", "-m", "u:4243:rwx", str(tree / "data")]).returncode:
+        pytest.skip("this filesystem has no ACLs")
+    layout = trash_layout(tree)[:1]
+    layout[0]["Config"]["Env"] = lsio(tree, puid=4243, pgid=4243)
+    code, document, _ = check(run, tree, layout)
+    assert code == 0, document["findings"]
+    said = [f for f in document["findings"] if f["kind"] == "cannot-write"]
+    assert [(f["severity"], f["detail"].endswith("; an ACL there may let it")) for f in said] == [
+        ("warning", True)
+    ]
 
 
 def test_a_tree_of_root_is_never_fixed_by_running_the_apps_as_root():
