@@ -2089,6 +2089,9 @@ CLIENT_SOURCES = (
     ("usenet", ("sabnzbd", "nzbget")),
     ("ddl", ("jdownloader", "pyload")),
 )
+# The group "users" (100, or 1000 where the image renumbers it), which linuxserver's and
+# hotio's images add their app user to besides PGID.
+IMAGE_GROUPS = (100, 1000)
 # Container paths that hold an app's own state, not media.
 STATE_PATHS = ("/config", "/app/config", "/transcode", "/cache")
 SYSTEM_PATHS = ("/etc", "/run", "/var/run", "/dev", "/sys", "/proc")
@@ -2320,8 +2323,9 @@ def blocked_writers(
 ) -> Dict[str, Tuple[int, int, str, bool]]:
     """Writers whose PUID/PGID the mode bits don't let write the folders their role
     writes into (a client: its own incomplete/ and complete/<cat>; an importer: every
-    complete/<cat> and media/<cat>): name -> (how many can't be written, of how many,
-    the first as 'path (owner, mode)', whether one of them has an ACL the bits don't show)."""
+    complete/<cat> and media/<cat>), even as a member of the image's group "users":
+    name -> (how many can't be written, of how many, the first as 'path (owner,
+    mode)', whether one of them has an ACL the bits don't show)."""
     wanted_by_all = import_folders(import_pairs([step.folder for step in steps]))
     blocked: Dict[str, Tuple[int, int, str, bool]] = {}
     for container in containers:
@@ -2334,7 +2338,10 @@ def blocked_writers(
             wanted = {parts for parts in wanted_by_all if INCOMPLETE not in parts}
         mine = [s for s in steps if s.st is not None and s.folder.parts in wanted]
         owner = Owner(uid, gid, "%d:%d" % (uid, gid))
-        denied = {item.path for item in writable_findings(mine, owner, {gid})}
+        groups = {gid} | set(
+            IMAGE_GROUPS
+        )  # what it may also be in: unknown, so not held against it
+        denied = {item.path for item in writable_findings(mine, owner, groups)}
         if denied:
             first = next(s for s in mine if s.path in denied)
             st = first.st

@@ -273,9 +273,11 @@ def test_a_writer_the_tree_does_not_let_write_is_a_problem(tree, run):
     layout = trash_layout(tree)[:4]  # qbittorrent, sabnzbd, sonarr, radarr
     layout[0]["Config"]["Env"] = lsio(tree, puid=uid + 7, pgid=gid + 7)
     layout[2]["Config"]["Env"] = lsio(tree, puid=uid + 7, pgid=gid + 7)
+    for folder in [tree / "data"] + list((tree / "data").rglob("*")):
+        os.chmod(str(folder), 0o755)  # only the owner writes, whatever groups they are in
     os.chmod(str(tree / "data" / "media" / "tv"), 0o777)  # one folder lets everyone write
     code, document, _ = check(run, tree, layout)
-    assert code == 1  # the folders are 0775 and theirs: the ids can't write there
+    assert code == 1
     said = {f["container"]: f for f in document["findings"] if f["kind"] == "cannot-write"}
     assert sorted(said) == ["qbittorrent", "sonarr"]
     ids_text = "%d:%d" % (uid + 7, gid + 7)
@@ -283,7 +285,7 @@ def test_a_writer_the_tree_does_not_let_write_is_a_problem(tree, run):
     # complete/<cat> and media/<cat> (18 + 6), of which media/tv is open.
     assert said["qbittorrent"]["detail"] == (
         "writes as %s, and can't write 7 of the 7 folders its downloads or imports go into, "
-        "e.g. %s (owner %d:%d, mode 0775)" % (ids_text, tree / "data/torrents/incomplete", uid, gid)
+        "e.g. %s (owner %d:%d, mode 0755)" % (ids_text, tree / "data/torrents/incomplete", uid, gid)
     )
     assert said["sonarr"]["detail"].startswith(
         "writes as %s, and can't write 23 of the 24 folders" % ids_text
@@ -295,12 +297,24 @@ def test_a_writer_the_tree_does_not_let_write_is_a_problem(tree, run):
     assert code == 0 and "cannot-write" not in {f["kind"] for f in document["findings"]}
 
 
+@pytest.mark.parametrize("group, blocked", [(100, False), (1000, False), (4242, True)])
+def test_the_images_group_users_is_not_held_against_it(group, blocked):
+    # linuxserver's and hotio's images put their user in "users" (100, or 1000) too.
+    st = os.stat_result((0o40775, 1, 1, 2, 99, group, 0, 0, 0, 0))
+    steps = [cms.Step(f, "/x/" + "/".join(f.parts), cms.KEEP, "", st, False)
+             for f in cms.list_folders(cms.TREE)]  # fmt: skip
+    qb = cms._from_inspect(inspect("qbittorrent", "lscr.io/linuxserver/qbittorrent", [],
+                                   ["PUID=1001", "PGID=1001"]))  # fmt: skip
+    assert bool(cms.blocked_writers([qb], None, steps)) is blocked
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root (ACLs)")
 def test_a_writer_an_acl_may_let_write_is_a_warning(tree, run):
     import shutil
 
     if shutil.which("setfacl") is None:
         pytest.skip("setfacl is not installed")
+    subprocess.run(["chown", "-R", "4242:4242", str(tree / "data")], check=True)
     if subprocess.run(["setfacl", "-R", "-m", "u:4243:rwx", str(tree / "data")]).returncode:
         pytest.skip("this filesystem has no ACLs")
     layout = trash_layout(tree)[:1]
