@@ -451,10 +451,14 @@ def test_text_report(tree, run):
     if not SAMPLE.exists():
         pytest.skip("../shared/docker-inspect-sample.json is not beside the repository")
     path = tree / "c.json"
-    path.write_text(SAMPLE.read_text().replace("/srv/data", str(tree / "data")))
+    uid, gid = ids(tree)  # the sample's apps run as 1000:1000: as the tree's owner here
+    text = SAMPLE.read_text().replace("/srv/data", str(tree / "data"))
+    path.write_text(
+        text.replace("PUID=1000", "PUID=%d" % uid).replace("PGID=1000", "PGID=%d" % gid)
+    )
     code, out, _ = run("--path", str(tree), "--check", "--docker", str(path))
     assert code == 1
-    assert "containers   3 problem(s)" in out
+    assert "containers   3 problem(s)\n" in out
     assert "  sonarr (importer, lscr.io/linuxserver/sonarr:latest): problem" in out
     assert "      %s -> /data/media (read-only)" % (tree / "data" / "media") in out
     assert "  - problem: sonarr: %s: reaches downloads and library" % (tree / "data") in out
