@@ -2318,16 +2318,18 @@ def own_source(client: Container) -> str:
     return next((s for s, keys in CLIENT_SOURCES if client.keyword in keys), "torrents")
 
 
-def blocked_writers(
-    containers: Sequence[Container], walk: Walk, steps: Sequence[Step]
-) -> Dict[str, Tuple[int, int, str, bool]]:
+# A writer the tree doesn't let write: folders it can't, of how many, the first, an ACL seen.
+Blocked = Dict[str, Tuple[int, int, str, bool]]
+
+
+def blocked_writers(containers: Sequence[Container], walk: Walk, steps: Sequence[Step]) -> Blocked:
     """Writers whose PUID/PGID the mode bits don't let write the folders their role
     writes into (a client: its own incomplete/ and complete/<cat>; an importer: every
     complete/<cat> and media/<cat>), even as a member of the image's group "users":
     name -> (how many can't be written, of how many, the first as 'path (owner,
     mode)', whether one of them has an ACL the bits don't show)."""
     wanted_by_all = import_folders(import_pairs([step.folder for step in steps]))
-    blocked: Dict[str, Tuple[int, int, str, bool]] = {}
+    blocked: Blocked = {}
     for container in containers:
         uid, gid = container_ids(container)
         if container.role not in ("download client", "importer") or not uid or gid is None:
@@ -2338,9 +2340,8 @@ def blocked_writers(
             wanted = {parts for parts in wanted_by_all if INCOMPLETE not in parts}
         mine = [s for s in steps if s.st is not None and s.folder.parts in wanted]
         owner = Owner(uid, gid, "%d:%d" % (uid, gid))
-        groups = {gid} | set(
-            IMAGE_GROUPS
-        )  # what it may also be in: unknown, so not held against it
+        # The groups it may also be in are unknown: they are not held against it.
+        groups = {gid} | set(IMAGE_GROUPS)
         denied = {item.path for item in writable_findings(mine, owner, groups)}
         if denied:
             first = next(s for s in mine if s.path in denied)
@@ -2376,7 +2377,7 @@ def judge_containers(
     root: str,
     real_root: str,
     tree_ids: Optional[Tuple[int, int]],
-    blocked: Optional[Dict[str, Tuple[int, int, str, bool]]] = None,
+    blocked: Optional[Blocked] = None,
 ) -> List[Finding]:
     """Every containers finding: split-mounts, path-mismatch, read-only, named-volume,
     outside-tree, library-path, cannot-write, ids, umask, root, broad-access."""
@@ -2504,7 +2505,7 @@ def _ids_findings(
     writers: Sequence[Container],
     tree_ids: Optional[Tuple[int, int]],
     root: str,
-    blocked: Optional[Dict[str, Tuple[int, int, str, bool]]] = None,
+    blocked: Optional[Blocked] = None,
 ) -> List[Finding]:
     """Ids the writers run as, against each other and the tree's owner (None: no data/);
     blocked: the writers the tree doesn't let write (see blocked_writers).  A tree of
@@ -2518,6 +2519,8 @@ def _ids_findings(
     owner = "%d:%d" % tree_ids if tree_ids is not None else ""
     for container, (uid, gid) in known:
         ids = "%s:%s" % ("?" if uid is None else uid, "?" if gid is None else gid)
+        to_match = "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give % ids)
+        to_match = to_match if users_tree else give % ids
         if uid == 0:
             fix = "set PUID/PGID to the tree's owner (%s)" % owner if users_tree else (
                 "set PUID/PGID to the apps' user; then " + give % "PUID:PGID")  # fmt: skip
@@ -2527,18 +2530,15 @@ def _ids_findings(
                 container=container.name))  # fmt: skip
         elif container.name in blocked:
             cannot, of, example, acl = blocked[container.name]
-            fix = "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give % ids)
             findings.append(finding(
                 "containers", "cannot-write", root, "writes as %s, and can't write %d of the %d "
                 "folders its downloads or imports go into, e.g. %s%s" % (ids, cannot, of, example,
-                "; an ACL there may let it" if acl else ""), fix if users_tree else give % ids,
+                "; an ACL there may let it" if acl else ""), to_match,
                 WARNING if acl else PROBLEM, container=container.name))  # fmt: skip
         elif tree_ids is not None and gid is not None and gid != tree_ids[1]:
-            fix = "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give % ids)
             findings.append(finding(
                 "containers", "ids", root, "writes as %s, the tree belongs to %s" % (ids, owner),
-                fix if users_tree else give % ids, WARNING,
-                container=container.name))  # fmt: skip
+                to_match, WARNING, container=container.name))  # fmt: skip
     gids = {ids[1] for _, ids in known if ids[1] is not None}
     if len(gids) > 1:
         group = tree_ids[1] if tree_ids is not None and tree_ids[1] != 0 else None
