@@ -1575,13 +1575,17 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
 
 
 def grade_permissions(
-    mode_findings: List[Finding], probes: ProbePlan, results: Sequence[ProbeResult], walk: Walk
+    mode_findings: List[Finding],
+    probes: ProbePlan,
+    results: Sequence[ProbeResult],
+    unprobed: Set[int],
+    walk: Walk,
 ) -> List[Finding]:
     """Where the probes ran as the user and wrote a folder, the mode bits were wrong
-    about it (an ACL, a group the bits don't show): a warning, not a problem."""
+    about it (an ACL, a group the bits don't show): a warning, not a problem.
+    unprobed: the pairs whose probes wrote nothing (see unprobed_pairs)."""
     written: Set[str] = set()
     failed = {(index, step) for index, step, _, _ in results}
-    unprobed = unprobed_pairs(results, probes)
     for index, (_, src, dst) in enumerate(probes.pairs):
         if index in unprobed:
             continue
@@ -1975,7 +1979,7 @@ def _open_below(parent: int, name: str) -> Optional[int]:
 def run_check(
     walk: Walk,
     steps: Sequence[Step],
-    folders: Sequence[Folder],
+    pairs: Pairs,
     owner: Optional[Owner],
     progress: Progress,
     signals: Signals,
@@ -1993,7 +1997,6 @@ def run_check(
     mounts, no_table = load_mounts()
     if no_table:
         notes.append(no_table + ": bind mounts inside the tree were not checked, devices were")
-    pairs = import_pairs(folders)
     more, fs_notes = filesystem_findings(walk, steps, mounts, pairs)
     findings += more
     notes = fs_notes + notes
@@ -2001,6 +2004,7 @@ def run_check(
     places = {parts for _, src, dst in probes.pairs for parts in (src, dst)}
     places.update(parts for parts in probes.incoming if parts is not None)
     results: List[ProbeResult] = []
+    unprobed: Set[int] = set()  # pairs whose probes wrote nothing
     if probes.pairs:
         # The probes use fixed names: one check's probes at a time (another waits).
         lock = lock_folder(walk, (DATA, MEDIA), wait=True)
@@ -2018,11 +2022,11 @@ def run_check(
                 os.close(lock)
         notes += probe_notes
         findings += probe_findings(results, probes, walk)
-        unprobed = len(unprobed_pairs(results, probes))
+        unprobed = unprobed_pairs(results, probes)
         if unprobed and not any(item.section == "probes" for item in findings):
             sections["probes"] = (
                 "not checked: %d of %d import pair(s) could not be probed "
-                "(see permissions)" % (unprobed, len(probes.pairs))
+                "(see permissions)" % (len(unprobed), len(probes.pairs))
             )
     else:
         sections["probes"] = "not checked: no category has both complete/ and media/ folders"
@@ -2030,7 +2034,7 @@ def run_check(
         uid, gid, groups = probe_identity(owner)
         mode_findings = grade_by_imports(writable_findings(steps, owner, set(groups)), pairs, walk)
         if probed_as == "%d:%d" % (uid, gid):
-            mode_findings = grade_permissions(mode_findings, probes, results, walk)
+            mode_findings = grade_permissions(mode_findings, probes, results, unprobed, walk)
         findings += mode_findings
     elif not any(item.section == "permissions" for item in findings):
         sections["permissions"] = (
@@ -2322,20 +2326,23 @@ def own_source(client: Container) -> str:
 Blocked = Dict[str, Tuple[int, int, str, bool]]
 
 
-def blocked_writers(containers: Sequence[Container], walk: Walk, steps: Sequence[Step]) -> Blocked:
+def blocked_writers(
+    containers: Sequence[Container], walk: Walk, steps: Sequence[Step], pairs: Pairs
+) -> Blocked:
     """Writers whose PUID/PGID the mode bits don't let write the folders their role
     writes into (a client: its own incomplete/ and complete/<cat>; an importer: every
     complete/<cat> and media/<cat>), even as a member of the image's group "users":
     name -> (how many can't be written, of how many, the first as 'path (owner,
     mode)', whether one of them has an ACL the bits don't show)."""
-    wanted_by_all = import_folders(import_pairs([step.folder for step in steps]))
+    wanted_by_all = import_folders(pairs)
     blocked: Blocked = {}
     for container in containers:
         uid, gid = container_ids(container)
         if container.role not in ("download client", "importer") or not uid or gid is None:
             continue  # root writes anywhere; unknown ids are not judged
         if container.role == "download client":
-            wanted = {parts for parts in wanted_by_all if parts[1] == own_source(container)}
+            own = own_source(container)
+            wanted = {parts for parts in wanted_by_all if parts[1] == own}
         else:
             wanted = {parts for parts in wanted_by_all if INCOMPLETE not in parts}
         mine = [s for s in steps if s.st is not None and s.folder.parts in wanted]
@@ -2497,7 +2504,7 @@ def judge_containers(
                 "mounts %s, more than its own %s/" % (broad[0].host, own),
                 "the narrower bind (--compose prints it): - %s:/data/%s" % (folder, own),
                 WARNING)  # fmt: skip
-    findings += _ids_findings(writers, tree_ids, root, blocked or {})
+    findings += _ids_findings(writers, tree_ids, root, blocked)
     return findings
 
 
@@ -2519,8 +2526,11 @@ def _ids_findings(
     owner = "%d:%d" % tree_ids if tree_ids is not None else ""
     for container, (uid, gid) in known:
         ids = "%s:%s" % ("?" if uid is None else uid, "?" if gid is None else gid)
-        to_match = "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give % ids)
-        to_match = to_match if users_tree else give % ids
+        to_match = (
+            "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give % ids)
+            if users_tree
+            else give % ids
+        )
         if uid == 0:
             fix = "set PUID/PGID to the tree's owner (%s)" % owner if users_tree else (
                 "set PUID/PGID to the apps' user; then " + give % "PUID:PGID")  # fmt: skip
@@ -2562,7 +2572,7 @@ def _ids_findings(
 
 
 def check_containers(
-    found: CheckResult, walk: Walk, steps: Sequence[Step], source: str
+    found: CheckResult, walk: Walk, steps: Sequence[Step], pairs: Pairs, source: str
 ) -> Tuple[CheckResult, Dict[str, Any]]:
     """Add the containers section to a host check: findings, grade, and the list."""
     if source == "-" and sys.argv[:1] == ["-"]:
@@ -2582,7 +2592,7 @@ def check_containers(
         st = steps[0].st
         tree_ids = (st.st_uid, st.st_gid) if st is not None else None
         real_root = real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
-        blocked = blocked_writers(containers, walk, steps)
+        blocked = blocked_writers(containers, walk, steps, pairs)
         mine = judge_containers(containers, root, real_root, tree_ids, blocked)
         findings += mine
         for container in containers:
@@ -3749,14 +3759,15 @@ def check(
 ) -> int:
     """--check: report; exit 1 on any problem (warnings and the audit never fail)."""
     root = walk.path((DATA,))
+    pairs = import_pairs(folders)  # for the probes, the grades, and the containers
     try:
-        found = run_check(walk, steps, folders, args.owner, Progress(sys.stderr), signals)
+        found = run_check(walk, steps, pairs, args.owner, Progress(sys.stderr), signals)
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: the check was stopped; the probe files it made were removed")
         raise
     extra: Dict[str, Any] = {}
     if args.docker is not None:
-        found, extra = check_containers(found, walk, steps, args.docker)
+        found, extra = check_containers(found, walk, steps, pairs, args.docker)
     if args.json:
         out.line(check_json(root, found, extra))
     elif not args.quiet:

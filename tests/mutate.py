@@ -176,7 +176,7 @@ MUTATIONS = [
     ),
     (
         "docker: a writer the tree doesn't let write only a warning",
-        "        blocked = blocked_writers(containers, walk, steps)",
+        "        blocked = blocked_writers(containers, walk, steps, pairs)",
         "        blocked = {}  # type: ignore",
     ),
 ]

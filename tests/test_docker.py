@@ -305,7 +305,8 @@ def test_the_images_group_users_is_not_held_against_it(group, blocked):
              for f in cms.list_folders(cms.TREE)]  # fmt: skip
     qb = cms._from_inspect(inspect("qbittorrent", "lscr.io/linuxserver/qbittorrent", [],
                                    ["PUID=1001", "PGID=1001"]))  # fmt: skip
-    assert bool(cms.blocked_writers([qb], None, steps)) is blocked
+    pairs = cms.import_pairs(cms.list_folders(cms.TREE))
+    assert bool(cms.blocked_writers([qb], None, steps, pairs)) is blocked
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root (ACLs)")
