@@ -827,7 +827,7 @@ class Audit(NamedTuple):
     path: str
     files: int  # regular files with a link count of 1
     bytes: int
-    biggest: List[Tuple[int, int, str]]  # (bytes, files, folder), largest first
+    biggest: List["Biggest"]  # largest first
     unreadable: int  # folders that could not be listed
 
 
@@ -1708,7 +1708,7 @@ def audit(
             more = share_result[index]
             files, nbytes, unreadable = files + more[0], nbytes + more[1], unreadable + more[2]
             biggest = biggest + [
-                (size, count, walk.path(items[at][1] + (items[at][2],)))
+                (size, count, walk.path(items[at][1] + (items[at][2],)), False)
                 for size, count, _, at in more[3]
             ]
         audits.append(Audit(source, walk.path(tree[0]), files, nbytes,
@@ -1723,16 +1723,19 @@ Item = Tuple[int, Tuple[str, ...], str]  # a download folder: its source, tree f
 # files, bytes, unreadable folders, biggest downloads as (bytes, files, name, item)
 SourceResult = Tuple[int, int, int, List[Tuple[int, int, str, int]]]
 ShareResult = Tuple[List[SourceResult], List[int]]  # a result per source, the runs done
-Totals = Tuple[int, int, int, List[Tuple[int, int, str]]]  # the same, biggest by path
+# (bytes, files, folder, loose): loose means the files directly in a tree folder (a
+# single-file download lands there), else the folder is one download
+Biggest = Tuple[int, int, str, bool]
+Totals = Tuple[int, int, int, List[Biggest]]  # the same, biggest by path
 
 
 def _list_downloads(
     walk: Walk, source: int, tree: Sequence[Tuple[str, ...]], progress: Progress
-) -> Tuple[List[Item], List[Tuple[int, int, str]], int, int, int]:
+) -> Tuple[List[Item], List[Biggest], int, int, int]:
     """The download folders in one source's tree folders, and the loose files there:
     (items, biggest, files, bytes, unreadable folders)."""
     items: List[Item] = []
-    biggest: List[Tuple[int, int, str]] = []
+    biggest: List[Biggest] = []
     files = nbytes = unreadable = 0
     for parts in tree:
         try:
@@ -1758,7 +1761,7 @@ def _list_downloads(
         progress.tick(seen)
         files, nbytes = files + loose_files, nbytes + loose_bytes
         if loose_files:
-            biggest.append((loose_bytes, loose_files, walk.path(parts)))
+            biggest.append((loose_bytes, loose_files, walk.path(parts), True))
     return items, biggest, files, nbytes, unreadable
 
 
@@ -3386,11 +3389,13 @@ def report_check(
             "  %-9s %d file(s), %s%s"
             % (result.source + ":", result.files, human_size(result.bytes), meaning)
         )
-        for nbytes, files, folder in result.biggest:
-            out.line(
-                "    %10s in %d file(s): %s"
-                % (human_size(nbytes), files, os.path.relpath(folder, result.path))
-            )
+        for nbytes, files, folder, loose in result.biggest:
+            where = os.path.relpath(folder, result.path)
+            if loose:  # not a download folder: say where the files lie
+                where = " directly in %s/" % (COMPLETE if where == os.curdir else where)
+            else:
+                where = ": " + where
+            out.line("    %10s in %d file(s)%s" % (human_size(nbytes), files, where))
         if result.unreadable:
             out.line("    %d folder(s) could not be read" % result.unreadable)
     if any(result.files for result in found.audits):
@@ -3459,7 +3464,7 @@ def check_json(root: str, found: CheckResult, extra: Optional[Dict[str, Any]] = 
                 "bytes": result.bytes,
                 "biggest": [
                     {"path": folder, "files": files, "bytes": nbytes}
-                    for nbytes, files, folder in result.biggest
+                    for nbytes, files, folder, _ in result.biggest
                 ],
                 "unreadable_folders": result.unreadable,
             }

@@ -866,8 +866,21 @@ def test_audit_counts_lone_files_exactly(tree, run, workers):
         "or kept only for seeding"
     ) in out
     assert "      6.8 KiB in 1 file(s): tv/Show.S01" in out
+    assert "        400 B in 1 file(s) directly in music/" in out  # single-file downloads
     assert "  usenet:   1 file(s), 123 B - leftovers: an import moves the file out" in out
     assert "  copies of these in media/ can become hardlinks again: --relink --dry-run" in out
+
+
+def test_audit_says_where_loose_files_lie(tree, run):
+    """A file right in complete/ is no folder named '.': the text says where it lies."""
+    make_file(tree / "data" / "usenet" / "complete" / "Single.File.mkv", 2048)
+    code, out, _ = run("--path", str(tree), "--check")
+    assert code == 0
+    assert "      2.0 KiB in 1 file(s) directly in complete/\n" in out
+    code, document = check_json(run, tree)
+    assert document["audit"][1]["biggest"] == [
+        {"path": str(tree / "data" / "usenet" / "complete"), "files": 1, "bytes": 2048}
+    ]
 
 
 def fail_listing(monkeypatch, ends_with):
