@@ -3006,7 +3006,7 @@ def _try_pair(
     pair = Relinked(keep_path, copy_path, copy.size, _takes_on(keep_st))
     if dry_run:
         return pair
-    return _replace(copy_side, keep_side, keep_st) or pair
+    return _replace(copy_side, keep_side, keep_st, comparer) or pair
 
 
 def _unchanged(st: os.stat_result, entry: FileEntry, nlink: int = 0) -> bool:
@@ -3031,10 +3031,16 @@ def _takes_on(st: os.stat_result) -> str:
     )
 
 
-def _replace(copy_side: "Side", keep_side: "Side", keep_st: os.stat_result) -> Optional[Skipped]:
+def _replace(
+    copy_side: "Side", keep_side: "Side", keep_st: os.stat_result, comparer: Comparer
+) -> Optional[Skipped]:
     """link(download -> temp beside the copy), confirm, rename(temp -> copy); None when done.
 
-    The temp name is removed on every failure; the copy's path never goes missing.
+    The temp name is confirmed as the download by its inode and a risen link count.
+    Through FUSE (mergerfs, Unraid's shfs) two names of one file may show two inode
+    numbers: there the temp name's bytes are compared with the copy's once more, so
+    what the library path gets is proven either way.  The temp name is removed on
+    every failure; the copy's path never goes missing.
     """
     copy, copy_dir, copy_path = copy_side
     keep, keep_dir, keep_path = keep_side
@@ -3046,14 +3052,12 @@ def _replace(copy_side: "Side", keep_side: "Side", keep_st: os.stat_result) -> O
         return _skip(copy_path, keep_path, RELINK_FIXES.get(number, exc.strerror or ""), number)
     try:
         made = os.stat(temp, dir_fd=copy_dir, follow_symlinks=False)
-        if made.st_ino != keep.ino or made.st_nlink < keep_st.st_nlink + 1:
-            fstype = _fstype_of(copy_dir)
-            return _skip(
-                copy_path,
-                keep_path,
-                "%s can't prove the link is the download (its inode numbers differ between "
-                "names): undone" % (fstype or "this filesystem"),
-            )
+        if made.st_nlink < keep_st.st_nlink + 1:
+            return _skip(copy_path, keep_path, "the link arrived as a copy on %s (its link "
+                         "count did not rise): undone" % _fstype_of(copy_dir))  # fmt: skip
+        if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, keep, comparer):
+            return _skip(copy_path, keep_path, "the download changed before the link (the "
+                         "linked name's bytes are not the copy's): undone")  # fmt: skip
         now = os.stat(copy.name, dir_fd=copy_dir, follow_symlinks=False)
         if not _unchanged(now, copy, nlink=1):
             return _skip(copy_path, keep_path, "changed just before the replace: left alone")
@@ -3071,10 +3075,32 @@ def _replace(copy_side: "Side", keep_side: "Side", keep_st: os.stat_result) -> O
     return None
 
 
+def _temp_is_the_copy(temp: str, copy_side: "Side", keep: FileEntry, comparer: Comparer) -> bool:
+    """The temp name holds the download's size and mtime and the copy's bytes, byte for
+    byte, and the copy is as indexed."""
+    copy, copy_dir, _ = copy_side
+    flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC
+    temp_fd = os.open(temp, flags, dir_fd=copy_dir)
+    try:
+        copy_fd = os.open(copy.name, flags, dir_fd=copy_dir)
+        try:
+            made = os.fstat(temp_fd)
+            if (made.st_size, made.st_mtime_ns) != (keep.size, keep.mtime_ns):
+                return False
+            if not stat.S_ISREG(made.st_mode) or not _unchanged(os.fstat(copy_fd), copy, 1):
+                return False
+            comparer.progress.total += 2 * copy.size
+            return comparer.same(temp_fd, copy_fd, copy.size)
+        finally:
+            os.close(copy_fd)
+    finally:
+        os.close(temp_fd)
+
+
 def _fstype_of(fd: int) -> str:
     mounts, _ = load_mounts()
     mount = mount_of(real_path_of(fd, ""), mounts or ())
-    return mount.fstype if mount else ""
+    return mount.fstype if mount else "this filesystem"
 
 
 def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output") -> None:

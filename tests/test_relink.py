@@ -253,22 +253,71 @@ def test_a_failed_rename_removes_the_temp_name(tree, run, monkeypatch):
     assert temp_names(tree) == []
 
 
-def test_a_filesystem_that_cant_prove_the_link_is_undone(tree, run, monkeypatch):
-    keep, copy, film = one_pair(tree)
+def faked_temp_stat(monkeypatch, field, change):
+    """os.stat of the temp name as a FUSE mount may show it: one field of it changed."""
     real_stat = os.stat
 
     def fuse_stat(path, *args, **kwargs):
         st = real_stat(path, *args, **kwargs)
         if os.fsdecode(path).startswith(cms.RELINK_PREFIX):
             values = list(st)
-            values[1] += 1000
+            values[field] += change
             return os.stat_result(values)
         return st
 
     monkeypatch.setattr(os, "stat", fuse_stat)
+
+
+def test_where_two_names_show_two_inodes_the_bytes_prove_the_link(tree, run, monkeypatch):
+    """Through FUSE (mergerfs without use_ino) the temp name shows another inode number:
+    its bytes, compared with the copy's once more, prove it instead."""
+    keep, copy, film = one_pair(tree)
+    faked_temp_stat(monkeypatch, 1, 1000)  # st_ino
+    reads = []
+    real_same = cms.Comparer.same
+
+    def counted(self, one, two, size):
+        reads.append(size)
+        return real_same(self, one, two, size)
+
+    monkeypatch.setattr(cms.Comparer, "same", counted)
     code, document, _ = relink(run, tree)
-    assert code == 0
-    assert "can't prove the link is the download" in document["skipped"][0]["reason"]
+    assert code == 0 and document["skipped"] == []
+    assert [p["replace"] for p in document["pairs"]] == [str(copy)]
+    assert reads == [len(film), len(film)]  # the pair, then the temp name against the copy
+    assert inode(copy) == inode(keep) and copy.read_bytes() == film
+    assert temp_names(tree) == []
+
+
+def test_a_download_swapped_before_the_link_is_undone(tree, run, monkeypatch):
+    """The download's name now holds other bytes of the same size and mtime: the temp
+    name is another inode, its bytes are not the copy's, and the copy stays."""
+    keep, copy, film = one_pair(tree)
+    real_link = os.link
+
+    def swap_then_link(*args, **kwargs):
+        write(keep.parent / "swap", changed_at(film, "middle"))
+        os.rename(str(keep.parent / "swap"), str(keep))
+        return real_link(*args, **kwargs)
+
+    monkeypatch.setattr(os, "link", swap_then_link)
+    ino = inode(copy)
+    code, document, _ = relink(run, tree)
+    assert code == 0 and document["pairs"] == []
+    assert document["skipped"][0]["reason"] == (
+        "the download changed before the link (the linked name's bytes are not the copy's): undone"
+    )
+    assert inode(copy) == ino and copy.read_bytes() == film
+    assert temp_names(tree) == []
+
+
+def test_a_link_that_arrived_as_a_copy_is_undone(tree, run, monkeypatch):
+    keep, copy, film = one_pair(tree)
+    faked_temp_stat(monkeypatch, 3, -1)  # st_nlink: it did not rise
+    code, document, _ = relink(run, tree)
+    assert code == 0 and document["pairs"] == []
+    assert document["skipped"][0]["reason"].startswith("the link arrived as a copy on ")
+    assert document["skipped"][0]["reason"].endswith("(its link count did not rise): undone")
     assert os.stat(str(keep)).st_nlink == 1 and copy.read_bytes() == film
     assert temp_names(tree) == []
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cms
+
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -75,3 +77,37 @@ def test_a_pair_split_over_two_disks_is_a_problem(pool, run):
         for op in ("hardlink", "move")
         for source in ("torrents", "usenet", "ddl")
     }
+
+
+def test_relink_through_mergerfs(pool, run):
+    """mergerfs shows two names of one file as two inode numbers: --relink proves the link
+    by its bytes and links the copy, where it used to undo every pair."""
+    mounted, branches = pool
+    data = mounted / "data"
+    film = os.urandom(2 * 1024 * 1024)
+    old = 1600000000  # long before --min-age
+    keep = data / "torrents" / "complete" / "movies" / "Film.2020" / "film.mkv"
+    copy = data / "media" / "movies" / "Film (2020).mkv"
+    for path in (keep, copy):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(film)
+        os.utime(str(path), (old, old))
+    code, out, _ = run("--path", str(mounted), "--relink", "--json")
+    document = json.loads(out)
+    assert code == 0, document["skipped"]
+    assert [p["replace"] for p in document["pairs"]] == [str(copy)]
+    on_disk = {
+        os.path.relpath(os.path.join(folder, name), str(branch)): os.lstat(
+            os.path.join(folder, name)
+        )
+        for branch in branches
+        for folder, _, names in os.walk(str(branch))
+        for name in names
+    }
+    one = on_disk[os.path.relpath(str(keep), str(mounted))]
+    two = on_disk[os.path.relpath(str(copy), str(mounted))]
+    assert (one.st_dev, one.st_ino, one.st_nlink) == (two.st_dev, two.st_ino, 2)
+    assert copy.read_bytes() == film
+    assert not [name for name in on_disk if cms.RELINK_PREFIX in name]
+    code, out, _ = run("--path", str(mounted), "--relink", "--json")
+    assert (code, json.loads(out)["pairs"]) == (0, [])  # nothing left to do
