@@ -114,6 +114,9 @@ INCOMPLETE = "incomplete"
 SOURCES = tuple(name for name in TREE[DATA] if name != MEDIA)
 
 DEFAULT_MODE = 0o775  # group-writable: the guides' UMASK 002
+# Synology's indexer keeps thumbnails and media info in an @eaDir beside the files of
+# every folder it indexes: never a download, a leftover or a copy to relink.
+NAS_METADATA = "@eaDir"
 MAX_ID = 2**32 - 2  # 2**32 - 1 is -1 to the kernel: "leave unchanged"
 DEFAULT_NAME_MAX = 255
 
@@ -1881,14 +1884,15 @@ def _audit_share(
 def _entries(
     fd: int, lone_only: bool = True
 ) -> Iterator[Tuple[str, bool, Optional[os.stat_result]]]:
-    """(name, is a folder, stat) of each folder and regular file, relative to fd; symlinks
-    and the rest are left out.  The stat is None for folders, for files gone meanwhile,
-    and, with lone_only, for files hardlinked elsewhere."""
+    """(name, is a folder, stat) of each folder and regular file, relative to fd; symlinks,
+    Synology's @eaDir and the rest are left out.  The stat is None for folders, for
+    files gone meanwhile, and, with lone_only, for files hardlinked elsewhere."""
     if SCANDIR_FD:  # the entry's type spares a stat for every folder
         with os.scandir(fd) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    yield entry.name, True, None
+                    if entry.name != NAS_METADATA:
+                        yield entry.name, True, None
                 elif entry.is_file(follow_symlinks=False):
                     yield entry.name, False, _file_stat(entry.stat, lone_only)
         return
@@ -1898,7 +1902,8 @@ def _entries(
         except OSError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield name, True, None
+            if name != NAS_METADATA:
+                yield name, True, None
         elif stat.S_ISREG(st.st_mode):
             yield name, False, st if not lone_only or st.st_nlink == 1 else None
 
@@ -1934,7 +1939,8 @@ def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, in
                     for entry in entries:
                         seen += 1
                         if entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.name)
+                            if entry.name != NAS_METADATA:
+                                pending.append(entry.name)
                         elif entry.is_file(follow_symlinks=False):
                             try:
                                 st = entry.stat(follow_symlinks=False)

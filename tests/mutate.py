@@ -189,6 +189,11 @@ MUTATIONS = [
         "if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, keep, comparer):",
         "if made.st_ino != keep.ino:",
     ),
+    (
+        "Synology's @eaDir counted and relinked (NAS_METADATA)",
+        'NAS_METADATA = "@eaDir"',
+        'NAS_METADATA = "never"',
+    ),
 ]
 
 

@@ -846,6 +846,9 @@ def test_audit_counts_lone_files_exactly(tree, run, workers):
     for index in range(6):
         make_file(complete / "books" / ("Book%d" % index) / "b.epub", 10 + index)
     make_file(tree / "data" / "usenet" / "complete" / "tv" / "Left.Over" / "x.mkv", 123)
+    # Synology's indexer: an @eaDir beside the files of a tree folder and of a download.
+    make_file(complete / "tv" / "@eaDir" / "SYNOINDEX_MEDIA_INFO", 50)
+    make_file(complete / "tv" / "Show.S01" / "@eaDir" / "e1.mkv" / "SYNOVIDEO_THUMB.jpg", 60)
     before = snapshot(tree)
     code, document = check_json(run, tree)
     assert code == 0  # the audit alone never fails

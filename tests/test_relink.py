@@ -136,6 +136,19 @@ def test_text_report(tree, run, library):
     assert out.splitlines()[-1].startswith("result: 3 copies relinked, 7.0 MiB released (once")
 
 
+def test_synology_metadata_is_never_relinked(tree, run):
+    data = tree / "data"
+    film = payload(21)
+    keep = write(data / "torrents/complete/movies/F/f.mkv", film)
+    inside = write(data / "media/movies/F/@eaDir/f.mkv/SYNOVIDEO_COPY.mkv", film)
+    write(data / "torrents/complete/movies/G/@eaDir/g.mkv", payload(22))
+    other = write(data / "media/movies/G/g.mkv", payload(22))
+    code, document, _ = relink(run, tree)
+    assert (code, document["pairs"], document["skipped"]) == (0, [], [])
+    assert os.stat(str(inside)).st_nlink == os.stat(str(other)).st_nlink == 1
+    assert os.stat(str(keep)).st_nlink == 1
+
+
 def test_min_size(tree, run, library):
     code, document, _ = relink(run, tree, "--dry-run", "--min-size", "900")
     assert str(library["small-copy"]) in [p["replace"] for p in document["pairs"]]
