@@ -2413,6 +2413,7 @@ def judge_containers(
     importers = [c for c in containers if c.role == "importer"]
     clients = [c for c in containers if c.role == "download client"]
     one_bind = "one bind of the whole tree in every importer: - %s:/data" % root
+    tree_bind = ContainerMount("bind", root, "/data", True)  # what the fixes propose
     for container in writers + readers:
         writer = container in writers
         for mount in container.mounts:
@@ -2472,16 +2473,17 @@ def judge_containers(
                         if at
                         else "%s is %s there" % (mount.container, same_point[0].host)
                     )
+                    # The example binds the tree's folder: one outside it is its own problem.
+                    host = mount.host if in_tree(mount.host) else (
+                        os.path.join(root, own_source(client)))  # fmt: skip
                     add(client, "path-mismatch", mount.host,
                         "%s saves to %s, but %s sees that folder %s"
                         % (client.name, mount.container, importer.name,
                            where if at else "nowhere (%s)" % where),
                         "mount %s at the same container path in both (e.g. - %s:/data in the "
                         "importer and - %s:%s in the client), or, second best, a remote path "
-                        "mapping in %s" % (mount.host, root, mount.host,
-                                           _seen_at(ContainerMount("bind", root, "/data", True),
-                                                    mount.host) if in_tree(mount.host)
-                                           else mount.container, importer.name),
+                        "mapping in %s" % (host, root, host, _seen_at(tree_bind, host),
+                                           importer.name),
                         other=importer.name)  # fmt: skip
             if not seen and importers:
                 add(client, "path-mismatch", mount.host,

@@ -179,6 +179,30 @@ def test_path_mismatch(tree, run, how):
         assert mismatches[0]["path"] == data + "/torrents"
 
 
+def test_a_mismatch_outside_the_tree_is_fixed_inside_it(tree, run):
+    """The example in the fix binds the tree's folder, never the outside one the importer's
+    /data can't hold (that one is an outside-tree problem of its own)."""
+    data, outside = str(tree / "data"), str(tree / "elsewhere")
+    (tree / "elsewhere").mkdir()
+    layout = [
+        inspect("qbittorrent", "linuxserver/qbittorrent", [("bind", outside, "/downloads",
+                True)], lsio(tree)),
+        inspect("sonarr", "linuxserver/sonarr", [("bind", data, "/data", True),
+                ("bind", outside, "/dl", True)], lsio(tree)),
+    ]  # fmt: skip
+    code, document, _ = check(run, tree, layout)
+    assert code == 1
+    mismatch = next(f for f in document["findings"] if f["kind"] == "path-mismatch")
+    assert (
+        mismatch["detail"] == "qbittorrent saves to /downloads, but sonarr sees that folder at /dl"
+    )
+    assert mismatch["fix"] == (
+        "mount %s/torrents at the same container path in both (e.g. - %s:/data in the importer "
+        "and - %s/torrents:/data/torrents in the client), or, second best, a remote path mapping "
+        "in sonarr" % (data, data, data)
+    )
+
+
 def test_an_unrelated_client_is_no_pair(tree, run):
     data = str(tree / "data")
     layout = trash_layout(tree)[:4]
