@@ -2825,7 +2825,10 @@ def relink(
         raise Error("--relink needs link and rename through descriptors (Linux, BSD, macOS)")
     steps = plan(walk, folders, None, None, need_stat=True)
     if steps[0].st is None or (DATA, MEDIA) not in walk.fds:
-        raise Error("%s: no data/media here; run --check first" % walk.path((DATA,)))
+        raise Error(
+            "%s: no data/media here, so nothing to relink: is --path the folder "
+            "that holds data/? (--check shows the tree)" % walk.path((DATA,))
+        )
     lock = lock_folder(walk, (DATA,), wait=False)  # one --relink at a time
     if lock is None:
         raise Error("another --relink is running on %s; wait for it" % walk.path((DATA,)))
