@@ -2698,9 +2698,14 @@ class RelinkResult(NamedTuple):
 
 
 def index_files(
-    walk: Walk, top: Tuple[str, ...], min_size: int, keep: Callable[[os.stat_result], bool]
+    walk: Walk,
+    top: Tuple[str, ...],
+    min_size: int,
+    keep: Callable[[os.stat_result], bool],
+    poll: Callable[[], None],
 ) -> Iterator[Tuple[FileEntry, os.stat_result]]:
-    """Every regular file of at least min_size below top (symlinks never followed)."""
+    """Every regular file of at least min_size below top (symlinks never followed);
+    poll runs before each folder (a library's walk can be long)."""
     try:
         fd = walk.open(top)
     except Error:
@@ -2708,6 +2713,7 @@ def index_files(
     stack: List[Tuple[Tuple[str, ...], int]] = [(top, os.open(".", DIR_FLAGS, dir_fd=fd))]
     while stack:
         parts, fd = stack.pop()
+        poll()  # a stop here leaves a few descriptors to the exit that follows
         try:
             entries = list(_entries(fd, lone_only=False))
         except OSError:
@@ -2758,12 +2764,17 @@ def access_lost(keep: os.stat_result, copy: os.stat_result) -> str:
 
 
 class Comparer:
-    """Byte-for-byte comparison of two open files, with buffers reused across files."""
+    """Byte-for-byte comparison of two open files, with buffers reused across files.
 
-    def __init__(self, progress: Progress) -> None:
+    poll runs before each chunk: a Ctrl-C stops a long compare within a chunk, and a
+    compare changes nothing, so stopping there leaves every file whole.
+    """
+
+    def __init__(self, progress: Progress, poll: Callable[[], None]) -> None:
         self.one = bytearray(CHUNK)
         self.two = bytearray(CHUNK)
         self.progress = progress
+        self.poll = poll
         self.read = 0  # bytes read, both files
 
     def same(self, fd_one: int, fd_two: int, size: int) -> bool:
@@ -2779,6 +2790,7 @@ class Comparer:
     def _range(self, fd_one: int, fd_two: int, offset: int, length: int) -> bool:
         end = offset + length
         while offset < end:
+            self.poll()
             want = min(CHUNK, end - offset)
             got_one = self._read(fd_one, self.one, want, offset)
             got_two = self._read(fd_two, self.two, want, offset)
@@ -2862,7 +2874,8 @@ def find_and_relink(
     too_young = time.time() - min_age * 60  # an mtime after this is too young
     downloads: Dict[int, List[FileEntry]] = {}
     for source in SOURCES:
-        for entry, _ in index_files(walk, (DATA, source, COMPLETE), min_size, lambda st: True):
+        top = (DATA, source, COMPLETE)
+        for entry, _ in index_files(walk, top, min_size, lambda st: True, signals.poll):
             if entry.size >= 0:
                 downloads.setdefault(entry.size, []).append(entry)
     for same_size in downloads.values():  # the one with more links first, then by path
@@ -2870,13 +2883,17 @@ def find_and_relink(
     copies: List[FileEntry] = []
     leftovers: List[FileEntry] = []
     for entry, _ in index_files(
-        walk, (DATA, MEDIA), min_size, lambda st: st.st_nlink == 1 and st.st_size in downloads
+        walk,
+        (DATA, MEDIA),
+        min_size,
+        lambda st: st.st_nlink == 1 and st.st_size in downloads,
+        signals.poll,
     ):
         (copies if entry.size >= 0 else leftovers).append(entry)
     copies.sort(key=lambda e: (e.parts, e.name))
     removed = _remove_leftovers(walk, leftovers, args.dry_run)
     progress.total = sum(2 * c.size for c in copies)
-    comparer = Comparer(progress)
+    comparer = Comparer(progress, signals.poll)
     pairs: List[Relinked] = []
     skipped: List[Skipped] = []
     for copy in copies:

@@ -195,6 +195,51 @@ def test_relink_text_with_skips_quiet_and_interrupted(tree, run, monkeypatch):
     assert err.startswith("interrupted: nothing is half done")
 
 
+def test_a_signal_stops_a_long_compare_within_a_chunk(tree, run, monkeypatch):
+    """SIGTERM while a big pair is compared: the compare stops at the next chunk (not
+    minutes later, after the link), nothing is linked and the exit says so."""
+    data = tree / "data"
+    keep, copy = data / "torrents/complete/movies/F/f.mkv", data / "media/movies/F/f.mkv"
+    for path in (keep, copy):
+        old_file(path, b"f" * (4 << 20))
+    ino = os.stat(str(copy)).st_ino
+    real_read = cms.Comparer._read
+    reads = []
+
+    def read_then_signal(fd, buffer, want, offset):
+        if not reads:
+            os.kill(os.getpid(), signal.SIGTERM)
+        reads.append(want)
+        return real_read(fd, buffer, want, offset)
+
+    monkeypatch.setattr(cms.Comparer, "_read", staticmethod(read_then_signal))
+    code, _, err = run("--path", str(tree), "--relink")
+    assert code == 143
+    assert err.startswith("interrupted: nothing is half done")
+    assert len(reads) == 2  # the chunk under way, of each file
+    assert os.stat(str(copy)).st_ino == ino and os.stat(str(keep)).st_nlink == 1
+
+
+def test_a_signal_stops_the_index_walk(tree, run, monkeypatch):
+    """SIGTERM while a big library is walked: it stops at the next folder (it used to be
+    lost where no copy was found, the run ending 0)."""
+    old_file(tree / "data/torrents/complete/movies/F/f.mkv", b"f" * (2 << 20))
+    real_entries = cms._entries
+    listed = []
+
+    def entries_then_signal(fd, lone_only=True):
+        if not listed:
+            os.kill(os.getpid(), signal.SIGTERM)
+        listed.append(fd)
+        return real_entries(fd, lone_only)
+
+    monkeypatch.setattr(cms, "_entries", entries_then_signal)
+    code, out, err = run("--path", str(tree), "--relink")
+    assert (code, out) == (143, "")
+    assert err.startswith("interrupted: nothing is half done")
+    assert len(listed) == 1
+
+
 def test_relink_without_a_tree(tmp_path, run):
     code, _, err = run("--path", str(tmp_path), "--relink")
     assert code == 1

@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -300,6 +301,27 @@ def test_where_two_names_show_two_inodes_the_bytes_prove_the_link(tree, run, mon
     assert reads == [len(film), len(film)]  # the pair, then the temp name against the copy
     assert inode(copy) == inode(keep) and copy.read_bytes() == film
     assert temp_names(tree) == []
+
+
+def test_a_stop_during_the_proof_by_bytes_removes_the_temp_name(tree, run, monkeypatch):
+    keep, copy, film = one_pair(tree)
+    faked_temp_stat(monkeypatch, 1, 1000)  # st_ino: the proof by bytes runs
+    real_same = cms.Comparer.same
+    calls = []
+
+    def signal_in_the_proof(self, one, two, size):
+        calls.append(size)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_same(self, one, two, size)
+
+    monkeypatch.setattr(cms.Comparer, "same", signal_in_the_proof)
+    ino = inode(copy)
+    code, document, err = relink(run, tree)
+    assert (code, document) == (143, None)
+    assert err.startswith("interrupted: nothing is half done")
+    assert inode(copy) == ino and copy.read_bytes() == film
+    assert os.stat(str(keep)).st_nlink == 1 and temp_names(tree) == []
 
 
 def test_a_download_swapped_before_the_link_is_undone(tree, run, monkeypatch):
