@@ -194,6 +194,11 @@ MUTATIONS = [
         'NAS_METADATA = "@eaDir"',
         'NAS_METADATA = "never"',
     ),
+    (
+        "relink's compare deaf to Ctrl-C (Comparer._range)",
+        "            self.poll()\n            want = min(CHUNK, end - offset)",
+        "            want = min(CHUNK, end - offset)",
+    ),
 ]
 
 
