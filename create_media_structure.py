@@ -1664,7 +1664,10 @@ class Progress:
 
 
 def audit(
-    walk: Walk, trees: Sequence[Tuple[str, Sequence[Tuple[str, ...]]]], progress: Progress
+    walk: Walk,
+    trees: Sequence[Tuple[str, Sequence[Tuple[str, ...]]]],
+    progress: Progress,
+    poll: Callable[[], None],
 ) -> List[Audit]:
     """Regular files with a link count of 1 below each source's complete/.
 
@@ -1678,6 +1681,7 @@ def audit(
     relative to its folder's descriptor (as find's fts does), which spares the
     kernel resolving a long path per file.  Each download is summed and dropped,
     keeping only the biggest few: memory stays flat however many files there are.
+    poll runs before each download folder: a stop ends the workers too.
     """
     import heapq
 
@@ -1694,16 +1698,24 @@ def audit(
         workers = 1
     progress.workers = workers
     children = [_fork_share(walk, items, tickets, runs) for _ in range(1, workers)]
-    shares = [_audit_share(walk, items, _tickets(tickets, runs), runs, progress)]
+    try:
+        shares = [_audit_share(walk, items, _tickets(tickets, runs), runs, progress, poll)]
+    except BaseException:  # stopped: the workers stop too, and are reaped
+        for child in children:
+            if child is not None:
+                os.kill(child[0], 9)  # SIGKILL: they only read
+                join_child(child)
+        raise
+    finally:
+        if tickets is not None:
+            os.close(tickets)
     for child in children:
         result = join_child(child) if child is not None else None
         if result is not None:  # else the runs it took are done again below
             shares.append(result)
-    if tickets is not None:
-        os.close(tickets)
     missing = set(range(runs)).difference(*(done for _, done in shares))
     if missing:
-        shares.append(_audit_share(walk, items, iter(sorted(missing)), runs, progress))
+        shares.append(_audit_share(walk, items, iter(sorted(missing)), runs, progress, poll))
     audits = []
     for index, (source, tree) in enumerate(trees):
         files, nbytes, unreadable, biggest = totals[index]
@@ -1829,7 +1841,8 @@ def _fork_share(
         os.close(read_end)
         progress = Progress(None)
         progress.parent = parent
-        data = marshal.dumps(_audit_share(walk, items, _tickets(tickets, runs), runs, progress))
+        share = _audit_share(walk, items, _tickets(tickets, runs), runs, progress, _nothing)
+        data = marshal.dumps(share)
         while data:
             data = data[os.write(write_end, data) :]
         code = 0
@@ -1856,7 +1869,12 @@ def join_child(child: Tuple[int, int]) -> Any:
 
 
 def _audit_share(
-    walk: Walk, items: Sequence[Item], tickets: Iterator[int], runs: int, progress: Progress
+    walk: Walk,
+    items: Sequence[Item],
+    tickets: Iterator[int],
+    runs: int,
+    progress: Progress,
+    poll: Callable[[], None],
 ) -> ShareResult:
     """Sum the download folders of each run taken: a result per source, and the runs.
 
@@ -1870,6 +1888,7 @@ def _audit_share(
     for run in tickets:
         done.append(run)
         for at in range(run * len(items) // runs, (run + 1) * len(items) // runs):
+            poll()
             index, parts, name = items[at]
             files, nbytes, unreadable, biggest = results[index]
             item_files, item_bytes, bad = _sum_lone_files(walk.fds[parts], name, progress)
@@ -2059,7 +2078,7 @@ def run_check(
         if tree and tree[0] == (DATA, source, COMPLETE):
             trees.append((source, tree))
     signals.poll()
-    audits = audit(walk, trees, progress)
+    audits = audit(walk, trees, progress, signals.poll)
     progress.done()
     graded = _grades(findings, sections)
     return CheckResult(findings, notes, audits, graded, probed_as, probed_text, len(probes.pairs))

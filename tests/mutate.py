@@ -199,6 +199,11 @@ MUTATIONS = [
         "            self.poll()\n            want = min(CHUNK, end - offset)",
         "            want = min(CHUNK, end - offset)",
     ),
+    (
+        "the audit deaf to Ctrl-C (_audit_share)",
+        "            poll()\n            index, parts, name = items[at]",
+        "            index, parts, name = items[at]",
+    ),
 ]
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -1065,11 +1066,11 @@ def test_the_runs_a_dead_worker_took_are_done_again(tree, run, monkeypatch):
             raise MemoryError("worker died")
         return real_sum(*args)
 
-    def after_the_death(walk, items, tickets, runs, progress):
+    def after_the_death(walk, items, tickets, runs, progress, poll):
         if os.getpid() == parent and not shares:
             os.read(taken, 1)  # the child holds a run before this process takes any
         shares.append(runs)
-        return real_share(walk, items, tickets, runs, progress)
+        return real_share(walk, items, tickets, runs, progress, poll)
 
     monkeypatch.setattr(cms, "_sum_lone_files", dies_holding_a_run)
     monkeypatch.setattr(cms, "_audit_share", after_the_death)
@@ -1082,6 +1083,42 @@ def test_the_runs_a_dead_worker_took_are_done_again(tree, run, monkeypatch):
 
 
 # -- signals: nothing left behind -----------------------------------------------------------
+
+
+def test_a_signal_mid_audit_stops_the_workers_too(tree, run, monkeypatch):
+    """SIGTERM while the audit walks: it stops at the next download folder (it used to
+    walk on to the end), and a worker still walking is ended and reaped."""
+    six_usenet_downloads(tree, monkeypatch, workers=2)
+    parent = os.getpid()
+    taken, tell = os.pipe()  # the worker says it holds a run
+    hold, release = os.pipe()  # and waits here: ended by the stop, or let go by a walk on
+    real_sum = cms._sum_lone_files
+    calls = []
+
+    def summing(*args):
+        if os.getpid() != parent:
+            os.write(tell, b"x")
+            os.read(hold, 1)
+            return real_sum(*args)
+        calls.append(args[1])
+        if len(calls) == 1:
+            os.read(taken, 1)
+            os.kill(parent, signal.SIGTERM)
+        else:
+            os.write(release, b"x" * 64)  # only a parent that did not stop gets here
+        return real_sum(*args)
+
+    monkeypatch.setattr(cms, "_sum_lone_files", summing)
+    try:
+        code, _, err = run("--path", str(tree), "--check")
+    finally:
+        for fd in (taken, tell, hold, release):
+            os.close(fd)
+    assert code == 143
+    assert err.startswith("interrupted: the check was stopped")
+    assert len(calls) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no worker left, not even a zombie
 
 
 @pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
