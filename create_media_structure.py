@@ -1700,10 +1700,12 @@ def audit(
     children = [_fork_share(walk, items, tickets, runs) for _ in range(1, workers)]
     try:
         shares = [_audit_share(walk, items, _tickets(tickets, runs), runs, progress, poll)]
-    except BaseException:  # stopped: the workers stop too, and are reaped
+    except BaseException:  # stopped: the workers stop too (they only read), and are reaped
+        import signal
+
         for child in children:
             if child is not None:
-                os.kill(child[0], 9)  # SIGKILL: they only read
+                os.kill(child[0], signal.SIGKILL)
                 join_child(child)
         raise
     finally:
@@ -3103,8 +3105,8 @@ def _replace(
             return _skip(copy_path, keep_path, "the link arrived as a copy on %s (its link "
                          "count did not rise): undone" % _fstype_of(copy_dir))  # fmt: skip
         if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, keep, comparer):
-            return _skip(copy_path, keep_path, "the download changed before the link (the "
-                         "linked name's bytes are not the copy's): undone")  # fmt: skip
+            return _skip(copy_path, keep_path, "the linked name's bytes are not the copy's (the "
+                         "download or the copy changed meanwhile): undone")  # fmt: skip
         now = os.stat(copy.name, dir_fd=copy_dir, follow_symlinks=False)
         if not _unchanged(now, copy, nlink=1):
             return _skip(copy_path, keep_path, "changed just before the replace: left alone")
@@ -3124,7 +3126,7 @@ def _replace(
 
 def _temp_is_the_copy(temp: str, copy_side: "Side", keep: FileEntry, comparer: Comparer) -> bool:
     """The temp name holds the download's size and mtime and the copy's bytes, byte for
-    byte, and the copy is as indexed."""
+    byte (the copy's own re-check follows in _replace)."""
     copy, copy_dir, _ = copy_side
     flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC
     temp_fd = os.open(temp, flags, dir_fd=copy_dir)
@@ -3133,8 +3135,6 @@ def _temp_is_the_copy(temp: str, copy_side: "Side", keep: FileEntry, comparer: C
         try:
             made = os.fstat(temp_fd)
             if (made.st_size, made.st_mtime_ns) != (keep.size, keep.mtime_ns):
-                return False
-            if not stat.S_ISREG(made.st_mode) or not _unchanged(os.fstat(copy_fd), copy, 1):
                 return False
             comparer.progress.total += 2 * copy.size
             return comparer.same(temp_fd, copy_fd, copy.size)

@@ -340,7 +340,8 @@ def test_a_download_swapped_before_the_link_is_undone(tree, run, monkeypatch):
     code, document, _ = relink(run, tree)
     assert code == 0 and document["pairs"] == []
     assert document["skipped"][0]["reason"] == (
-        "the download changed before the link (the linked name's bytes are not the copy's): undone"
+        "the linked name's bytes are not the copy's (the download or the copy changed "
+        "meanwhile): undone"
     )
     assert inode(copy) == ino and copy.read_bytes() == film
     assert temp_names(tree) == []
