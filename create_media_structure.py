@@ -3163,10 +3163,18 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
         out.line(
             "      = %s (%s; takes on %s)" % (rel(pair.keep), human_size(pair.bytes), pair.takes_on)
         )
+    alike: Dict[Tuple[str, str], List[Skipped]] = {}  # a broken past skips thousands alike
     for item in result.skipped:
-        out.line("  skipped: %s" % rel(item.path))
-        out.line("      = %s: %s%s" % (rel(item.keep), item.reason,
-                                       " (%s)" % item.errno if item.errno else ""))  # fmt: skip
+        alike.setdefault((item.reason, item.errno), []).append(item)
+    for same in alike.values():
+        shown = same if len(same) <= REPORT_SAME + 1 else same[:REPORT_SAME]
+        for item in shown:
+            out.line("  skipped: %s" % rel(item.path))
+            out.line("      = %s: %s%s" % (rel(item.keep), item.reason,
+                                           " (%s)" % item.errno if item.errno else ""))  # fmt: skip
+        if len(shown) < len(same):
+            out.line("  ... and %d more skipped for the same reason (--json lists each)"
+                     % (len(same) - len(shown)))  # fmt: skip
     if result.leftovers:
         out.line(
             "  %s %d temp name(s) that an interrupted run left"

@@ -254,6 +254,31 @@ def test_a_failed_link_skips_the_pair(tree, run, monkeypatch, error):
     assert temp_names(tree) == []
 
 
+def test_the_text_folds_skips_alike(tree, run, monkeypatch):
+    """A broken past can skip thousands of copies for one reason: the text shows the
+    first few of each reason and a count, --json every one."""
+    data = tree / "data"
+    for index in range(6):
+        film = payload(100 + index)
+        write(data / ("torrents/complete/movies/F%d/f.mkv" % index), film)
+        write(data / ("media/movies/F%d/f.mkv" % index), film)
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "link", refuse)
+    code, document, _ = relink(run, tree)
+    assert code == 1 and len(document["skipped"]) == 6
+    code, out, _ = run("--path", str(tree), "--relink")
+    assert code == 1
+    lines = out.splitlines()
+    assert [line for line in lines if line.startswith("  skipped: ")] == [
+        "  skipped: media/movies/F%d/f.mkv" % index for index in range(3)
+    ]
+    assert "  ... and 3 more skipped for the same reason (--json lists each)" in lines
+    assert lines[-1].endswith("; 6 skipped")
+
+
 def test_a_failed_rename_removes_the_temp_name(tree, run, monkeypatch):
     keep, copy, film = one_pair(tree)
 
