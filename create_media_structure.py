@@ -2800,12 +2800,16 @@ class Comparer:
 
     def same(self, fd_one: int, fd_two: int, size: int) -> bool:
         """Head and tail blocks first (cheap rejects), then the middle, to the first difference."""
+        return self.ends(fd_one, fd_two, size) and (
+            size <= 2 * BLOCK or self._range(fd_one, fd_two, BLOCK, size - 2 * BLOCK)
+        )
+
+    def ends(self, fd_one: int, fd_two: int, size: int) -> bool:
+        """The head and tail blocks only (a small file whole)."""
         if size <= 2 * BLOCK:
             return self._range(fd_one, fd_two, 0, size)
-        return (
-            self._range(fd_one, fd_two, 0, BLOCK)
-            and self._range(fd_one, fd_two, size - BLOCK, BLOCK)
-            and self._range(fd_one, fd_two, BLOCK, size - 2 * BLOCK)
+        return self._range(fd_one, fd_two, 0, BLOCK) and self._range(
+            fd_one, fd_two, size - BLOCK, BLOCK
         )
 
     def _range(self, fd_one: int, fd_two: int, offset: int, length: int) -> bool:
@@ -2984,7 +2988,8 @@ def _relink_one(
     if copy_dir is None:
         return None
     try:
-        for keep in candidates:
+        # Downloads on the copy's filesystem first: one elsewhere can only be a skip.
+        for keep in sorted(candidates, key=lambda entry: entry.dev != copy.dev):
             keep_path = walk.path(keep.parts + (keep.name,))
             keep_dir = _open_path(walk, keep.parts)
             if keep_dir is None:
@@ -3033,6 +3038,11 @@ def _try_pair(
             keep_st, copy_st = os.fstat(keep_fd), os.fstat(copy_fd)
             if not _unchanged(keep_st, keep) or not _unchanged(copy_st, copy, nlink=1):
                 return None  # pragma: no cover - changed since the index: next run
+            if copy.dev != keep.dev:  # no link can cross: the ends tell a copy, and spare
+                if not comparer.ends(keep_fd, copy_fd, copy.size):  # reading a TB for a skip
+                    return None
+                comparer.progress.total -= 2 * max(0, copy.size - 2 * BLOCK)  # not read
+                return _skip(copy_path, keep_path, RELINK_FIXES[errno.EXDEV], errno.EXDEV)
             if max(keep_st.st_mtime, copy_st.st_mtime) > too_young:
                 if not comparer.same(keep_fd, copy_fd, copy.size):
                     return None
@@ -3047,8 +3057,6 @@ def _try_pair(
             os.close(copy_fd)
     finally:
         os.close(keep_fd)
-    if copy.dev != keep.dev:
-        return _skip(copy_path, keep_path, RELINK_FIXES[errno.EXDEV], errno.EXDEV)
     lost = access_lost(keep_st, copy_st)
     if lost:
         return _skip(copy_path, keep_path, lost)

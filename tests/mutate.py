@@ -204,6 +204,11 @@ MUTATIONS = [
         "            poll()\n            index, parts, name = items[at]",
         "            index, parts, name = items[at]",
     ),
+    (
+        "relink tries a download on another filesystem first (_relink_one)",
+        "for keep in sorted(candidates, key=lambda entry: entry.dev != copy.dev):",
+        "for keep in candidates:",
+    ),
 ]
 
 
