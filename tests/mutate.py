@@ -110,8 +110,8 @@ MUTATIONS = [
     ),
     (
         "relink without comparing the middle",
-        "            and self._range(fd_one, fd_two, BLOCK, size - 2 * BLOCK)",
-        "            and True",
+        "size <= 2 * BLOCK or self._range(fd_one, fd_two, BLOCK, size - 2 * BLOCK)",
+        "True",
     ),
     (
         "relink without the re-check before the rename",
