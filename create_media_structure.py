@@ -2666,6 +2666,9 @@ MIN_SIZE = 1024**2
 MIN_AGE = 15  # minutes: an unpack or an *arr upgrade may still be writing
 BLOCK = 64 * 1024  # the head and tail compared first: most non-pairs differ there
 CHUNK = 1024**2  # then the rest, in chunks this big
+FIEMAP = 0xC020660B  # Linux's FS_IOC_FIEMAP: a file's extents, with their flags
+FIEMAP_LAST, FIEMAP_SHARED = 0x1, 0x2000
+FIEMAP_BATCH = 128  # extents asked for per call
 RELINK_FIXES: Dict[int, str] = {
     errno.EXDEV: "the copy and the download are on two filesystems or mounts: a hardlink "
     "can't cross; keep data/ on one filesystem (see --check)",
@@ -2703,6 +2706,7 @@ class Relinked(NamedTuple):
     replace: str  # the library path that becomes a hardlink of it
     bytes: int
     takes_on: str  # the owner, mode and mtime the library name takes on
+    frees: int  # of those bytes, the blocks the copy alone held (not a reflink's, a snapshot's)
 
 
 class Skipped(NamedTuple):
@@ -3053,6 +3057,7 @@ def _try_pair(
             after_keep, after_copy = os.fstat(keep_fd), os.fstat(copy_fd)
             if not _unchanged(after_keep, keep) or not _unchanged(after_copy, copy, nlink=1):
                 return _skip(copy_path, keep_path, "changed while it was compared")
+            frees = own_bytes(copy_fd, copy.size)
         finally:
             os.close(copy_fd)
     finally:
@@ -3060,10 +3065,39 @@ def _try_pair(
     lost = access_lost(keep_st, copy_st)
     if lost:
         return _skip(copy_path, keep_path, lost)
-    pair = Relinked(keep_path, copy_path, copy.size, _takes_on(keep_st))
+    pair = Relinked(keep_path, copy_path, copy.size, _takes_on(keep_st), frees)
     if dry_run:
         return pair
     return _replace(copy_side, keep_side, keep_st, comparer) or pair
+
+
+def own_bytes(fd: int, size: int) -> int:
+    """The bytes of a file's data that no other file holds: its extents not shared with
+    a reflink (btrfs, XFS: cp makes those) or a snapshot, which a relink can't free.
+    The whole size where the system can't tell (not Linux, tmpfs, ZFS, NFS, FUSE)."""
+    import fcntl
+    import struct
+
+    if not sys.platform.startswith("linux"):  # pragma: no cover - the number is Linux's
+        return size
+    start = own = 0
+    while True:  # struct fiemap, then fiemap_extent[FIEMAP_BATCH] of 56 bytes each
+        request = bytearray(struct.pack("=QQLLLL", start, 2**64 - 1, 0, 0, FIEMAP_BATCH, 0))
+        request += bytes(56 * FIEMAP_BATCH)
+        try:
+            fcntl.ioctl(fd, FIEMAP, request)
+        except OSError:
+            return size
+        (mapped,) = struct.unpack_from("=L", request, 20)
+        for index in range(mapped):
+            logical, _, length = struct.unpack_from("=QQQ", request, 32 + 56 * index)
+            (flags,) = struct.unpack_from("=L", request, 72 + 56 * index)
+            own += 0 if flags & FIEMAP_SHARED else length
+            if flags & FIEMAP_LAST:
+                return min(own, size)
+        if not mapped:
+            return min(own, size)
+        start = logical + length
 
 
 def _unchanged(st: os.stat_result, entry: FileEntry, nlink: int = 0) -> bool:
@@ -3168,9 +3202,11 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
     verb = "would relink" if dry_run else "relinked"
     for pair in result.pairs:
         out.line("  %s: %s" % (verb, rel(pair.replace)))
-        out.line(
-            "      = %s (%s; takes on %s)" % (rel(pair.keep), human_size(pair.bytes), pair.takes_on)
-        )
+        shared = ""
+        if pair.frees != pair.bytes:
+            shared = "; frees %s: a reflink or a snapshot shares the rest" % human_size(pair.frees)
+        out.line("      = %s (%s%s; takes on %s)"
+                 % (rel(pair.keep), human_size(pair.bytes), shared, pair.takes_on))  # fmt: skip
     alike: Dict[Tuple[str, str], List[Skipped]] = {}  # a broken past skips thousands alike
     for item in result.skipped:
         alike.setdefault((item.reason, item.errno), []).append(item)
@@ -3188,19 +3224,21 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
             "  %s %d temp name(s) that an interrupted run left"
             % ("would remove" if dry_run else "removed", result.leftovers)
         )
-    total = sum(pair.bytes for pair in result.pairs)
+    total = sum(pair.frees for pair in result.pairs)
+    held = sum(pair.bytes for pair in result.pairs) - total
+    also = "; %s more stays with a reflink or snapshot" % human_size(held) if held else ""
     if dry_run:
         out.line(
-            "result: would relink %d cop%s, %s to release; %d skipped"
+            "result: would relink %d cop%s, %s to release%s; %d skipped"
             % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
-               len(result.skipped))
+               also, len(result.skipped))
         )  # fmt: skip
     else:
         out.line(
             "result: %d cop%s relinked, %s released (once no program holds the old files open "
-            "and no snapshot keeps them); %d skipped"
+            "and no snapshot keeps them%s); %d skipped"
             % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
-               len(result.skipped))
+               also, len(result.skipped))
         )  # fmt: skip
 
 
@@ -3209,10 +3247,15 @@ def relink_json(dry_run: bool, result: RelinkResult) -> str:
         {
             "dry_run": dry_run,
             "pairs": [
-                {"keep": pair.keep, "replace": pair.replace, "bytes": pair.bytes}
+                {
+                    "keep": pair.keep,
+                    "replace": pair.replace,
+                    "bytes": pair.bytes,
+                    "frees": pair.frees,
+                }
                 for pair in result.pairs
             ],
-            "bytes_reclaimed": sum(pair.bytes for pair in result.pairs),
+            "bytes_reclaimed": sum(pair.frees for pair in result.pairs),
             "skipped": [
                 {
                     "path": item.path,

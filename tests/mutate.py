@@ -209,6 +209,11 @@ MUTATIONS = [
         "for keep in sorted(candidates, key=lambda entry: entry.dev != copy.dev):",
         "for keep in candidates:",
     ),
+    (
+        "a reflinked copy counted as freed (own_bytes)",
+        "own += 0 if flags & FIEMAP_SHARED else length",
+        "own += length",
+    ),
 ]
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -446,6 +447,105 @@ def read_counter(monkeypatch):
 
     monkeypatch.setattr(cms.Comparer, "_read", staticmethod(counted))
     return reads
+
+
+@pytest.fixture
+def reflink_tree(tmp_path, run):
+    """The tree on a loop-mounted XFS with reflinks, as root; skipped where that can't be."""
+    if not ROOT:
+        pytest.skip("mounting a loop device needs root")
+    if shutil.which("mkfs.xfs") is None:
+        pytest.skip("mkfs.xfs is not here (apt-get install xfsprogs)")
+    image, mounted = tmp_path / "xfs.img", tmp_path / "xfs"
+    mounted.mkdir()
+    with open(str(image), "wb") as handle:
+        handle.truncate(320 * MIB)
+    made = subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=False)
+    if (
+        made.returncode != 0
+        or subprocess.run(["mount", "-o", "loop", str(image), str(mounted)], check=False).returncode
+        != 0
+    ):
+        pytest.skip("cannot make or mount an XFS image here")
+    try:
+        assert run("--path", str(mounted), "-q")[0] == 0
+        yield mounted
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], check=False)
+
+
+def test_a_reflinked_copy_frees_nothing(reflink_tree, run):
+    """cp on XFS and btrfs makes reflinks: such a copy shares the download's blocks, so
+    relinking it frees nothing, and the report says so instead of counting its size."""
+    data = reflink_tree / "data"
+    film, show = payload(41), payload(42, 3 * MIB)
+    keep_film = write(data / "torrents/complete/movies/F/f.mkv", film)
+    keep_show = write(data / "torrents/complete/tv/S/s.mkv", show)
+    shared, own = data / "media/movies/F/f.mkv", data / "media/tv/S/s.mkv"
+    for keep, copy, how in ((keep_film, shared, "always"), (keep_show, own, "never")):
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        made = subprocess.run(["cp", "--reflink=" + how, str(keep), str(copy)], check=False)
+        if made.returncode != 0:
+            pytest.skip("cp --reflink=%s failed here" % how)
+        os.utime(str(copy), (OLD, OLD))
+    code, document, _ = relink(run, reflink_tree, "--dry-run")
+    assert code == 0
+    assert sorted((p["replace"], p["bytes"], p["frees"]) for p in document["pairs"]) == [
+        (str(shared), len(film), 0),
+        (str(own), len(show), len(show)),
+    ]
+    assert document["bytes_reclaimed"] == len(show)
+    code, out, _ = run("--path", str(reflink_tree), "--relink")
+    assert code == 0
+    assert "(2.0 MiB; frees 0 B: a reflink or a snapshot shares the rest; takes on" in out
+    assert out.splitlines()[-1].startswith(
+        "result: 2 copies relinked, 3.0 MiB released (once no program holds the old files "
+        "open and no snapshot keeps them; 2.0 MiB more stays with a reflink or snapshot)"
+    )
+    assert inode(shared) == inode(keep_film) and inode(own) == inode(keep_show)
+
+
+def fake_fiemap(extents):
+    """An ioctl that answers FIEMAP with these (length, flags) extents, a batch a call."""
+    calls = []
+
+    def ioctl(fd, request, buffer):
+        assert request == cms.FIEMAP
+        start, _, _, _, count, _ = struct.unpack_from("=QQLLLL", buffer, 0)
+        calls.append(start)
+        offsets, at = [], 0
+        for length, flags in extents:
+            offsets.append((at, length, flags))
+            at += length
+        batch = [e for e in offsets if e[0] >= start][:count]
+        struct.pack_into("=L", buffer, 20, len(batch))
+        for index, (logical, length, flags) in enumerate(batch):
+            struct.pack_into("=QQQQQL", buffer, 32 + 56 * index, logical, 0, length, 0, 0, flags)
+        return 0
+
+    return ioctl, calls
+
+
+def test_own_bytes_reads_every_batch_of_extents(monkeypatch, tmp_path):
+    import fcntl
+
+    last = cms.FIEMAP_LAST
+    extents = [(4096, 0)] * 100 + [(4096, cms.FIEMAP_SHARED)] * 100 + [(8192, last)]
+    ioctl, calls = fake_fiemap(extents)
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)
+    fd = os.open(str(write(tmp_path / "f", b"x")), os.O_RDONLY)
+    try:
+        assert cms.own_bytes(fd, 10**9) == 100 * 4096 + 8192
+        assert calls == [0, 128 * 4096]  # a second batch from where the first ended
+        assert cms.own_bytes(fd, 5000) == 5000  # never more than the file's size
+
+        def unsupported(*args):
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")  # tmpfs, ZFS, FUSE
+
+        monkeypatch.setattr(fcntl, "ioctl", unsupported)
+        assert cms.own_bytes(fd, 1234) == 1234
+    finally:
+        os.close(fd)
 
 
 @needs_root
