@@ -3548,17 +3548,19 @@ REPORT_SAME = 3  # findings shown of a run that differ only in their folder
 
 
 def _report_findings(findings: Sequence[Finding], out: Output) -> None:
-    """Each finding on a line, its fix once for a run of the same fix; of a run that
-    differs only in the folder (a tree made as root, checked for --owner), the first
-    few and a count: --json lists every one."""
-    import itertools
+    """Each finding on a line, its fix once for a run of the same fix; of findings alike
+    but for their folder (a tree made as root, checked for --owner; every pair across one
+    boundary, failing at the same step), the first few and a count: --json lists each."""
 
     def alike(item: Finding) -> Tuple[str, str, str, str]:
-        return item.severity, item.container, item.detail, item.fix
+        shape = item.kind + item.errno if item.section == "probes" else item.detail  # the pair
+        return item.severity, item.container, shape, item.fix
 
+    runs: Dict[Tuple[str, str, str, str], List[Finding]] = {}
+    for item in findings:
+        runs.setdefault(alike(item), []).append(item)
     last_fix = ""
-    for _, group in itertools.groupby(findings, key=alike):
-        run = list(group)
+    for run in runs.values():
         shown = run if len(run) <= REPORT_SAME + 1 else run[:REPORT_SAME]  # a count saves lines
         for item in shown:
             who = "%s: " % item.container if item.container else ""

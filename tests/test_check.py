@@ -1007,6 +1007,34 @@ def test_alike_findings_are_counted_not_listed(alike, lines):
     assert said[-1] == "  - problem: /d/other: y"
 
 
+def test_probes_across_one_boundary_are_counted_not_listed():
+    """media/ on another disk fails every pair twice, a hardlink and a move, each named in
+    its detail: the first three of each step show, and a count."""
+    import io
+
+    fix = "keep all of data/ on one disk"
+    found = []
+    for category in ("books", "movies", "music", "tv", "anime/movies", "anime/tv"):
+        for kind, step in (("hardlink-failed", "hardlink"), ("move-failed", "move")):
+            detail = "%s from torrents/complete/%s to media/%s failed: Invalid cross-device " \
+                "link" % (step, category, category)  # fmt: skip
+            found.append(cms.finding("probes", kind, "/c/" + category, detail, fix,
+                                     errno_name="EXDEV"))  # fmt: skip
+    stream = io.StringIO()
+    cms._report_findings(found, cms.Output(stream))
+    said = stream.getvalue().splitlines()
+    assert [line.split(" from ")[0] for line in said if " from " in line] == [
+        "  - problem: /c/books: hardlink",
+        "  - problem: /c/movies: hardlink",
+        "  - problem: /c/music: hardlink",
+        "  - problem: /c/books: move",
+        "  - problem: /c/movies: move",
+        "  - problem: /c/music: move",
+    ]
+    assert said.count("  - ... and 3 more like these (--json lists each)") == 2
+    assert said.count("    fix: " + fix) == 1 and len(said) == 9
+
+
 def test_audit_without_fork(tree, run, monkeypatch):
     make_file(tree / "data" / "ddl" / "complete" / "tv" / "X" / "e.mkv", 10)
     monkeypatch.delattr(os, "fork")
