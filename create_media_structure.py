@@ -966,14 +966,15 @@ def filesystem_findings(
     root_mount = mount_of(real_root, mounts) if mounts else None
     devices = {step.folder.parts: step.st.st_dev for step in steps if step.st is not None}
 
-    def boundary(parts: Tuple[str, ...], path: str, kind: str, detail: str) -> None:
+    def boundary(parts: Tuple[str, ...], path: str, kind: str, detail: str, fix: str = "") -> None:
         if crossed_by_import(parts, pairs):
             found[path] = finding(
                 "filesystem",
                 kind,
                 path,
                 detail,
-                "keep the whole data/ tree on one filesystem and one mount: move this "
+                fix
+                or "keep the whole data/ tree on one filesystem and one mount: move this "
                 "folder's contents into the tree's own filesystem, and remove the mount "
                 "or symlink",
             )
@@ -1020,7 +1021,12 @@ def filesystem_findings(
                 )
         elif step.st.st_dev != root.st.st_dev and devices.get(parts[:-1]) == root.st.st_dev:
             # Only where the tree first leaves data/'s device, not everything below.
-            boundary(parts, step.path, "other-filesystem", "on another filesystem than data/")
+            detail, fix = "on another filesystem than data/", ""
+            if root_mount is not None and root_mount.fstype == "btrfs":  # no mount: a subvolume
+                detail = "a btrfs subvolume: another filesystem to links and moves, no mount"
+                fix = ("make it a plain folder: make one beside it, mv the contents in, btrfs "
+                       "subvolume delete the old one, and give the new one its name")  # fmt: skip
+            boundary(parts, step.path, "other-filesystem", detail, fix)
     for mount in mounts or ():
         if mount.point != real_root and _inside(mount.point, real_root):
             rel = tuple(os.path.relpath(mount.point, real_root).split("/"))

@@ -1,20 +1,48 @@
 """Shared helpers: the script imported in-process, and ways to look at a tree."""
 
 import os
+import shutil
 import stat
+import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterable, Set, Tuple
+from typing import Dict, Iterable, Iterator, Set, Tuple
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "create_media_structure.py"
 TMP = tempfile.gettempdir()  # where tmp_path lives: faults are injected only below it
+REAL_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # the tests see uid 1000 (not_root)
 sys.path.insert(0, str(ROOT))
 
 import create_media_structure as cms  # noqa: E402
+
+
+@contextmanager
+def loop_mounted(tmp_path: Path, mkfs: str, *options: str) -> Iterator[Path]:
+    """A fresh filesystem in a loop-mounted image below tmp_path, unmounted after; the
+    test is skipped where that can't be (not root, no mkfs, no loop devices)."""
+    if not REAL_ROOT:
+        pytest.skip("mounting a loop device needs root")
+    if shutil.which(mkfs) is None:
+        pytest.skip("%s is not here (apt-get install xfsprogs btrfs-progs)" % mkfs)
+    image, mounted = tmp_path / "fs.img", tmp_path / "fs"
+    mounted.mkdir()
+    with open(str(image), "wb") as handle:
+        handle.truncate(320 * 1024 * 1024)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": False}
+    if (
+        subprocess.run([mkfs, "-q", *options, str(image)], **quiet).returncode
+        or subprocess.run(["mount", "-o", "loop", str(image), str(mounted)], **quiet).returncode
+    ):
+        pytest.skip("cannot make or mount a %s image here" % mkfs)
+    try:
+        yield mounted
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], check=False)
 
 
 def expected_dirs(extra: Iterable[str] = ()) -> Set[str]:

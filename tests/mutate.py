@@ -214,6 +214,11 @@ MUTATIONS = [
         "own += 0 if flags & FIEMAP_SHARED else length",
         "own += length",
     ),
+    (
+        "a btrfs subvolume told to remove a mount (filesystem_findings)",
+        'if root_mount is not None and root_mount.fstype == "btrfs":',
+        "if False:",
+    ),
 ]
 
 

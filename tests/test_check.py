@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import SCRIPT, cms, dirs_on_disk, expected_dirs, snapshot
+from conftest import SCRIPT, cms, dirs_on_disk, expected_dirs, loop_mounted, snapshot
 
 PAIRS = 18  # 3 sources x 6 categories (books, movies, music, tv, anime/movies, anime/tv)
 IMPORT_FOLDERS = 3 + PAIRS + 6  # incomplete/ of each source, complete/<cat>, media/<cat>
@@ -1005,6 +1005,27 @@ def test_alike_findings_are_counted_not_listed(alike, lines):
     if alike > 4:
         assert said[-2] == "  - ... and %d more like these (--json lists each)" % (alike - 3)
     assert said[-1] == "  - problem: /d/other: y"
+
+
+def test_a_btrfs_subvolume_in_the_tree_is_named(tmp_path, run):
+    """A subvolume is its own filesystem to links and moves, and no mount: the fix says
+    how to make it a plain folder, not to remove a mount that isn't there."""
+    with loop_mounted(tmp_path, "mkfs.btrfs") as mounted:
+        (mounted / "data").mkdir()
+        made = subprocess.run(["btrfs", "subvolume", "create", str(mounted / "data" / "media")],
+                              stdout=subprocess.DEVNULL, check=False)  # fmt: skip
+        if made.returncode != 0:
+            pytest.skip("btrfs subvolume create failed here")
+        assert run("--path", str(mounted), "-q")[0] == 0
+        code, document = check_json(run, mounted)
+    assert code == 1
+    (boundary,) = [f for f in document["findings"] if f["section"] == "filesystem"]
+    assert (boundary["kind"], boundary["path"]) == ("other-filesystem", str(mounted / "data/media"))
+    assert (
+        boundary["detail"] == "a btrfs subvolume: another filesystem to links and moves, no mount"
+    )
+    assert boundary["fix"].startswith("make it a plain folder: make one beside it, mv the ")
+    assert {f["errno"] for f in document["findings"] if f["section"] == "probes"} == {"EXDEV"}
 
 
 def test_probes_across_one_boundary_are_counted_not_listed():

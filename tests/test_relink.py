@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import SCRIPT, cms, snapshot
+from conftest import SCRIPT, cms, loop_mounted, snapshot
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (mounts, other owners)")
@@ -451,27 +451,10 @@ def read_counter(monkeypatch):
 
 @pytest.fixture
 def reflink_tree(tmp_path, run):
-    """The tree on a loop-mounted XFS with reflinks, as root; skipped where that can't be."""
-    if not ROOT:
-        pytest.skip("mounting a loop device needs root")
-    if shutil.which("mkfs.xfs") is None:
-        pytest.skip("mkfs.xfs is not here (apt-get install xfsprogs)")
-    image, mounted = tmp_path / "xfs.img", tmp_path / "xfs"
-    mounted.mkdir()
-    with open(str(image), "wb") as handle:
-        handle.truncate(320 * MIB)
-    made = subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=False)
-    if (
-        made.returncode != 0
-        or subprocess.run(["mount", "-o", "loop", str(image), str(mounted)], check=False).returncode
-        != 0
-    ):
-        pytest.skip("cannot make or mount an XFS image here")
-    try:
+    """The tree on a loop-mounted XFS with reflinks, as root."""
+    with loop_mounted(tmp_path, "mkfs.xfs", "-m", "reflink=1") as mounted:
         assert run("--path", str(mounted), "-q")[0] == 0
         yield mounted
-    finally:
-        subprocess.run(["umount", "-l", str(mounted)], check=False)
 
 
 def test_a_reflinked_copy_frees_nothing(reflink_tree, run):
