@@ -50,6 +50,7 @@ from typing import (
     Sequence,
     Set,
     Tuple,
+    TypeVar,
 )
 
 __version__ = "2.0.0"
@@ -907,6 +908,13 @@ def real_path_of(fd: int, path: str) -> str:
         return os.readlink("/proc/self/fd/%d" % fd)
     except OSError:
         return os.path.realpath(path)
+
+
+def fstype_of(fd: int, path: str) -> str:
+    """The type of the filesystem an open folder is on ("" with no mount table)."""
+    mounts, _ = load_mounts()
+    mount = mount_of(real_path_of(fd, path), mounts or ())
+    return mount.fstype if mount is not None else ""
 
 
 def layout_findings(steps: Sequence[Step]) -> List[Finding]:
@@ -3095,14 +3103,14 @@ def own_bytes(fd: int, size: int) -> int:
         except OSError:
             return size
         (mapped,) = struct.unpack_from("=L", request, 20)
+        if not mapped:  # no extent from start on
+            return min(own, size)
         for index in range(mapped):
             logical, _, length = struct.unpack_from("=QQQ", request, 32 + 56 * index)
             (flags,) = struct.unpack_from("=L", request, 72 + 56 * index)
             own += 0 if flags & FIEMAP_SHARED else length
             if flags & FIEMAP_LAST:
                 return min(own, size)
-        if not mapped:
-            return min(own, size)
         start = logical + length
 
 
@@ -3150,8 +3158,9 @@ def _replace(
     try:
         made = os.stat(temp, dir_fd=copy_dir, follow_symlinks=False)
         if made.st_nlink < keep_st.st_nlink + 1:
+            fstype = fstype_of(copy_dir, os.path.dirname(copy_path)) or "this filesystem"
             return _skip(copy_path, keep_path, "the link arrived as a copy on %s (its link "
-                         "count did not rise): undone" % _fstype_of(copy_dir))  # fmt: skip
+                         "count did not rise): undone" % fstype)  # fmt: skip
         if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, keep, comparer):
             return _skip(copy_path, keep_path, "the linked name's bytes are not the copy's (the "
                          "download or the copy changed meanwhile): undone")  # fmt: skip
@@ -3192,12 +3201,6 @@ def _temp_is_the_copy(temp: str, copy_side: "Side", keep: FileEntry, comparer: C
         os.close(temp_fd)
 
 
-def _fstype_of(fd: int) -> str:
-    mounts, _ = load_mounts()
-    mount = mount_of(real_path_of(fd, ""), mounts or ())
-    return mount.fstype if mount else "this filesystem"
-
-
 def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output") -> None:
     root = walk.path((DATA,))
 
@@ -3213,18 +3216,14 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
             shared = "; frees %s: a reflink or a snapshot shares the rest" % human_size(pair.frees)
         out.line("      = %s (%s%s; takes on %s)"
                  % (rel(pair.keep), human_size(pair.bytes), shared, pair.takes_on))  # fmt: skip
-    alike: Dict[Tuple[str, str], List[Skipped]] = {}  # a broken past skips thousands alike
-    for item in result.skipped:
-        alike.setdefault((item.reason, item.errno), []).append(item)
-    for same in alike.values():
-        shown = same if len(same) <= REPORT_SAME + 1 else same[:REPORT_SAME]
+    # A broken past skips thousands for one reason.
+    for shown, more in fold(result.skipped, lambda item: (item.reason, item.errno)):
         for item in shown:
             out.line("  skipped: %s" % rel(item.path))
             out.line("      = %s: %s%s" % (rel(item.keep), item.reason,
                                            " (%s)" % item.errno if item.errno else ""))  # fmt: skip
-        if len(shown) < len(same):
-            out.line("  ... and %d more skipped for the same reason (--json lists each)"
-                     % (len(same) - len(shown)))  # fmt: skip
+        if more:
+            out.line("  ... and %d more skipped for the same reason (--json lists each)" % more)
     if result.leftovers:
         out.line(
             "  %s %d temp name(s) that an interrupted run left"
@@ -3550,7 +3549,22 @@ def report_check(
         out.line("result: %s, see above" % _count(problems, "problem", warnings, "warning"))
 
 
-REPORT_SAME = 3  # findings shown of a run that differ only in their folder
+REPORT_SAME = 3  # lines shown of a run alike but for their folder
+Line = TypeVar("Line")  # what one line of a report shows
+
+
+def fold(items: Sequence[Line], key: Callable[[Line], Any]) -> List[Tuple[List[Line], int]]:
+    """The items grouped by key, in the order first seen: each group's first few to show
+    (all of a group just one longer: a count saves no line) and how many more it has."""
+    groups: Dict[Any, List[Line]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return [
+        (group, 0)
+        if len(group) <= REPORT_SAME + 1
+        else (group[:REPORT_SAME], len(group) - REPORT_SAME)
+        for group in groups.values()
+    ]
 
 
 def _report_findings(findings: Sequence[Finding], out: Output) -> None:
@@ -3562,20 +3576,16 @@ def _report_findings(findings: Sequence[Finding], out: Output) -> None:
         shape = item.kind + item.errno if item.section == "probes" else item.detail  # the pair
         return item.severity, item.container, shape, item.fix
 
-    runs: Dict[Tuple[str, str, str, str], List[Finding]] = {}
-    for item in findings:
-        runs.setdefault(alike(item), []).append(item)
     last_fix = ""
-    for run in runs.values():
-        shown = run if len(run) <= REPORT_SAME + 1 else run[:REPORT_SAME]  # a count saves lines
+    for shown, more in fold(findings, alike):
         for item in shown:
             who = "%s: " % item.container if item.container else ""
             out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
             if item.fix and item.fix != last_fix:  # said once for a run of the same
                 out.line("    fix: %s" % item.fix)
             last_fix = item.fix
-        if len(shown) < len(run):
-            out.line("  - ... and %d more like these (--json lists each)" % (len(run) - len(shown)))
+        if more:
+            out.line("  - ... and %d more like these (--json lists each)" % more)
 
 
 def _count(first: int, first_name: str, second: int, second_name: str) -> str:
@@ -3815,9 +3825,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 def in_ram(walk: Walk) -> str:
     """The RAM filesystem --path is on (tmpfs, ramfs, Unraid's rootfs), or ""."""
-    mounts, _ = load_mounts()
-    mount = mount_of(real_path_of(walk.fds[()], walk.path(())), mounts or ())
-    return mount.fstype if mount is not None and mount.fstype in RAM_FILESYSTEMS else ""
+    fstype = fstype_of(walk.fds[()], walk.path(()))
+    return fstype if fstype in RAM_FILESYSTEMS else ""
 
 
 def check_name_lengths(walk: Walk, categories: Sequence[str]) -> None:
