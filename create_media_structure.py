@@ -137,11 +137,13 @@ DIR_FD_OK = all(call in os.supports_dir_fd for call in (os.open, os.mkdir, os.st
 
 
 class Error(Exception):
-    """A failure the user can cause or fix: printed as one line, no traceback."""
+    """A failure the user can cause or fix: printed as one line (and a line of what
+    was done before it, if any), no traceback."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = 1, before: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.before = before
 
 
 class Interrupted(Exception):
@@ -2897,7 +2899,7 @@ def relink(
         os.close(lock)
     progress.done()
     if args.json:
-        out.line(relink_json(args.dry_run, result))
+        out.lines(relink_json(args.dry_run, result))
     elif not args.quiet:
         report_relink(walk, args.dry_run, result, out)
     else:
@@ -3341,7 +3343,19 @@ DRY_LABELS = {
 }
 
 
+# A newline, a tab, a terminal's escape (C0, DEL and C1) in a name: the name may be
+# a stranger's (a torrent's, a container user's), and the reader is often root.
+CONTROLS = {code: "\\x%02x" % code for code in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
 def printable(text: str) -> str:
+    """A line for a terminal: a name's characters as its bytes spell them in UTF-8,
+    bytes that aren't and control characters as \\xNN, so no name breaks a line or
+    drives the terminal."""
+    return as_utf8(text).translate(CONTROLS)
+
+
+def as_utf8(text: str) -> str:
     """A name as the characters its bytes spell in UTF-8; bytes that aren't, as \\xNN."""
     try:
         raw = text.encode("utf-8", "surrogateescape")
@@ -3362,6 +3376,11 @@ class Output:
     def __init__(self, stream: Optional[IO[str]]) -> None:
         self.stream = stream
         self.failed = False
+
+    def lines(self, text: str) -> None:
+        """A block of lines (a JSON document, a compose snippet), each made printable."""
+        for line in text.split("\n"):
+            self.line(line)
 
     def line(self, text: str) -> None:
         if self.failed:
@@ -3635,14 +3654,15 @@ def _finding_json(item: Finding) -> Dict[str, Any]:
 
 
 def json_text(document: Any) -> str:
-    """JSON with every string printable (UTF-8 names as text, other bytes as \\xNN)."""
+    """JSON with every string as UTF-8 text (other bytes as \\xNN); json escapes
+    control characters (and everything not ASCII) its own way."""
     import json
 
     def clean(value: Any) -> Any:
         if isinstance(value, str):
-            return printable(value)
+            return as_utf8(value)
         if isinstance(value, dict):
-            return {printable(key): clean(item) for key, item in value.items()}
+            return {as_utf8(key): clean(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
             return [clean(item) for item in value]
         return value
@@ -3891,7 +3911,7 @@ def create(
                 sum(step.action == CHANGE for step in done),
             )
             if isinstance(exc, Error):
-                raise Error("%s\nbefore that: %s" % (exc, tally), exc.code)
+                raise Error(str(exc), exc.code, "before that: " + tally)
             err.line("interrupted: " + tally)
             raise
         finished = {step.folder.parts: step for step in done}
@@ -3923,7 +3943,7 @@ def check(
     if args.docker is not None:
         found, extra = check_containers(found, walk, steps, pairs, args.docker)
     if args.json:
-        out.line(check_json(root, found, extra))
+        out.lines(check_json(root, found, extra))
     elif not args.quiet:
         report_check(root, steps, args.owner, found, out, extra)
     else:
@@ -3934,7 +3954,7 @@ def check(
 
 def run(args: argparse.Namespace, mode: str, out: Output, err: Output, signals: Signals) -> int:
     if mode == "compose":  # works before the path exists: it only prints
-        out.line(compose_snippet(os.path.abspath(os.path.expanduser(args.path))))
+        out.lines(compose_snippet(os.path.abspath(os.path.expanduser(args.path))))
         return 0
     walk = open_base(args.path)
     try:
@@ -3965,6 +3985,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             code = run(args, mode, out, err, signals)
         except Error as exc:
             err.line("error: %s" % exc)
+            if exc.before:
+                err.line(exc.before)
             code = exc.code
         except Interrupted as exc:
             code = 128 + exc.signum

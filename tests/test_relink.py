@@ -138,6 +138,25 @@ def test_text_report(tree, run, library):
     assert out.splitlines()[-1].startswith("result: 3 copies relinked, 7.0 MiB released (once")
 
 
+def test_names_can_not_break_a_line_or_drive_the_terminal(tree, run):
+    # A download's name is chosen by whoever made the torrent, and the tree is the
+    # containers' to write: a newline or an escape sequence in a name must come out as
+    # text, one line per item, never as a new line or as a command to root's terminal.
+    data = tree / "data"
+    film = payload(23)
+    write(data / "torrents/complete/movies/F/a\nb.mkv", film)
+    write(data / "media/movies/F/c\rd\x1b[31m\x9b\x7f.mkv", film)
+    code, out, _ = run("--path", str(tree), "--relink", "--dry-run")
+    assert code == 0
+    assert "  would relink: media/movies/F/c\\x0dd\\x1b[31m\\x9b\\x7f.mkv" in out
+    assert "      = torrents/complete/movies/F/a\\x0ab.mkv (2.0 MiB; takes on" in out
+    assert len(out.splitlines()) == 4 and not set(out) & {"\r", "\x1b", "\x9b", "\x7f"}
+    code, document, _ = relink(run, tree, "--dry-run")  # JSON escapes them its own way
+    assert document["pairs"][0]["keep"].endswith("/F/a\nb.mkv")
+    code, out, _ = run("--path", str(tree), "--check")
+    assert "    2.0 MiB in 1 file(s): movies/F" in out and "\x1b" not in out
+
+
 def test_synology_metadata_is_never_relinked(tree, run):
     data = tree / "data"
     film = payload(21)

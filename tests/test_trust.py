@@ -451,6 +451,7 @@ def test_printable():
     assert cms.printable(os.fsdecode(b"caf\xc3\xa9")) == "caf\u00e9"
     assert cms.printable(os.fsdecode(b"bad\xff")) == "bad\\xff"
     assert cms.printable("lone\ud800") == "lone\\ud800"
+    assert cms.printable("a\nb\tc\x1b[2J\x7f\x9b\xa0") == "a\\x0ab\\x09c\\x1b[2J\\x7f\\x9b\xa0"
 
 
 # -- 5. --compose produces what docker reads ------------------------------------------------
