@@ -2695,6 +2695,19 @@ RELINK_FIXES: Dict[int, str] = {
     errno.ENOSPC: "the disk is full (or out of inodes): free some space",
     errno.EROFS: "the filesystem is mounted read-only",
 }
+# As root, fs.protected_hardlinks and ownership don't apply: what is left says so.
+ROOT_LINK_EPERM = (
+    "the filesystem refused the link: the download or the library folder is immutable or "
+    "append-only (lsattr shows it; chattr -i or -a lifts it), or the filesystem has no "
+    "hardlinks (FAT, exFAT)"
+)
+# The link is made; the rename over the copy failed (and the link is undone).
+REPLACE_FIXES: Dict[int, str] = {
+    errno.EPERM: "the copy can't be replaced: it is immutable or append-only (lsattr shows "
+    "it; chattr -i or -a lifts it), or its folder is sticky and the copy someone else's",
+    errno.EACCES: "the copy can't be replaced: no write access to its folder",
+    errno.EBUSY: "the copy can't be replaced: it is a mount point or in use by the system",
+}
 
 
 class FileEntry(NamedTuple):
@@ -3155,8 +3168,7 @@ def _replace(
     try:
         os.link(keep.name, temp, src_dir_fd=keep_dir, dst_dir_fd=copy_dir, follow_symlinks=False)
     except OSError as exc:
-        number = exc.errno or 0
-        return _skip(copy_path, keep_path, RELINK_FIXES.get(number, exc.strerror or ""), number)
+        return _failed(copy_path, keep_path, exc)
     try:
         made = os.stat(temp, dir_fd=copy_dir, follow_symlinks=False)
         if made.st_nlink < keep_st.st_nlink + 1:
@@ -3169,11 +3181,13 @@ def _replace(
         now = os.stat(copy.name, dir_fd=copy_dir, follow_symlinks=False)
         if not _unchanged(now, copy, nlink=1):
             return _skip(copy_path, keep_path, "changed just before the replace: left alone")
-        os.rename(temp, copy.name, src_dir_fd=copy_dir, dst_dir_fd=copy_dir)
+        try:
+            os.rename(temp, copy.name, src_dir_fd=copy_dir, dst_dir_fd=copy_dir)
+        except OSError as exc:
+            return _failed(copy_path, keep_path, exc, replacing=True)
         temp = ""
     except OSError as exc:
-        number = exc.errno or 0
-        return _skip(copy_path, keep_path, RELINK_FIXES.get(number, exc.strerror or ""), number)
+        return _failed(copy_path, keep_path, exc)
     finally:
         if temp:
             try:
@@ -3181,6 +3195,18 @@ def _replace(
             except OSError:
                 pass
     return None
+
+
+def _failed(copy_path: str, keep_path: str, exc: OSError, replacing: bool = False) -> Skipped:
+    """The skip for a failed link (or, replacing, a failed rename over the copy)."""
+    number = exc.errno or 0
+    if replacing:
+        reason = REPLACE_FIXES.get(number, "the copy can't be replaced: %s" % exc.strerror)
+    elif number == errno.EPERM and is_root():
+        reason = ROOT_LINK_EPERM
+    else:
+        reason = RELINK_FIXES.get(number, exc.strerror or "")
+    return _skip(copy_path, keep_path, reason, number)
 
 
 def _temp_is_the_copy(temp: str, copy_side: "Side", keep: FileEntry, comparer: Comparer) -> bool:

@@ -312,6 +312,56 @@ def test_a_failed_rename_removes_the_temp_name(tree, run, monkeypatch):
     assert temp_names(tree) == []
 
 
+@pytest.mark.parametrize("error", [errno.EPERM, errno.EACCES, errno.EBUSY, errno.EIO])
+def test_a_failed_rename_is_named_as_the_replace(tree, run, monkeypatch, error):
+    # The link worked; what failed is the rename over the copy: its reason must not
+    # blame the link (an immutable copy was told "run as the files' owner or as root").
+    keep, copy, film = one_pair(tree)
+
+    def refuse(*args, **kwargs):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "rename", refuse)
+    code, document, _ = relink(run, tree)
+    reason = document["skipped"][0]["reason"]
+    assert code == 1 and reason.startswith("the copy can't be replaced: ")
+    assert reason == cms.REPLACE_FIXES.get(
+        error, "the copy can't be replaced: " + os.strerror(error)
+    )
+    assert copy.read_bytes() == film and temp_names(tree) == []
+
+
+def test_a_link_refused_to_root_names_what_root_meets(tree, run, monkeypatch):
+    keep, copy, film = one_pair(tree)
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", refuse)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    code, document, _ = relink(run, tree)
+    assert document["skipped"][0]["reason"] == cms.ROOT_LINK_EPERM  # not "run as root"
+
+
+@needs_root
+@pytest.mark.skipif(not shutil.which("chattr"), reason="needs chattr (e2fsprogs)")
+@pytest.mark.parametrize("which", ["copy", "folder"])
+def test_an_immutable_copy_or_folder_for_real(tree, run, monkeypatch, which):
+    keep, copy, film = one_pair(tree)
+    target = copy if which == "copy" else copy.parent
+    if subprocess.run(["chattr", "+i", str(target)], stderr=subprocess.DEVNULL).returncode:
+        pytest.skip("this filesystem has no immutable flag")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    try:
+        code, document, _ = relink(run, tree)
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    reason = document["skipped"][0]["reason"]
+    expected = cms.REPLACE_FIXES[errno.EPERM] if which == "copy" else cms.ROOT_LINK_EPERM
+    assert (code, reason) == (1, expected)
+    assert copy.read_bytes() == film and temp_names(tree) == []
+
+
 def faked_temp_stat(monkeypatch, field, change):
     """os.stat of the temp name as a FUSE mount may show it: one field of it changed."""
     real_stat = os.stat
