@@ -2342,9 +2342,21 @@ def _from_compose(name: str, item: Dict[str, Any]) -> Container:
                     not volume.get("read_only", False),
                 )
             )
+        elif isinstance(volume, str):  # compose 1.x's config, and what people type
+            mounts.append(_short_volume(volume))
     role, keyword = _role(image, name)
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env,
                      str(item.get("user") or ""), keyword)  # fmt: skip
+
+
+def _short_volume(text: str) -> ContainerMount:
+    """SOURCE:TARGET[:MODE] (or a bare TARGET: an anonymous volume); a source that is a
+    path makes a bind, a name a named volume."""
+    fields = text.split(":")
+    source, target = ("", fields[0]) if len(fields) == 1 else (fields[0], fields[1])
+    kind = "bind" if source.startswith(("/", ".", "~")) else "volume"
+    read_only = len(fields) > 2 and "ro" in fields[2].split(",")
+    return ContainerMount(kind, _clean(source) if source else "", _clean(target), not read_only)
 
 
 def container_ids(container: Container) -> Tuple[Optional[int], Optional[int]]:

@@ -418,6 +418,25 @@ def test_compose_json(tree, run):
     assert (code, found(result)) == (0, [])
 
 
+def test_the_short_volume_syntax_is_read(tree, run):
+    # docker-compose 1.x's `config` writes volumes as "source:target[:mode]" strings, and
+    # people write them by hand: they were dropped unread, so a read-only library was ok.
+    import create_media_structure as cms
+
+    long_form = compose_config(tree)
+    document = compose_config(tree)
+    for service in document["services"].values():
+        service["volumes"] = [
+            "%s:%s%s" % (v["source"], v["target"], ":ro" if v.get("read_only") else ":rw")
+            for v in service["volumes"]
+        ] + ["radarr-config:/config", "/transcode"]
+    code, result, _ = check(run, tree, document)
+    assert (code, found(result)) == (1, found(check(run, tree, long_form)[1]))
+    assert ("read-only", "radarr", "", "problem") in found(result)
+    assert cms._short_volume("a:/b:ro,z") == cms.ContainerMount("volume", "a", "/b", False)
+    assert cms._short_volume("/b") == cms.ContainerMount("volume", "", "/b", True)
+
+
 def test_slashes_and_dots_are_the_same_path(tree, run):
     # Compose keeps what was typed: /data/torrents/ is /data/torrents, ./data is data.
     document = compose_config(tree)
