@@ -2180,7 +2180,10 @@ def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[
     else:
         try:
             if source == "-":
-                text = (stdin or sys.stdin).read()
+                stream = stdin or sys.stdin
+                if stream is None:  # started with fd 0 closed
+                    raise OSError(errno.EBADF, "standard input is closed")
+                text = stream.read()
             else:
                 with open(source, "rb") as handle:
                     text = handle.read().decode("utf-8", "surrogateescape")
@@ -2194,10 +2197,15 @@ def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[
             "docker compose config --format json" % (source or "(docker inspect)", exc),
             2,
         )
+    where = "--docker %s" % (source or "(docker inspect)")
     if isinstance(document, list) and all(isinstance(item, dict) for item in document):
-        return [_from_inspect(item) for item in document], remote if source == "" else ""
+        containers = [
+            _from_inspect(item, "%s: [%d]" % (where, at)) for at, item in enumerate(document)
+        ]
+        return containers, remote if source == "" else ""
     if isinstance(document, dict) and isinstance(document.get("services"), dict):
-        return [_from_compose(name, item) for name, item in document["services"].items()], ""
+        services = document["services"].items()
+        return [_from_compose(str(name), item, where) for name, item in services], ""
     raise Error(
         "--docker %s: neither docker inspect output (a list) nor docker compose config "
         "--format json (an object with services)" % (source or "(docker inspect)"),
@@ -2300,53 +2308,81 @@ def _clean(path: str) -> str:
     return os.path.normpath(path) if path.startswith("/") else path
 
 
-def _from_inspect(item: Dict[str, Any]) -> Container:
-    config = item.get("Config") or {}
-    image = str(config.get("Image") or item.get("Image") or "")
+def _part(parent: Dict[str, Any], key: str, kinds: Tuple[type, ...], where: str) -> Any:
+    """parent[key] if it is one of kinds (the first kind, empty, where missing or null).
+    Anything else is an Error: a file of another shape must not pass for an empty setup."""
+    value = parent.get(key)
+    if value is None:
+        return kinds[0]()
+    if not isinstance(value, kinds):
+        raise Error(
+            "%s: %s is %s, not %s: give the output of docker inspect or of docker compose "
+            "config --format json" % (where, key, type(value).__name__,
+                                      " or ".join(kind.__name__ for kind in kinds)),
+            2,
+        )  # fmt: skip
+    return value
+
+
+def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
+    config = _part(item, "Config", (dict,), where)
+    image = str(_part(config, "Image", (str,), where) or _part(item, "Image", (str,), where))
     env: Dict[str, str] = {}
-    for pair in config.get("Env") or []:
+    for pair in _part(config, "Env", (list,), where):
         key, _, value = str(pair).partition("=")
         env[key] = value
-    mounts = [
-        ContainerMount(
-            str(m.get("Type", "")),
-            _clean(str(m.get("Source") or m.get("Name") or "")),
-            _clean(str(m.get("Destination", ""))),
-            bool(m.get("RW", True)),
+    mounts = []
+    for at, mount in enumerate(_part(item, "Mounts", (list,), where)):
+        if not isinstance(mount, dict):
+            raise Error("%s: Mounts[%d] is not an object" % (where, at), 2)
+        mounts.append(
+            ContainerMount(
+                str(_part(mount, "Type", (str,), where)),
+                _clean(
+                    _part(mount, "Source", (str,), where) or _part(mount, "Name", (str,), where)
+                ),
+                _clean(_part(mount, "Destination", (str,), where)),
+                mount.get("RW") is not False,
+            )
         )
-        for m in item.get("Mounts") or []
-    ]
-    labels = config.get("Labels") or {}
-    label = str(labels.get("com.docker.compose.service", ""))
+    labels = _part(config, "Labels", (dict,), where)
+    label = str(labels.get("com.docker.compose.service") or "")
     role, keyword = _role(image, label)
-    name = str(item.get("Name", "")).lstrip("/")
-    user = str(config.get("User") or "")
+    name = str(_part(item, "Name", (str,), where)).lstrip("/")
+    user = str(_part(config, "User", (str,), where))
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
                      keyword)  # fmt: skip
 
 
-def _from_compose(name: str, item: Dict[str, Any]) -> Container:
-    image = str(item.get("image") or "")
-    environment = item.get("environment") or {}
+def _from_compose(name: str, item: Any, where: str = "--docker") -> Container:
+    where = "%s: services.%s" % (where, name)
+    if not isinstance(item, dict):
+        raise Error("%s is not an object: give the output of docker compose config "
+                    "--format json" % where, 2)  # fmt: skip
+    image = str(_part(item, "image", (str,), where))
+    environment = _part(item, "environment", (dict, list), where)
     if isinstance(environment, list):
         environment = dict(str(pair).partition("=")[::2] for pair in environment)
     env = {str(k): "" if v is None else str(v) for k, v in environment.items()}
     mounts = []
-    for volume in item.get("volumes") or []:
+    for at, volume in enumerate(_part(item, "volumes", (list,), where)):
         if isinstance(volume, dict):
             mounts.append(
                 ContainerMount(
-                    str(volume.get("type", "bind")),
-                    _clean(str(volume.get("source") or "")),
-                    _clean(str(volume.get("target") or "")),
+                    str(_part(volume, "type", (str,), where) or "bind"),
+                    _clean(str(_part(volume, "source", (str,), where))),
+                    _clean(str(_part(volume, "target", (str,), where))),
                     not volume.get("read_only", False),
                 )
             )
         elif isinstance(volume, str):  # compose 1.x's config, and what people type
             mounts.append(_short_volume(volume))
+        else:
+            raise Error("%s: volumes[%d] is neither an object nor a string" % (where, at), 2)
     role, keyword = _role(image, name)
-    return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env,
-                     str(item.get("user") or ""), keyword)  # fmt: skip
+    user = str(_part(item, "user", (str, int), where))
+    return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
+                     keyword)  # fmt: skip
 
 
 def _short_volume(text: str) -> ContainerMount:

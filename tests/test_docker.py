@@ -456,6 +456,16 @@ def test_slashes_and_dots_are_the_same_path(tree, run):
         ("not json", "not JSON"),
         ('{"no": "services"}', "neither docker inspect output"),
         ("[1, 2]", "neither docker inspect output"),
+        # JSON of another shape: each was a traceback (AttributeError, TypeError)
+        ('[{"Name": "a", "Mounts": "x"}]', "[0]: Mounts is str, not list"),
+        ('[{"Mounts": [null]}]', "[0]: Mounts[0] is not an object"),
+        ('[{"Config": []}]', "[0]: Config is list, not dict"),
+        ('[{"Config": {"Labels": ["a"]}}]', "[0]: Labels is list, not dict"),
+        ('{"services": {"a": null}}', "services.a is not an object"),
+        ('{"services": {"a": {"image": ["x"]}}}', "services.a: image is list, not str"),
+        ('{"services": {"a": {"environment": 5}}}', "services.a: environment is int, not dict"),
+        ('{"services": {"a": {"volumes": [5]}}}', "services.a: volumes[0] is neither"),
+        ('{"services": {"a": {"volumes": [{"source": 3}]}}}', "services.a: source is int"),
     ],
 )
 def test_garbage_input(tree, run, content, message):
@@ -465,6 +475,12 @@ def test_garbage_input(tree, run, content, message):
     assert (code, out) == (2, "")
     assert err.startswith("error: --docker %s: %s" % (path, message))
     assert len(err.splitlines()) == 1
+
+
+def test_closed_stdin(tree, run, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of a closed fd 0
+    code, out, err = run("--path", str(tree), "--check", "--docker", "-")
+    assert (code, out, err) == (2, "", "error: --docker -: standard input is closed\n")
 
 
 def test_missing_file(tree, run):

@@ -257,7 +257,7 @@ def test_docker_details(tree, run, tmp_path, monkeypatch):
                 "image": "lscr.io/linuxserver/sonarr",
                 "environment": ["PUID=%d" % os.getuid(), "PGID=%d" % os.getgid(), "UMASK=002"],
                 "volumes": [
-                    "short:syntax",
+                    "sonarr-config:/config",  # the short syntax, of a state path
                     {"type": "bind", "source": data, "target": "/data"},
                     {"type": "tmpfs", "target": "/tmp"},
                     {"type": "bind", "source": "/etc/localtime", "target": "/etc/localtime"},
