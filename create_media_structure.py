@@ -2304,7 +2304,10 @@ def _is_data_mount(mount: ContainerMount) -> bool:
 
 def _clean(path: str) -> str:
     """/data/torrents/ and /data/./torrents are /data/torrents (compose keeps what was
-    typed); a volume's name is left as it is."""
+    typed); a volume's name is left as it is.  No path holds a NUL: one that does is
+    not docker's."""
+    if "\0" in path:
+        raise Error("--docker: %r holds a NUL character: not a path docker gives" % path, 2)
     return os.path.normpath(path) if path.startswith("/") else path
 
 

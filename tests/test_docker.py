@@ -477,6 +477,23 @@ def test_garbage_input(tree, run, content, message):
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        '[{"Mounts": [{"Type": "bind", "Source": "/srv/da\\u0000ta", "Destination": "/data"}]}]',
+        '{"services": {"a": {"volumes": ["/srv/da\\u0000ta:/data"]}}}',
+    ],
+)
+def test_a_nul_in_a_path(tree, run, content):  # was a traceback (ValueError from os.stat)
+    path = tree / "bad.json"
+    path.write_text(content)
+    code, out, err = run("--path", str(tree), "--check", "--docker", str(path))
+    assert (code, out) == (2, "")
+    assert (
+        err == "error: --docker: '/srv/da\\x00ta' holds a NUL character: not a path docker gives\n"
+    )
+
+
 def test_closed_stdin(tree, run, monkeypatch):
     monkeypatch.setattr(sys, "stdin", None)  # what Python makes of a closed fd 0
     code, out, err = run("--path", str(tree), "--check", "--docker", "-")
