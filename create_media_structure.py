@@ -2854,8 +2854,11 @@ def access_lost(keep: os.stat_result, copy: os.stat_result) -> str:
     else:
         owner_has = bits(keep_mode, 0)
     group_has = bits(keep_mode, 3) if copy.st_gid == keep.st_gid else bits(keep_mode, 0)
+    # root reads and writes whatever the mode: a copy of root's (a cp run as root)
+    # can't lose its owner anything
+    owner_needs = bits(copy_mode, 6) if copy.st_uid != 0 else 0
     for who, has, needs in (
-        ("its owner (uid %d)" % copy.st_uid, owner_has, bits(copy_mode, 6)),
+        ("its owner (uid %d)" % copy.st_uid, owner_has, owner_needs),
         ("its group (gid %d)" % copy.st_gid, group_has, bits(copy_mode, 3)),
         ("other users", bits(keep_mode, 0), bits(copy_mode, 0)),
     ):

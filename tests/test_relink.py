@@ -240,6 +240,11 @@ def test_access_lost_cases():
     assert cms.access_lost(st(1, 1, 0o600), st(2, 2, 0o644)).startswith("its owner")
     assert cms.access_lost(st(1, 1, 0o640), st(1, 2, 0o640)).startswith("its group")
     assert cms.access_lost(st(1, 1, 0o640), st(1, 1, 0o644)).startswith("other users")
+    # A copy of root's (a cp run as root): root reads and writes whatever the mode, so
+    # only its group and the other users can lose anything.
+    assert cms.access_lost(st(1000, 1000, 0o644), st(0, 0, 0o600)) == ""
+    assert cms.access_lost(st(1000, 1000, 0o600), st(0, 0, 0o644)).startswith("its group (gid 0)")
+    assert cms.access_lost(st(1000, 0, 0o640), st(0, 0, 0o644)).startswith("other users")
 
 
 # -- failures at each step: the library path keeps its bytes ----------------------------------
