@@ -219,6 +219,36 @@ MUTATIONS = [
         'if root_mount is not None and root_mount.fstype == "btrfs":',
         "if False:",
     ),
+    (
+        "control characters in names printed raw (printable)",
+        "    return as_utf8(text).translate(CONTROLS)",
+        "    return as_utf8(text)",
+    ),
+    (
+        "a failed rename blamed on the link (_replace)",
+        "            return _failed(copy_path, keep_path, exc, replacing=True)",
+        "            return _failed(copy_path, keep_path, exc)",
+    ),
+    (
+        "root told to run as root for a refused link (_failed)",
+        "    elif number == errno.EPERM and is_root():",
+        "    elif False:",
+    ),
+    (
+        "compose's short volume syntax dropped unread (_from_compose)",
+        "            mounts.append(_short_volume(volume))",
+        "            pass",
+    ),
+    (
+        "a --docker file of another shape taken as empty (_part)",
+        "    if not isinstance(value, kinds):\n        raise Error(",
+        "    if not isinstance(value, kinds):\n        return kinds[0]()\n        raise Error(",
+    ),
+    (
+        "a copy of root's said to lose root access (access_lost)",
+        "    owner_needs = bits(copy_mode, 6) if copy.st_uid != 0 else 0",
+        "    owner_needs = bits(copy_mode, 6)",
+    ),
 ]
 
 
