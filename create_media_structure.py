@@ -2800,6 +2800,7 @@ class RelinkResult(NamedTuple):
     pairs: List[Relinked]
     skipped: List[Skipped]
     leftovers: int  # temp names of a killed run, removed (or, dry run, to remove)
+    unreadable: List[str]  # folders that could not be opened or listed: not looked in
 
 
 def index_files(
@@ -2808,26 +2809,33 @@ def index_files(
     min_size: int,
     keep: Callable[[os.stat_result], bool],
     poll: Callable[[], None],
+    unreadable: List[str],
 ) -> Iterator[Tuple[FileEntry, os.stat_result]]:
     """Every regular file of at least min_size below top (symlinks never followed);
-    poll runs before each folder (a library's walk can be long)."""
+    poll runs before each folder (a library's walk can be long); a folder that can't
+    be opened or listed goes into unreadable.
+
+    A folder is opened only when its turn comes: the descriptors held grow with the
+    depth, not with the width (media/tv holds thousands of shows, and 1024 descriptors
+    is a common limit).
+    """
     try:
         fd = walk.open(top)
     except Error:
         return
-    stack: List[Tuple[Tuple[str, ...], int]] = [(top, os.open(".", DIR_FLAGS, dir_fd=fd))]
-    while stack:
-        parts, fd = stack.pop()
+    parts, fd = top, os.open(".", DIR_FLAGS, dir_fd=fd)
+    stack: List[Tuple[Tuple[str, ...], int, List[str]]] = []  # a folder, its fd, what's left
+    while fd >= 0:
         poll()  # a stop here leaves a few descriptors to the exit that follows
         try:
             entries = list(_entries(fd, lone_only=False))
         except OSError:
             entries = []
+            unreadable.append(walk.path(parts))
+        folders = []
         for name, is_dir, st in entries:
             if is_dir:
-                child = _open_below(fd, name)
-                if child is not None:
-                    stack.append((parts + (name,), child))
+                folders.append(name)
             elif st is None:
                 continue
             elif st.st_size >= min_size and keep(st):
@@ -2836,7 +2844,20 @@ def index_files(
                 yield entry, st
             elif name.startswith(RELINK_PREFIX):
                 yield FileEntry(parts, name, -1, st.st_dev, st.st_ino, st.st_nlink, 0), st
-        os.close(fd)
+        stack.append((parts, fd, folders))
+        fd = -1
+        while stack and fd < 0:  # the next folder to read, or -1 when none is left
+            above, above_fd, left = stack[-1]
+            if not left:
+                os.close(above_fd)
+                stack.pop()
+                continue
+            name = left.pop()
+            child = _open_below(above_fd, name)
+            if child is None:
+                unreadable.append(walk.path(above + (name,)))
+            else:
+                parts, fd = above + (name,), child
 
 
 def access_lost(keep: os.stat_result, copy: os.stat_result) -> str:
@@ -2972,6 +2993,8 @@ def relink(
     else:
         for item in result.skipped:
             err.line("skipped: %s: %s" % (item.path, item.reason))
+        for path in result.unreadable:
+            err.line("not looked in: %s: could not be read" % path)
     return 1 if any(item.errno for item in result.skipped) else 0
 
 
@@ -2985,9 +3008,11 @@ def find_and_relink(
     min_age = MIN_AGE if args.min_age is None else args.min_age
     too_young = time.time() - min_age * 60  # an mtime after this is too young
     downloads: Dict[int, List[FileEntry]] = {}
+    unreadable: List[str] = []
     for source in SOURCES:
         top = (DATA, source, COMPLETE)
-        for entry, _ in index_files(walk, top, min_size, lambda st: True, signals.poll):
+        found = index_files(walk, top, min_size, lambda st: True, signals.poll, unreadable)
+        for entry, _ in found:
             if entry.size >= 0:
                 downloads.setdefault(entry.size, []).append(entry)
     for same_size in downloads.values():  # the one with more links first, then by path
@@ -3000,6 +3025,7 @@ def find_and_relink(
         min_size,
         lambda st: st.st_nlink == 1 and st.st_size in downloads,
         signals.poll,
+        unreadable,
     ):
         (copies if entry.size >= 0 else leftovers).append(entry)
     copies.sort(key=lambda e: (e.parts, e.name))
@@ -3015,7 +3041,7 @@ def find_and_relink(
             pairs.append(outcome)
         elif outcome is not None:
             skipped.append(outcome)
-    return RelinkResult(pairs, skipped, removed)
+    return RelinkResult(pairs, skipped, removed, unreadable)
 
 
 def _remove_leftovers(walk: Walk, leftovers: Sequence[FileEntry], dry_run: bool) -> int:
@@ -3311,6 +3337,13 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
             "  %s %d temp name(s) that an interrupted run left"
             % ("would remove" if dry_run else "removed", result.leftovers)
         )
+    if result.unreadable:
+        out.line("  %d folder(s) could not be read, so nothing in them was looked at:"
+                 % len(result.unreadable))  # fmt: skip
+        for path in result.unreadable[:3]:
+            out.line("      %s" % rel(path))
+        if len(result.unreadable) > 3:
+            out.line("      ... and %d more (--json lists each)" % (len(result.unreadable) - 3))
     total = sum(pair.frees for pair in result.pairs)
     held = sum(pair.bytes for pair in result.pairs) - total
     also = "; %s more stays with a reflink or snapshot" % human_size(held) if held else ""
@@ -3353,6 +3386,7 @@ def relink_json(dry_run: bool, result: RelinkResult) -> str:
                 for item in result.skipped
             ],
             "leftovers_removed": result.leftovers,
+            "unreadable_folders": result.unreadable,
         }
     )
 

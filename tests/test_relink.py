@@ -157,6 +157,51 @@ def test_names_can_not_break_a_line_or_drive_the_terminal(tree, run):
     assert "    2.0 MiB in 1 file(s): movies/F" in out and "\x1b" not in out
 
 
+def test_a_library_wider_than_the_descriptor_limit(tree, run):
+    # media/tv holds thousands of shows and 1024 descriptors is a common limit: the walk
+    # opened every subfolder of a folder before reading any, and with the limit reached
+    # it skipped the rest without a word (665 of 1,500 shows found under ulimit -n 1024).
+    resource = pytest.importorskip("resource")
+    data = tree / "data"
+    for index in range(60):
+        film = payload(300 + index, size=MIB + index)
+        write(data / ("torrents/complete/tv/S%02d/e.mkv" % index), film)
+        write(data / ("media/tv/Show %02d/Season 1/e.mkv" % index), film)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 32
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 50, hard))
+    try:
+        code, document, _ = relink(run, tree, "--dry-run")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (code, len(document["pairs"]), document["skipped"]) == (0, 60, [])
+
+
+def test_folders_it_could_not_read_are_named(tree, run, monkeypatch):
+    # A folder the run can't open (another user's 0700 folder, when not run as root)
+    # was left out without a word: the report said nothing about the copies in it.
+    data = tree / "data"
+    film = payload(41)
+    write(data / "torrents/complete/movies/F/f.mkv", film)
+    write(data / "media/movies/Locked/f.mkv", film)
+    real_open = os.open
+
+    def refuse_locked(path, *args, **kwargs):
+        if path == "Locked":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse_locked)
+    code, document, _ = relink(run, tree, "--dry-run")
+    assert (code, document["pairs"]) == (0, [])
+    assert document["unreadable_folders"] == [str(data / "media/movies/Locked")]
+    code, out, _ = run("--path", str(tree), "--relink", "--dry-run")
+    assert "  1 folder(s) could not be read, so nothing in them was looked at:" in out
+    assert "      media/movies/Locked" in out
+    code, out, err = run("--path", str(tree), "--relink", "--dry-run", "-q")
+    assert err == "not looked in: %s: could not be read\n" % (data / "media/movies/Locked")
+
+
 def test_synology_metadata_is_never_relinked(tree, run):
     data = tree / "data"
     film = payload(21)
