@@ -249,6 +249,20 @@ MUTATIONS = [
         "    owner_needs = bits(copy_mode, 6) if copy.st_uid != 0 else 0",
         "    owner_needs = bits(copy_mode, 6)",
     ),
+    (
+        "relink's walk opens every subfolder at once (index_files)",
+        "            name = left.pop()\n            child = _open_below(above_fd, name)",
+        "            name = left.pop()\n            child = _open_below(above_fd, name)\n"
+        "            held = [_open_below(above_fd, other) for other in left]\n"
+        "            if None in held:\n                left.clear()\n"
+        "            [os.close(fd) for fd in held if fd is not None]",
+    ),
+    (
+        "folders the relink could not read left unnamed (index_files)",
+        "            if child is None:\n"
+        "                unreadable.append(walk.path(above + (name,)))",
+        "            if child is None:\n                pass",
+    ),
 ]
 
 
