@@ -307,6 +307,12 @@ def parse_category(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "%r holds a ':', which docker's volume syntax can't hold" % text
         )
+    library = TREE[DATA][MEDIA]
+    if library.get(text) and text not in TREE[DATA][SOURCES[0]][COMPLETE]:
+        raise argparse.ArgumentTypeError(  # complete/personal would lead nowhere
+            "%r is media/%s/, a folder of folders (%s) that no download is imported "
+            "into; pick another name" % (text, text, ", ".join(library[text]))
+        )
     return text
 
 

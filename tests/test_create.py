@@ -504,6 +504,8 @@ def test_add_category(tmp_path, run):
         (" tv", "starts or ends with white space"),
         ("tv ", "starts or ends with white space"),
         ("movies:4k", "holds a ':'"),
+        # complete/personal/ would lead nowhere: media/personal/ holds rip/ and remux/
+        ("personal", "'personal' is media/personal/, a folder of folders (rip, remux)"),
     ],
 )
 def test_bad_category_is_a_usage_error(tmp_path, run, bad, why):
