@@ -4042,6 +4042,34 @@ def create(
     return 0
 
 
+def found_categories(walk: Walk, folders: Sequence[Folder]) -> List[Folder]:
+    """Categories on disk that the tree doesn't name (made by hand, or by an
+    --add-category that this run wasn't given): a folder of one name in a client's
+    complete/ and in media/.  A check that skipped them would call healthy an import
+    path it never tried."""
+
+    def folder_names(parts: Tuple[str, ...]) -> Set[str]:
+        fd = walk.fds.get(parts)
+        if fd is None:
+            return set()
+        try:  # hidden, Synology's #recycle and @eaDir: never a category
+            names = {name for name, is_dir, _ in _entries(fd, lone_only=False) if is_dir}
+        except OSError:
+            return set()
+        return {name for name in names if not name.startswith((".", "#", "@"))}
+
+    known = {folder.parts for folder in folders}
+    library = {name for name in folder_names((DATA, MEDIA)) if (DATA, MEDIA, name) not in known}
+    found: List[Folder] = []
+    for source in SOURCES:
+        complete = (DATA, source, COMPLETE)
+        for name in sorted(folder_names(complete) & library):
+            if complete + (name,) not in known:
+                found.append(Folder(complete + (name,), (True,) * 4, True))
+    targets = sorted({folder.parts[-1] for folder in found})
+    return [Folder((DATA, MEDIA, name), (True,) * 3, True) for name in targets] + found
+
+
 def check(
     walk: Walk,
     steps: List[Step],
@@ -4059,6 +4087,13 @@ def check(
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: the check was stopped; the probe files it made were removed")
         raise
+    named = set(TREE[DATA][MEDIA]) | set(args.add_category)
+    unnamed = [f.parts[-1] for f in folders if f.parts[:2] == (DATA, MEDIA) and
+               len(f.parts) == 3 and f.parts[-1] not in named]  # fmt: skip
+    if unnamed:
+        found = found._replace(notes=found.notes + [
+            "also checked, found on disk in complete/ and media/: %s (--add-category %s "
+            "makes it in every client)" % (", ".join(unnamed), unnamed[0])])  # fmt: skip
     extra: Dict[str, Any] = {}
     if args.docker is not None:
         found, extra = check_containers(found, walk, steps, pairs, args.docker)
@@ -4084,6 +4119,8 @@ def run(args: argparse.Namespace, mode: str, out: Output, err: Output, signals: 
             return relink(walk, folders, args, out, err, signals)
         steps = plan(walk, folders, args.owner, args.mode, need_stat=mode == "check")
         if mode == "check":
+            found = found_categories(walk, folders)  # their pairs are probed too
+            folders, steps = folders + found, steps + plan(walk, found, None, None, True)
             return check(walk, steps, folders, args, out, err, signals)
         return create(walk, steps, args, out, err, signals)
     finally:

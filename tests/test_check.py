@@ -222,6 +222,49 @@ def test_a_category_on_another_disk_fails_its_pair_only(tree, run, mount):
     }
 
 
+def test_categories_made_on_disk_are_probed_too(tree, run):
+    # Made by hand, or by --add-category on the first run and not on this one: a check
+    # that skipped complete/movies-4k -> media/movies-4k said healthy of a path it
+    # never tried.  A folder of one name in a client's complete/ and in media/ is one.
+    data = tree / "data"
+    for parts in (
+        "torrents/complete/movies-4k",
+        "media/movies-4k",
+        "usenet/complete/movies-4k",
+        "torrents/complete/Some.Download.2160p",
+        "media/#recycle",
+        "torrents/complete/#recycle",
+        "media/.hidden",
+        "ddl/complete/.hidden",
+    ):
+        (data / parts).mkdir()
+    code, out, _ = run("--path", str(tree), "--check")
+    assert code == 0
+    assert "probes       ok: 20 import pair(s): a hardlink and a move each work" in out
+    assert (
+        "note: also checked, found on disk in complete/ and media/: movies-4k "
+        "(--add-category movies-4k makes it in every client)"
+    ) in out
+    code, out, _ = run("--path", str(tree), "--check", "--add-category", "movies-4k")
+    assert "also checked" not in out and "ddl/complete/movies-4k: missing" in out
+
+
+@needs_root
+def test_a_category_made_on_disk_on_another_disk(tree, run, mount):
+    data = tree / "data"
+    (data / "torrents/complete/movies-4k").mkdir()
+    (data / "media/movies-4k").mkdir()
+    mount("-t", "tmpfs", "tmpfs", str(data / "media/movies-4k"))
+    code, document = check_json(run, tree)
+    assert code == 1
+    probes = {f["detail"] for f in document["findings"] if f["section"] == "probes"}
+    assert probes == {
+        "%s from torrents/complete/movies-4k to media/movies-4k failed: Invalid cross-device link"
+        % op
+        for op in ("hardlink", "move")
+    }
+
+
 @needs_root
 def test_bind_mount_same_device_still_fails(tree, run, mount):
     elsewhere = tree / "elsewhere"
