@@ -263,6 +263,11 @@ MUTATIONS = [
         "                unreadable.append(walk.path(above + (name,)))",
         "            if child is None:\n                pass",
     ),
+    (
+        "categories made on disk not probed (found_categories)",
+        "            found = found_categories(walk, folders)  # their pairs are probed too",
+        "            found: List[Folder] = []",
+    ),
 ]
 
 
