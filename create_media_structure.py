@@ -2177,6 +2177,7 @@ def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[
     import json
 
     remote = _remote_docker_host()
+    where = "--docker %s" % (source or "(docker inspect)")
     if source == "":
         if remote:
             return [], remote
@@ -2194,16 +2195,15 @@ def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[
                 with open(source, "rb") as handle:
                     text = handle.read().decode("utf-8", "surrogateescape")
         except OSError as exc:
-            raise Error("--docker %s: %s" % (source, exc.strerror), 2)
+            raise Error("%s: %s" % (where, exc.strerror), 2)
     try:
         document = json.loads(text)
     except ValueError as exc:
         raise Error(
-            "--docker %s: not JSON (%s); give the output of docker inspect or of "
-            "docker compose config --format json" % (source or "(docker inspect)", exc),
+            "%s: not JSON (%s); give the output of docker inspect or of docker compose "
+            "config --format json" % (where, exc),
             2,
         )
-    where = "--docker %s" % (source or "(docker inspect)")
     if isinstance(document, list) and all(isinstance(item, dict) for item in document):
         containers = [
             _from_inspect(item, "%s: [%d]" % (where, at)) for at, item in enumerate(document)
@@ -2213,8 +2213,8 @@ def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[
         services = document["services"].items()
         return [_from_compose(str(name), item, where) for name, item in services], ""
     raise Error(
-        "--docker %s: neither docker inspect output (a list) nor docker compose config "
-        "--format json (an object with services)" % (source or "(docker inspect)"),
+        "%s: neither docker inspect output (a list) nor docker compose config --format "
+        "json (an object with services)" % where,
         2,
     )
 
@@ -2335,7 +2335,7 @@ def _part(parent: Dict[str, Any], key: str, kinds: Tuple[type, ...], where: str)
 
 def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
     config = _part(item, "Config", (dict,), where)
-    image = str(_part(config, "Image", (str,), where) or _part(item, "Image", (str,), where))
+    image = _part(config, "Image", (str,), where) or _part(item, "Image", (str,), where)
     env: Dict[str, str] = {}
     for pair in _part(config, "Env", (list,), where):
         key, _, value = str(pair).partition("=")
@@ -2346,7 +2346,7 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
             raise Error("%s: Mounts[%d] is not an object" % (where, at), 2)
         mounts.append(
             ContainerMount(
-                str(_part(mount, "Type", (str,), where)),
+                _part(mount, "Type", (str,), where),
                 _clean(
                     _part(mount, "Source", (str,), where) or _part(mount, "Name", (str,), where)
                 ),
@@ -2357,8 +2357,8 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
     labels = _part(config, "Labels", (dict,), where)
     label = str(labels.get("com.docker.compose.service") or "")
     role, keyword = _role(image, label)
-    name = str(_part(item, "Name", (str,), where)).lstrip("/")
-    user = str(_part(config, "User", (str,), where))
+    name = _part(item, "Name", (str,), where).lstrip("/")
+    user = _part(config, "User", (str,), where)
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
                      keyword)  # fmt: skip
 
@@ -2368,7 +2368,7 @@ def _from_compose(name: str, item: Any, where: str = "--docker") -> Container:
     if not isinstance(item, dict):
         raise Error("%s is not an object: give the output of docker compose config "
                     "--format json" % where, 2)  # fmt: skip
-    image = str(_part(item, "image", (str,), where))
+    image = _part(item, "image", (str,), where)
     environment = _part(item, "environment", (dict, list), where)
     if isinstance(environment, list):
         environment = dict(str(pair).partition("=")[::2] for pair in environment)
@@ -2378,9 +2378,9 @@ def _from_compose(name: str, item: Any, where: str = "--docker") -> Container:
         if isinstance(volume, dict):
             mounts.append(
                 ContainerMount(
-                    str(_part(volume, "type", (str,), where) or "bind"),
-                    _clean(str(_part(volume, "source", (str,), where))),
-                    _clean(str(_part(volume, "target", (str,), where))),
+                    _part(volume, "type", (str,), where) or "bind",
+                    _clean(_part(volume, "source", (str,), where)),
+                    _clean(_part(volume, "target", (str,), where)),
                     not volume.get("read_only", False),
                 )
             )
@@ -3346,10 +3346,11 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
     if result.unreadable:
         out.line("  %d folder(s) could not be read, so nothing in them was looked at:"
                  % len(result.unreadable))  # fmt: skip
-        for path in result.unreadable[:3]:
+        for path in result.unreadable[:REPORT_SAME]:
             out.line("      %s" % rel(path))
-        if len(result.unreadable) > 3:
-            out.line("      ... and %d more (--json lists each)" % (len(result.unreadable) - 3))
+        if len(result.unreadable) > REPORT_SAME:
+            out.line("      ... and %d more (--json lists each)"
+                     % (len(result.unreadable) - REPORT_SAME))  # fmt: skip
     total = sum(pair.frees for pair in result.pairs)
     held = sum(pair.bytes for pair in result.pairs) - total
     also = "; %s more stays with a reflink or snapshot" % human_size(held) if held else ""
@@ -4120,7 +4121,8 @@ def run(args: argparse.Namespace, mode: str, out: Output, err: Output, signals: 
         steps = plan(walk, folders, args.owner, args.mode, need_stat=mode == "check")
         if mode == "check":
             found = found_categories(walk, folders)  # their pairs are probed too
-            folders, steps = folders + found, steps + plan(walk, found, None, None, True)
+            more = plan(walk, found, args.owner, args.mode, need_stat=True)
+            folders, steps = folders + found, steps + more
             return check(walk, steps, folders, args, out, err, signals)
         return create(walk, steps, args, out, err, signals)
     finally:
