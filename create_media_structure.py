@@ -1131,6 +1131,28 @@ def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> 
     return findings
 
 
+def sticky_findings(steps: Sequence[Step]) -> List[Finding]:
+    """Folders with the sticky bit: there only a file's owner (or the folder's) may
+    move or delete it, so an app running as another user than the one that made a
+    download can't move it out (usenet imports) or clean up.  One user for every
+    app works: a warning."""
+    return [
+        finding(
+            "permissions",
+            "sticky",
+            step.path,
+            "sticky (mode %04o): only a file's owner can move or delete it here, so an app "
+            "running as another user can't move a download out or clean up"
+            % stat.S_IMODE(step.st.st_mode),
+            "chmod -t the folder, or run again without --check with --mode %04o"
+            % (stat.S_IMODE(step.st.st_mode) & ~stat.S_ISVTX),
+            WARNING,
+        )
+        for step in steps
+        if step.st is not None and step.st.st_mode & stat.S_ISVTX
+    ]
+
+
 def import_folders(pairs: Pairs) -> Set[Tuple[str, ...]]:
     """The folders downloads and imports write into: each pair's two, and incomplete/."""
     folders = {parts for _, src, dst in pairs for parts in (src, dst)}
@@ -2088,10 +2110,13 @@ def run_check(
         if probed_as == "%d:%d" % (uid, gid):
             mode_findings = grade_permissions(mode_findings, probes, results, unprobed, walk)
         findings += mode_findings
-    elif not any(item.section == "permissions" for item in findings):
-        sections["permissions"] = (
-            "not checked: give --owner PUID:PGID to check as the containers' user"
-        )
+    findings += sticky_findings(steps)
+    if owner is None:
+        unchecked = "give --owner PUID:PGID to check as the containers' user"
+        if any(item.section == "permissions" for item in findings):
+            notes.append("write access was not checked: " + unchecked)
+        else:
+            sections["permissions"] = "not checked: " + unchecked
     trees = []
     for source in SOURCES:
         tree = [
@@ -4008,6 +4033,12 @@ def create(
         )
     if args.mode is not None and args.mode & 0o002:
         err.line("warning: --mode %04o lets every user on the system write there" % args.mode)
+    if args.mode is not None and args.mode & stat.S_ISVTX:
+        err.line(
+            "warning: --mode %04o sets the sticky bit: only a file's owner can move or delete "
+            "it there, so an app running as another user can't move a download out or clean "
+            "up; %04o leaves it out" % (args.mode, args.mode & ~stat.S_ISVTX)
+        )
     creating = any(step.action == CREATE for step in steps)
     if creating and args.owner is None and is_root():
         err.line(

@@ -708,6 +708,28 @@ def test_supplementary_groups_count(public_tmp, run, monkeypatch):
     assert "(groups 4242,0)" in out
 
 
+def test_a_sticky_folder_is_a_warning(tree, run):
+    # Usenet imports move the download out of complete/tv: in a sticky folder only the
+    # file's owner may, so an *arr running as another user than the client can't.
+    tv = tree / "data" / "usenet" / "complete" / "tv"
+    os.chmod(str(tv), 0o1775)
+    code, document = check_json(run, tree)
+    assert code == 0 and document["healthy"] is True
+    assert [(f["kind"], f["path"], f["severity"]) for f in document["findings"]] == [
+        ("sticky", str(tv), "warning")
+    ]
+    assert document["sections"]["permissions"] == "warning"
+    code, out, _ = run("--path", str(tree), "--check")
+    assert code == 0
+    assert "fix: chmod -t the folder, or run again without --check with --mode 0775" in out
+    assert "note: write access was not checked: give --owner PUID:PGID" in out
+    os.chmod(str(tv), 0o775)
+    code, document = check_json(run, tree)
+    assert document["findings"] == [] and document["sections"]["permissions"].startswith(
+        "not checked"
+    )
+
+
 @needs_root
 def test_an_acl_the_mode_bits_dont_show_is_a_warning(public_tmp, run, monkeypatch):
     tree = public_tmp

@@ -339,6 +339,17 @@ def test_world_writable_mode_warns(tmp_path, run):
     assert err == "warning: --mode 0777 lets every user on the system write there\n"
 
 
+def test_sticky_mode_warns(tmp_path, run):
+    code, _, err = run("--path", str(tmp_path), "--mode", "1775", "-q")
+    assert code == 0
+    assert err == (
+        "warning: --mode 1775 sets the sticky bit: only a file's owner can move or delete it "
+        "there, so an app running as another user can't move a download out or clean up; "
+        "0775 leaves it out\n"
+    )
+    assert stat.S_IMODE(os.stat(str(tmp_path / "data" / "media")).st_mode) == 0o1775
+
+
 # -- --owner -----------------------------------------------------------------------
 
 
