@@ -2224,6 +2224,13 @@ def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[
     try:
         document = json.loads(text)
     except ValueError as exc:
+        if any(line.startswith("services:") for line in text.splitlines()):
+            raise Error(
+                "%s: a compose file in YAML, not JSON: give docker compose config --format "
+                "json (Compose v2; docker-compose 1.x has no JSON: start the containers and "
+                "give --docker alone)" % where,
+                2,
+            )
         raise Error(
             "%s: not JSON (%s); give the output of docker inspect or of docker compose "
             "config --format json" % (where, exc),

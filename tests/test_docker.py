@@ -454,6 +454,8 @@ def test_slashes_and_dots_are_the_same_path(tree, run):
     "content, message",
     [
         ("not json", "not JSON"),
+        # docker-compose 1.x's config (YAML only), or the compose file itself
+        ("services:\n  sonarr:\n    image: x\nversion: '3.9'\n", "a compose file in YAML"),
         ('{"no": "services"}', "neither docker inspect output"),
         ("[1, 2]", "neither docker inspect output"),
         # JSON of another shape: each was a traceback (AttributeError, TypeError)
