@@ -925,9 +925,27 @@ def fstype_of(fd: int, path: str) -> str:
     return mount.fstype if mount is not None else ""
 
 
+def creator_categories(steps: Sequence[Step]) -> str:
+    """' --add-category NAME' for each category of the checked tree that the creator
+    doesn't make by itself (given to --check, or found on disk): a fix that runs the
+    creator again must name them, or it leaves their folders as they are."""
+    names = [step.folder.parts[2] for step in steps
+             if len(step.folder.parts) == 3 and step.folder.parts[1] == MEDIA
+             and step.folder.parts[2] not in TREE[DATA][MEDIA]]  # fmt: skip
+    return "".join(" --add-category " + shell_word(name) for name in names)
+
+
+def shell_word(text: str) -> str:
+    """text as one word for a POSIX shell, quoted only where it needs to be."""
+    import shlex
+
+    return shlex.quote(text)
+
+
 def layout_findings(steps: Sequence[Step]) -> List[Finding]:
     """Each conflict, and each topmost missing folder with how many lie below it."""
     findings: List[Finding] = []
+    again = "run without --check" + creator_categories(steps)
     absent: Set[Tuple[str, ...]] = set()
     for step in steps:
         parts = step.folder.parts
@@ -941,7 +959,7 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
                     "conflict",
                     step.path,
                     step.detail + " is in the way",
-                    "move it away, then run without --check",
+                    "move it away, then " + again,
                 )
             )
         elif step.action == CREATE:
@@ -949,7 +967,7 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
             below = sum(1 for s in steps if s.folder.parts[: len(parts)] == parts) - 1
             detail = "missing" + (" (and the %d folders below it)" % below if below else "")
             findings.append(
-                finding("layout", "missing", step.path, detail, "run without --check to create it")
+                finding("layout", "missing", step.path, detail, again + " to create it")
             )
     return findings
 
@@ -1107,6 +1125,7 @@ def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> 
     findings: List[Finding] = []
     if owner.uid == 0:  # root writes anywhere
         return findings
+    fix = "run again without --check, with --owner " + owner.spec + creator_categories(steps)
     for step in steps:
         if step.st is None:
             continue
@@ -1125,7 +1144,7 @@ def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> 
                     step.path,
                     "%s cannot write here (owner %d:%d, mode %04o)"
                     % (owner.spec, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
-                    "run again without --check, with --owner %s" % owner.spec,
+                    fix,
                 )
             )
     return findings
@@ -1136,6 +1155,7 @@ def sticky_findings(steps: Sequence[Step]) -> List[Finding]:
     move or delete it, so an app running as another user than the one that made a
     download can't move it out (usenet imports) or clean up.  One user for every
     app works: a warning."""
+    categories = creator_categories(steps)
     return [
         finding(
             "permissions",
@@ -1144,8 +1164,8 @@ def sticky_findings(steps: Sequence[Step]) -> List[Finding]:
             "sticky (mode %04o): only a file's owner can move or delete it here, so an app "
             "running as another user can't move a download out or clean up"
             % stat.S_IMODE(step.st.st_mode),
-            "chmod -t the folder, or run again without --check with --mode %04o"
-            % (stat.S_IMODE(step.st.st_mode) & ~stat.S_ISVTX),
+            "chmod -t the folder, or run again without --check with --mode %04o%s"
+            % (stat.S_IMODE(step.st.st_mode) & ~stat.S_ISVTX, categories),
             WARNING,
         )
         for step in steps
@@ -2520,6 +2540,7 @@ def judge_containers(
     real_root: str,
     tree_ids: Optional[Tuple[int, int]],
     blocked: Optional[Blocked] = None,
+    categories: str = "",
 ) -> List[Finding]:
     """Every containers finding: split-mounts, path-mismatch, read-only, named-volume,
     outside-tree, library-path, cannot-write, ids, umask, root, broad-access."""
@@ -2641,7 +2662,7 @@ def judge_containers(
                 "mounts %s, more than its own %s/" % (broad[0].host, own),
                 "the narrower bind (--compose prints it): - %s:/data/%s" % (folder, own),
                 WARNING)  # fmt: skip
-    findings += _ids_findings(writers, tree_ids, root, blocked)
+    findings += _ids_findings(writers, tree_ids, root, blocked, categories)
     return findings
 
 
@@ -2650,15 +2671,18 @@ def _ids_findings(
     tree_ids: Optional[Tuple[int, int]],
     root: str,
     blocked: Optional[Blocked] = None,
+    categories: str = "",
 ) -> List[Finding]:
     """Ids the writers run as, against each other and the tree's owner (None: no data/);
-    blocked: the writers the tree doesn't let write (see blocked_writers).  A tree of
-    root's is fixed by giving it to the apps' user, never the other way."""
+    blocked: the writers the tree doesn't let write (see blocked_writers); categories:
+    see creator_categories.  A tree of root's is fixed by giving it to the apps' user,
+    never the other way."""
     blocked = blocked or {}
     findings: List[Finding] = []
     known = [(c, container_ids(c)) for c in writers]
     known = [(c, ids) for c, ids in known if ids != (None, None)]
     give = "give the tree to the apps' user: run again without --check, with --owner %s"
+    give += categories.replace("%", "%%")
     users_tree = tree_ids is not None and tree_ids[0] != 0  # root's is given away instead
     owner = "%d:%d" % tree_ids if tree_ids is not None else ""
     for container, (uid, gid) in known:
@@ -2730,7 +2754,9 @@ def check_containers(
         tree_ids = (st.st_uid, st.st_gid) if st is not None else None
         real_root = real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
         blocked = blocked_writers(containers, walk, steps, pairs)
-        mine = judge_containers(containers, root, real_root, tree_ids, blocked)
+        mine = judge_containers(
+            containers, root, real_root, tree_ids, blocked, creator_categories(steps)
+        )
         findings += mine
         for container in containers:
             severities = {f.severity for f in mine if container.name in (f.container,)}
@@ -4130,9 +4156,12 @@ def check(
     unnamed = [f.parts[-1] for f in folders if f.parts[:2] == (DATA, MEDIA) and
                len(f.parts) == 3 and f.parts[-1] not in named]  # fmt: skip
     if unnamed:
-        found = found._replace(notes=found.notes + [
-            "also checked, found on disk in complete/ and media/: %s (--add-category %s "
-            "makes it in every client)" % (", ".join(unnamed), unnamed[0])])  # fmt: skip
+        first = shell_word(unnamed[0])
+        note = (
+            "also checked, found on disk in complete/ and media/: %s (--add-category %s makes "
+            "it in every client)" % (", ".join(unnamed), first)
+        )
+        found = found._replace(notes=found.notes + [note])
     extra: Dict[str, Any] = {}
     if args.docker is not None:
         found, extra = check_containers(found, walk, steps, pairs, args.docker)

@@ -367,6 +367,12 @@ def test_a_tree_of_root_is_never_fixed_by_running_the_apps_as_root():
     assert ("ids", "qbittorrent", "writes as 1000:1000, the tree belongs to 0:0",
             "give the tree to the apps' user: run again without --check, with --owner 1000:1000"
             ) in text  # fmt: skip
+    # A category the creator doesn't make by itself is named in the command.
+    said = cms._ids_findings([qb], (0, 0), "/srv/data", None, " --add-category 'movies 4k'")
+    assert [f.fix for f in said] == [
+        "give the tree to the apps' user: run again without --check, with --owner 1000:1000 "
+        "--add-category 'movies 4k'"
+    ]
     # A user without a group (Config.User "1000"): the group is the image's, not judged.
     bare = cms._from_inspect(inspect("sonarr", "lscr.io/linuxserver/sonarr", [], user="1000"))
     assert cms._ids_findings([bare], (0, 0), "/srv/data") == []
