@@ -932,14 +932,15 @@ def creator_categories(steps: Sequence[Step]) -> str:
     names = [step.folder.parts[2] for step in steps
              if len(step.folder.parts) == 3 and step.folder.parts[1] == MEDIA
              and step.folder.parts[2] not in TREE[DATA][MEDIA]]  # fmt: skip
-    return "".join(" --add-category " + shell_word(name) for name in names)
+    return "".join(" " + category_option(name) for name in names)
 
 
-def shell_word(text: str) -> str:
-    """text as one word for a POSIX shell, quoted only where it needs to be."""
+def category_option(name: str) -> str:
+    """--add-category NAME as a shell takes it: quoted where it needs to be, and joined
+    by '=' where NAME starts with '-' (argparse would take it for an option)."""
     import shlex
 
-    return shlex.quote(text)
+    return "--add-category" + ("=" if name.startswith("-") else " ") + shlex.quote(name)
 
 
 def layout_findings(steps: Sequence[Step]) -> List[Finding]:
@@ -4156,11 +4157,8 @@ def check(
     unnamed = [f.parts[-1] for f in folders if f.parts[:2] == (DATA, MEDIA) and
                len(f.parts) == 3 and f.parts[-1] not in named]  # fmt: skip
     if unnamed:
-        first = shell_word(unnamed[0])
-        note = (
-            "also checked, found on disk in complete/ and media/: %s (--add-category %s makes "
-            "it in every client)" % (", ".join(unnamed), first)
-        )
+        note = "also checked, found on disk in complete/ and media/: " + ", ".join(unnamed)
+        note += " (%s makes it in every client)" % category_option(unnamed[0])
         found = found._replace(notes=found.notes + [note])
     extra: Dict[str, Any] = {}
     if args.docker is not None:

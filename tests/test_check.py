@@ -754,6 +754,10 @@ def test_fixes_that_run_the_creator_name_the_categories_it_would_miss(tree, run)
     }  # fmt: skip
     code, out, _ = run("--path", str(tree), "--check")
     assert "(--add-category 'movies 4k' makes it in every client)" in out
+    # A name that starts with '-' is joined by '=': argparse would take it for an option.
+    assert cms.category_option("-4k") == "--add-category=-4k"
+    assert run("--path", str(tree), "-q", cms.category_option("-4k"))[0] == 0
+    assert (tree / "data" / "media" / "-4k").is_dir()
 
 
 @needs_root
