@@ -268,6 +268,16 @@ MUTATIONS = [
         "            found = found_categories(walk, folders)  # their pairs are probed too",
         "            found: List[Folder] = []",
     ),
+    (
+        "sticky folders not looked at (sticky_findings)",
+        "        if step.st is not None and step.st.st_mode & stat.S_ISVTX",
+        "        if step.st is not None and step.st.st_mode & stat.S_ISVTX & 0",
+    ),
+    (
+        "the creator's fix forgets the categories it doesn't make (writable_findings)",
+        'fix = "run again without --check, with --owner " + owner.spec + creator_categories(steps)',
+        'fix = "run again without --check, with --owner " + owner.spec',
+    ),
 ]
 
 
