@@ -2682,20 +2682,23 @@ def _ids_findings(
     findings: List[Finding] = []
     known = [(c, container_ids(c)) for c in writers]
     known = [(c, ids) for c, ids in known if ids != (None, None)]
-    give = "give the tree to the apps' user: run again without --check, with --owner %s"
-    give += categories.replace("%", "%%")
+
+    def give(ids: str) -> str:
+        command = "run again without --check, with --owner " + ids + categories
+        return "give the tree to the apps' user: " + command
+
     users_tree = tree_ids is not None and tree_ids[0] != 0  # root's is given away instead
     owner = "%d:%d" % tree_ids if tree_ids is not None else ""
     for container, (uid, gid) in known:
         ids = "%s:%s" % ("?" if uid is None else uid, "?" if gid is None else gid)
         to_match = (
-            "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give % ids)
+            "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give(ids))
             if users_tree
-            else give % ids
+            else give(ids)
         )
         if uid == 0:
             fix = "set PUID/PGID to the tree's owner (%s)" % owner if users_tree else (
-                "set PUID/PGID to the apps' user; then " + give % "PUID:PGID")  # fmt: skip
+                "set PUID/PGID to the apps' user; then " + give("PUID:PGID"))  # fmt: skip
             findings.append(finding(
                 "containers", "root", root, "runs as root (PUID 0 or no user): what it writes "
                 "belongs to root, and the other apps can't change it", fix, WARNING,
@@ -2718,7 +2721,7 @@ def _ids_findings(
             "containers", "ids", root, "the download clients and importers share no group "
             "(PGID %s)" % ", ".join(str(g) for g in sorted(gids)),
             "give them all the same PGID (the tree's group, %d)" % group if group is not None
-            else "give them all the same PGID; then " + give % "PUID:PGID",
+            else "give them all the same PGID; then " + give("PUID:PGID"),
             WARNING))  # fmt: skip
     uids = {ids[0] for _, ids in known if ids[0] is not None}
     if len(uids) > 1:
