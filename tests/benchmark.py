@@ -12,7 +12,8 @@ Prints, from one run, medians over --repeat runs of:
   * --check over a tree with --files downloaded files (half of them hardlinked
     into media/), against `find <complete dirs> -type f -links 1` (and, with
     --million, at 1,000,000 files); and the peak memory of --check at a tenth of
-    the files and at all of them, against a fresh run's;
+    the files and at all of them, against a fresh run's; on the empty tree, how
+    much of its start-up a python3 that only compiles the script takes;
   * --relink --dry-run over a generated tree of --relink-mib MiB (copies, near
     duplicates differing at the start, middle and end, pairs already linked)
     against `jdupes -r -m` of the same folders: wall time, warm and (where
@@ -187,13 +188,20 @@ def bench_check(files, repeat, million=False):
             check = python + [SCRIPT, "--path", base, "--check", "--json"]
             complete = [os.path.join(base, "data", s, "complete") for s in cms.SOURCES]
             find = ["find"] + complete + ["-type", "f", "-links", "1"]
-            runs = {"check": [], "find": [], "pass": []}
+            runs = {"check": [], "find": [], "pass": [], "compile": []}
+            # A python3 that only compiles the script: what every run of it pays first
+            # (a script run from a file or a pipe is compiled each time; no .pyc).
+            compile_only = python + [
+                "-c",
+                "compile(open(%r).read(), %r, 'exec')" % (SCRIPT, SCRIPT),
+            ]
             peak = 0
             for index in range(repeat + 1):
                 for name, command in (
                     ("check", check),
                     ("find", find),
                     ("pass", python + ["-c", "pass"]),
+                    ("compile", compile_only),
                 ):
                     seconds, _ = wait(command)
                     if index:
@@ -204,6 +212,7 @@ def bench_check(files, repeat, million=False):
                 statistics.median(runs["find"]),
                 peak,
                 statistics.median(runs["pass"]),
+                statistics.median(runs["compile"]),
             )
         finally:
             shutil.rmtree(base, ignore_errors=True)
@@ -215,16 +224,23 @@ def bench_check(files, repeat, million=False):
     print()
     print("--check (audit + probes) against find -type f -links 1, median of %d runs" % repeat)
     print("  %-12s %14s %12s %12s %16s" % ("files", "--check", "find", "ratio", "--check peak RSS"))
-    for count, (check_s, find_s, peak, _) in sorted(results.items()):
+    for count, (check_s, find_s, peak, _, _) in sorted(results.items()):
         print(
             "  %-12d %11.0f ms %9.0f ms %11.2fx %13d KiB"
             % (count, check_s * 1000, find_s * 1000, check_s / find_s, peak)
         )
     print("  fresh run peak RSS: %d KiB" % fresh_peak)
-    empty, bare = results[0][0], results[0][3]
+    empty, bare, compiled = results[0][0], results[0][3], results[0][4]
     print(
-        "  empty tree: --check %.0f ms, python3 -c pass %.0f ms: +%.0f ms"
-        % (empty * 1000, bare * 1000, (empty - bare) * 1000)
+        "  empty tree: --check %.0f ms, python3 -c pass %.0f ms: +%.0f ms, of which +%.0f ms "
+        "is compiling the script (a python3 that only compiles it: %.0f ms)"
+        % (
+            empty * 1000,
+            bare * 1000,
+            (empty - bare) * 1000,
+            (compiled - bare) * 1000,
+            compiled * 1000,
+        )
     )
 
 
