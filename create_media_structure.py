@@ -123,6 +123,7 @@ DEFAULT_NAME_MAX = 255
 
 # What a run does with each folder.
 CREATE, KEEP, CHANGE, CONFLICT = "create", "keep", "change", "conflict"
+SYMLINK_TO = "symlink -> "  # a kept folder that is a symlink: its detail, then the target
 # How a --check finding is graded.
 PROBLEM, WARNING = "problem", "warning"
 
@@ -593,7 +594,7 @@ def _plan_symlink(walk: Walk, folder: Folder, path: str, link_st: os.stat_result
             what = "a broken symlink -> %s (%s)" % (target, exc.strerror)
         return Step(folder, path, CONFLICT, what, None, True)
     walk.fds[folder.parts] = fd
-    return Step(folder, path, KEEP, "symlink -> " + target, os.fstat(fd), True)
+    return Step(folder, path, KEEP, SYMLINK_TO + target, os.fstat(fd), True)
 
 
 def _target_kind(parent: int, target: str) -> str:
@@ -925,6 +926,18 @@ def fstype_of(fd: int, path: str) -> str:
     return mount.fstype if mount is not None else ""
 
 
+def symlink_target(step: Step) -> str:
+    """What a symlinked tree folder points to, as written in the link."""
+    assert step.symlink and step.detail.startswith(SYMLINK_TO)
+    return step.detail[len(SYMLINK_TO) :]
+
+
+def quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
 def creator_categories(steps: Sequence[Step]) -> str:
     """' --add-category NAME' for each category of the checked tree that the creator
     doesn't make by itself (given to --check, or found on disk): a fix that runs the
@@ -938,9 +951,7 @@ def creator_categories(steps: Sequence[Step]) -> str:
 def category_option(name: str) -> str:
     """--add-category NAME as a shell takes it: quoted where it needs to be, and joined
     by '=' where NAME starts with '-' (argparse would take it for an option)."""
-    import shlex
-
-    return "--add-category" + ("=" if name.startswith("-") else " ") + shlex.quote(name)
+    return "--add-category" + ("=" if name.startswith("-") else " ") + quote(name)
 
 
 def layout_findings(steps: Sequence[Step]) -> List[Finding]:
@@ -1052,6 +1063,21 @@ def filesystem_findings(
                     "container given data/ sees it dangling or pointing elsewhere" % real,
                     "move the folder into data/ and remove the symlink (or mount its "
                     "target at the same path in every container)",
+                    WARNING,
+                )
+            elif os.path.isabs(symlink_target(step)):
+                # Inside data/ on the host, but by the host's path: a container that
+                # mounts data/ at /data has no such path.
+                parent = real_path_of(walk.fds[parts[:-1]], os.path.dirname(step.path))
+                relative = os.path.relpath(real, parent)
+                found[step.path] = finding(
+                    "filesystem",
+                    "symlink-absolute",
+                    step.path,
+                    "a symlink by absolute path to %s: imports on this host work, but a "
+                    "container that mounts data/ at another path (/data) sees it dangling"
+                    % symlink_target(step),
+                    "make it relative: ln -sfn %s %s" % (quote(relative), quote(step.path)),
                     WARNING,
                 )
         elif step.st.st_dev != root.st.st_dev and devices.get(parts[:-1]) == root.st.st_dev:

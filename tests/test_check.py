@@ -1303,3 +1303,24 @@ def test_a_signal_mid_probe_leaves_nothing(tree, signal_name, code):
     ]
     assert probe_files(tree) == []
     assert snapshot(tree) == before
+
+
+def test_symlink_inside_data_by_absolute_path_is_a_warning(tree, run):
+    # media/tv -> <host path>/data/media/series works on the host; a container that
+    # mounts data/ at /data has no such path, and sees the folder dangling.
+    media = tree / "data" / "media"
+    (media / "series").mkdir()
+    (media / "tv").rmdir()
+    (media / "tv").symlink_to(media / "series")
+    code, document = check_json(run, tree)
+    assert code == 0
+    assert kinds(document) == [("symlink-absolute", str(media / "tv"))]
+    item = document["findings"][0]
+    assert item["severity"] == "warning"
+    assert item["fix"] == "make it relative: ln -sfn series %s" % (media / "tv")
+    assert document["sections"]["filesystem"] == "warning"
+    # The fix, done, leaves no finding.
+    os.unlink(str(media / "tv"))
+    os.symlink("series", str(media / "tv"))
+    code, document = check_json(run, tree)
+    assert (code, kinds(document)) == (0, [])
