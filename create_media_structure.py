@@ -1248,7 +1248,7 @@ def probe_identity(owner: Optional[Owner]) -> Tuple[int, int, List[int]]:
 
 
 # A probe result: (pair index, step, errno, text).  Steps: reach, create, finish,
-# hardlink, move, same-folder.
+# hardlink, move, same-folder, taken, locked, remove.
 ProbeResult = Tuple[int, str, int, str]
 
 
@@ -1325,7 +1325,15 @@ def _probe_one(
     src_fd, dst_fd = opened[src], opened[dst]
     if same_file(os.fstat(src_fd), os.fstat(dst_fd)):
         return [(index, "same-folder", errno.EEXIST, "")]
+    results: List[ProbeResult] = []
     incoming = probes.incoming[index]
+    for parts in (src, dst) + ((incoming,) if incoming is not None else ()):
+        what = locked(opened[parts])  # a file made there might never be removed again
+        if what:
+            results.append((index, "locked:" + "/".join(parts), errno.EPERM, what))
+            if parts != incoming:
+                return results
+            incoming = None  # the pair is still probed from complete/
     places = [(src, (name,)), (dst, (name + ".l", name + ".m"))]
     if incoming is not None:
         places.append((incoming, (name,)))
@@ -1335,8 +1343,7 @@ def _probe_one(
                 os.stat(taken, dir_fd=opened[parts], follow_symlinks=False)
             except OSError:
                 continue
-            return [(index, "taken:" + "/".join(parts + (taken,)), errno.EEXIST, "")]
-    results: List[ProbeResult] = []
+            return results + [(index, "taken:" + "/".join(parts + (taken,)), errno.EEXIST, "")]
     made = False
     if incoming is not None:
         inc_fd = opened[incoming]
@@ -1370,7 +1377,10 @@ def _probe_one(
         # cached 1 and the inode numbers differ: there the new name's count decides.
         if two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or not same_file(one, two))):
             results.append((index, "hardlink", errno.EXDEV, "the hardlink arrived as a copy"))
-        os.unlink(name + ".l", dir_fd=dst_fd)
+        try:
+            os.unlink(name + ".l", dir_fd=dst_fd)
+        except OSError as exc:  # the clean-up tries again; the report names the file
+            results.append((index, "remove", exc.errno or 0, ""))
     try:
         os.rename(name, name + ".m", src_dir_fd=src_fd, dst_dir_fd=dst_fd)
     except OSError as exc:
@@ -1380,6 +1390,29 @@ def _probe_one(
         if not fuse and moved.st_ino != before.st_ino:
             results.append((index, "move", errno.EXDEV, "the move arrived as a copy"))
     return results
+
+
+FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20  # chattr +i, chattr +a: Linux's inode flags
+
+
+def locked(fd: int) -> str:
+    """ "immutable" or "append-only" for a folder so marked (chattr +i, +a): there not
+    even root may rename or delete a name (nor add one, when immutable).  "" where it
+    is neither, or nothing tells (not Linux, a filesystem without these flags)."""
+    if not sys.platform.startswith("linux"):
+        return ""
+    import fcntl
+
+    flags = bytearray(8)  # the kernel writes an int; room for the long the number names
+    long_size = 8 if sys.maxsize > 2**32 else 4
+    try:
+        fcntl.ioctl(fd, 0x80006601 | (long_size << 16), flags)  # FS_IOC_GETFLAGS, as lsattr
+    except OSError:
+        return ""
+    value = int.from_bytes(bytes(flags[:4]), sys.byteorder)
+    if value & FS_IMMUTABLE_FL:
+        return "immutable"
+    return "append-only" if value & FS_APPEND_FL else ""
 
 
 def _make_probe_file(dir_fd: int, name: str) -> None:
@@ -1575,8 +1608,33 @@ def unprobed_pairs(results: Sequence[ProbeResult], probes: ProbePlan) -> Set[int
         index
         for index, step, _, _ in results
         if step.startswith(("reach:", "taken:"))
+        or (step.startswith("locked:") and INCOMPLETE not in step.split("/"))
         or step in ("same-folder", "create:" + "/".join(probes.pairs[index][1]))
     }
+
+
+def locked_finding(walk: Walk, folder: Tuple[str, ...], flag: str) -> Finding:
+    """An immutable or append-only folder of an import pair: a problem, but for
+    incomplete/ (no import crosses it)."""
+    letter, forbidden = (
+        ("i", "add, rename or delete") if flag == "immutable" else ("a", "rename or delete")
+    )
+    if INCOMPLETE not in folder:
+        fails, severity = "imports, upgrades or clean-ups fail", PROBLEM
+    elif flag == "immutable":
+        fails, severity = "the client can't download here", WARNING
+    else:
+        fails, severity = "the client can't move a finished download out", WARNING
+    path = walk.path(folder)
+    return finding(
+        "probes",
+        "locked",
+        path,
+        "%s (chattr +%s): not even root may %s a file here, so %s; not probed here"
+        % (flag, letter, forbidden, fails),
+        "if you didn't mean it: chattr -%s %s (lsattr -d shows it)" % (letter, quote(path)),
+        severity,
+    )
 
 
 def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk) -> List[Finding]:
@@ -1639,6 +1697,21 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
                     % (src_rel, dst_rel),
                     "remove it if it isn't yours, and check again",
                     WARNING,
+                )
+            )
+        elif step.startswith("locked:"):
+            findings.append(locked_finding(walk, tuple(step[7:].split("/")), text))
+        elif step == "remove":
+            findings.append(
+                finding(
+                    "probes",
+                    "remove-failed",
+                    walk.path(dst),
+                    "removing the probe's hardlink %s failed: %s (so may an upgrade or "
+                    "a clean-up that removes a file here)"
+                    % (walk.path(dst + (probes.token + ".l",)), reason),
+                    fix,
+                    errno_name=name,
                 )
             )
         elif step == "same-folder":

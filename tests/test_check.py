@@ -1324,3 +1324,85 @@ def test_symlink_inside_data_by_absolute_path_is_a_warning(tree, run):
     os.symlink("series", str(media / "tv"))
     code, document = check_json(run, tree)
     assert (code, kinds(document)) == (0, [])
+
+
+def set_inode_flags(path, flags):
+    """chattr without e2fsprogs: FS_IOC_SETFLAGS on the folder; False where refused."""
+    import fcntl
+    import struct
+
+    long_size = struct.calcsize("l")
+    fd = os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, 0x40006602 | (long_size << 16), struct.pack("i", flags) + bytes(4))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+@pytest.fixture
+def chattr():
+    """Set a folder's inode flags for a test; cleared again after it (else no cleanup)."""
+    changed = []
+
+    def setter(path, flags):
+        if not set_inode_flags(path, flags):
+            pytest.skip("this filesystem refuses inode flags (chattr)")
+        changed.append(path)
+
+    yield setter
+    for path in changed:
+        set_inode_flags(path, 0)
+
+
+@needs_root
+def test_append_only_and_immutable_folders_are_named_and_left_clean(tree, run, chattr):
+    # media/tv append-only (chattr +a): a hardlink into it works, but nothing made there
+    # can be removed again, not even by root; usenet/incomplete immutable (chattr +i).
+    # The probes leave both alone instead of crashing on the clean-up.
+    data = tree / "data"
+    chattr(data / "media" / "tv", cms.FS_APPEND_FL)
+    chattr(data / "usenet" / "incomplete", cms.FS_IMMUTABLE_FL)
+    before = snapshot(tree)
+    code, document = check_json(run, tree)
+    assert code == 1
+    assert kinds(document, "probes") == [
+        ("locked", str(data / "media" / "tv")),
+        ("locked", str(data / "usenet" / "incomplete")),
+    ]
+    tv, incomplete = sorted(
+        (f for f in document["findings"] if f["kind"] == "locked"), key=lambda f: f["path"]
+    )
+    assert tv["severity"] == "problem"
+    assert tv["detail"].startswith("append-only (chattr +a): not even root may rename")
+    assert tv["fix"] == "if you didn't mean it: chattr -a %s (lsattr -d shows it)" % tv["path"]
+    assert incomplete["severity"] == "warning"  # no import crosses it
+    assert "immutable (chattr +i)" in incomplete["detail"]
+    # The other pairs of usenet were still probed, from complete/.
+    assert document["sections"]["probes"] == "problem"
+    assert probe_files(tree) == []
+    assert snapshot(tree) == before
+
+
+def test_a_probe_link_that_cannot_be_removed_is_reported(tree, run, monkeypatch):
+    real_unlink = os.unlink
+    failed = []
+
+    def unlink(path, *args, **kwargs):
+        if path.endswith(".l") and not failed:
+            failed.append(path)
+            raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    code, document = check_json(run, tree)
+    assert code == 1
+    (item,) = [f for f in document["findings"] if f["kind"] == "remove-failed"]
+    media = tree / "data" / "media"
+    assert item["path"].startswith(str(media))
+    link = os.path.join(item["path"], cms.PROBE_NAME + ".l")
+    assert "removing the probe's hardlink %s failed: Input/output error" % link in item["detail"]
+    assert item["errno"] == "EIO"
+    assert probe_files(tree) == []  # the clean-up's second try took it
