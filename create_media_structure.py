@@ -1248,7 +1248,7 @@ def probe_identity(owner: Optional[Owner]) -> Tuple[int, int, List[int]]:
 
 
 # A probe result: (pair index, step, errno, text).  Steps: reach, create, finish,
-# hardlink, move, same-folder, taken, locked, remove.
+# hardlink, move, same-folder, taken, locked, remove, disturbed.
 ProbeResult = Tuple[int, str, int, str]
 
 
@@ -1290,7 +1290,10 @@ def probe_pairs(
                         where = _blocker(exc.filename) if close and exc.filename else ""
                         results.append((index, "reach:" + "/".join(parts), exc.errno or 0, where))
             if len(opened) == len(set(wanted)):
-                results += _probe_one(index, name, opened, src, dst, probes)
+                try:
+                    results += _probe_one(index, name, opened, src, dst, probes)
+                except OSError as exc:  # a probe file taken away or changed meanwhile
+                    results.append((index, "disturbed", exc.errno or 0, ""))
         finally:
             for parts, fd in opened.items():
                 for suffix in (".l", ".m") if parts == dst else ("",):
@@ -1602,12 +1605,14 @@ def _nothing() -> None:  # pragma: no cover - the probe child has no signals to 
 
 
 def unprobed_pairs(results: Sequence[ProbeResult], probes: ProbePlan) -> Set[int]:
-    """The pairs whose hardlink and move were never tried: a folder the probe could not
-    reach, no file of its own in complete/<category>, a name in the way, one folder."""
+    """The pairs whose hardlink and move were never tried (or not to the end): a folder
+    the probe could not reach, no file of its own in complete/<category>, a name in the
+    way, one folder, a folder locked, a probe file taken away halfway."""
     return {
         index
         for index, step, _, _ in results
         if step.startswith(("reach:", "taken:"))
+        or step == "disturbed"
         or (step.startswith("locked:") and INCOMPLETE not in step.split("/"))
         or step in ("same-folder", "create:" + "/".join(probes.pairs[index][1]))
     }
@@ -1712,6 +1717,19 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
                     % (walk.path(dst + (probes.token + ".l",)), reason),
                     fix,
                     errno_name=name,
+                )
+            )
+        elif step == "disturbed":
+            findings.append(
+                finding(
+                    "probes",
+                    "probe-disturbed",
+                    walk.path(src),
+                    "the probe of %s -> %s failed halfway: %s (did something remove or "
+                    "replace its file meanwhile?); not probed" % (src_rel, dst_rel, reason),
+                    "check again",
+                    WARNING,
+                    name,
                 )
             )
         elif step == "same-folder":

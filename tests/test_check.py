@@ -1406,3 +1406,29 @@ def test_a_probe_link_that_cannot_be_removed_is_reported(tree, run, monkeypatch)
     assert "removing the probe's hardlink %s failed: Input/output error" % link in item["detail"]
     assert item["errno"] == "EIO"
     assert probe_files(tree) == []  # the clean-up's second try took it
+
+
+def test_a_probe_file_taken_away_halfway_is_a_warning_not_a_traceback(tree, run, monkeypatch):
+    # The tree is writable by the apps' user: an app may remove a probe's file between
+    # two of its steps.  That pair is "not probed", with a warning; the rest go on.
+    real_rename = os.rename
+    taken = []
+
+    def rename_then_lose(src, dst, src_dir_fd=None, dst_dir_fd=None):
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        if not taken:  # the first: from incomplete/ into complete/<cat>
+            taken.append(dst)
+            os.unlink(dst, dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(os, "rename", rename_then_lose)
+    code, document = check_json(run, tree)
+    assert code == 0
+    (item,) = document["findings"]
+    assert (item["kind"], item["severity"], item["errno"]) == (
+        "probe-disturbed",
+        "warning",
+        "ENOENT",
+    )
+    assert "failed halfway: No such file or directory" in item["detail"]
+    assert document["sections"]["probes"] == "warning"
+    assert probe_files(tree) == []
