@@ -3352,10 +3352,17 @@ def _try_pair(
             if not _unchanged(after_keep, keep) or not _unchanged(after_copy, copy, nlink=1):
                 return _skip(copy_path, keep_path, "changed while it was compared")
             frees = own_bytes(copy_fd, copy.size)
+            # Checked before any link: in such a folder the temp name could never go.
+            held = [(locked(copy_dir), "its folder"), (locked(copy_fd), "the copy")]
         finally:
             os.close(copy_fd)
     finally:
         os.close(keep_fd)
+    for what, place in held:
+        if what:
+            reason = "%s is %s (chattr +%s): not even root may replace the copy; chattr -%s " \
+                "lifts it" % (place, what, what[0], what[0])  # fmt: skip
+            return _skip(copy_path, keep_path, reason, errno.EPERM)
     lost = access_lost(keep_st, copy_st)
     if lost:
         return _skip(copy_path, keep_path, lost)

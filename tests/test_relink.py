@@ -395,20 +395,34 @@ def test_a_link_refused_to_root_names_what_root_meets(tree, run, monkeypatch):
 
 @needs_root
 @pytest.mark.skipif(not shutil.which("chattr"), reason="needs chattr (e2fsprogs)")
-@pytest.mark.parametrize("which", ["copy", "folder"])
-def test_an_immutable_copy_or_folder_for_real(tree, run, monkeypatch, which):
+@pytest.mark.parametrize(
+    "which, flag, what",
+    [("copy", "i", "immutable"), ("folder", "i", "immutable"), ("folder", "a", "append-only")],
+)
+def test_an_immutable_or_append_only_copy_or_folder_for_real(
+    tree, run, monkeypatch, which, flag, what
+):
+    # Said before any link, in a dry run too: in an append-only folder a temp name,
+    # once linked, could never be removed again (it was left there).
     keep, copy, film = one_pair(tree)
     target = copy if which == "copy" else copy.parent
-    if subprocess.run(["chattr", "+i", str(target)], stderr=subprocess.DEVNULL).returncode:
-        pytest.skip("this filesystem has no immutable flag")
+    if subprocess.run(["chattr", "+" + flag, str(target)], stderr=subprocess.DEVNULL).returncode:
+        pytest.skip("this filesystem has no %s flag" % what)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     try:
+        dry = relink(run, tree, "--dry-run")
         code, document, _ = relink(run, tree)
     finally:
-        subprocess.run(["chattr", "-i", str(target)], check=True)
-    reason = document["skipped"][0]["reason"]
-    expected = cms.REPLACE_FIXES[errno.EPERM] if which == "copy" else cms.ROOT_LINK_EPERM
-    assert (code, reason) == (1, expected)
+        subprocess.run(["chattr", "-" + flag, str(target)], check=True)
+    place = "the copy" if which == "copy" else "its folder"
+    expected = "%s is %s (chattr +%s): not even root may replace the copy; chattr -%s lifts it" % (
+        place,
+        what,
+        flag,
+        flag,
+    )
+    assert (code, document["skipped"][0]["reason"]) == (1, expected)
+    assert dry[1]["skipped"][0]["reason"] == expected
     assert copy.read_bytes() == film and temp_names(tree) == []
 
 
