@@ -1612,9 +1612,9 @@ def unprobed_pairs(results: Sequence[ProbeResult], probes: ProbePlan) -> Set[int
         index
         for index, step, _, _ in results
         if step.startswith(("reach:", "taken:"))
+        or step in ("same-folder", "create:" + "/".join(probes.pairs[index][1]))
         or step == "disturbed"
         or (step.startswith("locked:") and INCOMPLETE not in step.split("/"))
-        or step in ("same-folder", "create:" + "/".join(probes.pairs[index][1]))
     }
 
 
