@@ -1399,9 +1399,9 @@ FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20  # chattr +i, chattr +a: Linux's inod
 
 
 def locked(fd: int) -> str:
-    """ "immutable" or "append-only" for a folder so marked (chattr +i, +a): there not
-    even root may rename or delete a name (nor add one, when immutable).  "" where it
-    is neither, or nothing tells (not Linux, a filesystem without these flags)."""
+    """Whether a folder (or file) is immutable or append-only (chattr +i, +a): in such
+    a folder not even root may rename or delete a name (nor add one, when immutable).
+    "immutable", "append-only", or "" (neither, or not Linux, or no such flags there)."""
     if not sys.platform.startswith("linux"):
         return ""
     import fcntl
