@@ -4207,6 +4207,13 @@ def create(
             "and containers running as PUID/PGID may not write there; add "
             "--owner 1000:1000 (Unraid: --owner nobody:users)"
         )
+    if steps[0].action == CREATE and os.path.basename(walk.base) == DATA:
+        # An Unraid share or a dataset named data, given as --path: a tree in data/data.
+        err.line(
+            "warning: --path %s is itself named data: the tree goes into %s; if this "
+            "folder is meant to be the tree's data/, give --path %s"
+            % (walk.base, steps[0].path, os.path.dirname(walk.base))
+        )
     if creating:
         where = in_ram(walk)
         if where:

@@ -218,8 +218,18 @@ def test_path_ending_in_data_is_refused(tmp_path, run):
         "--path %s\n" % (data, tmp_path)
     )
     assert snapshot(tmp_path) == before
-    (tmp_path / "other" / "data").mkdir(parents=True)  # an empty data/ is a fine base
-    assert run("--path", str(tmp_path / "other" / "data"), "-q")[0] == 0
+    # An empty data/ is a fine base, with a word: a share named data, given as --path,
+    # gets the tree in data/data.
+    share = tmp_path / "other" / "data"
+    share.mkdir(parents=True)
+    code, _, err = run("--path", str(share), "-q")
+    assert code == 0
+    assert err == (
+        "warning: --path %s is itself named data: the tree goes into %s/data; if this "
+        "folder is meant to be the tree's data/, give --path %s\n" % (share, share, share.parent)
+    )
+    assert (share / "data" / "media" / "tv").is_dir()
+    assert run("--path", str(share), "-q")[1:] == ("", "")  # said once, not on every run
 
 
 @pytest.mark.parametrize("limit, name, ok", [(143, "x" * 143, True), (143, "x" * 144, False)])
