@@ -1396,13 +1396,18 @@ def _probe_one(
 
 
 FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20  # chattr +i, chattr +a: Linux's inode flags
+# Machines whose ioctl numbers use Linux's generic encoding.  On PowerPC, MIPS, SPARC,
+# Alpha and PA-RISC the direction bits differ, and the number that reads the flags
+# here would write them there: nothing is asked of those.
+GENERIC_IOCTLS = ("x86", "i386", "i486", "i586", "i686", "aarch64", "arm", "riscv", "s390",
+                  "loongarch")  # fmt: skip
 
 
 def locked(fd: int) -> str:
     """Whether a folder (or file) is immutable or append-only (chattr +i, +a): in such
     a folder not even root may rename or delete a name (nor add one, when immutable).
     "immutable", "append-only", or "" (neither, or not Linux, or no such flags there)."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or not os.uname().machine.startswith(GENERIC_IOCTLS):
         return ""
     import fcntl
 
