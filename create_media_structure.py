@@ -1626,9 +1626,8 @@ def unprobed_pairs(results: Sequence[ProbeResult], probes: ProbePlan) -> Set[int
 def locked_finding(walk: Walk, folder: Tuple[str, ...], flag: str) -> Finding:
     """An immutable or append-only folder of an import pair: a problem, but for
     incomplete/ (no import crosses it)."""
-    letter, forbidden = (
-        ("i", "add, rename or delete") if flag == "immutable" else ("a", "rename or delete")
-    )
+    letter = flag[0]  # chattr's letter: i, a
+    forbidden = "add, rename or delete" if flag == "immutable" else "rename or delete"
     if INCOMPLETE not in folder:
         fails, severity = "imports, upgrades or clean-ups fail", PROBLEM
     elif flag == "immutable":
