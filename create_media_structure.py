@@ -3451,6 +3451,9 @@ def _replace(
             fstype = fstype_of(copy_dir, os.path.dirname(copy_path)) or "this filesystem"
             return _skip(copy_path, keep_path, "the link arrived as a copy on %s (its link "
                          "count did not rise): undone" % fstype)  # fmt: skip
+        if (made.st_size, made.st_mtime_ns) != (keep.size, keep.mtime_ns):  # written since
+            return _skip(copy_path, keep_path, "the download changed after it was compared: "
+                         "left alone")  # fmt: skip
         if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, keep, comparer):
             return _skip(copy_path, keep_path, "the linked name's bytes are not the copy's (the "
                          "download or the copy changed meanwhile): undone")  # fmt: skip
@@ -3486,17 +3489,14 @@ def _failed(copy_path: str, keep_path: str, exc: OSError, replacing: bool = Fals
 
 
 def _temp_is_the_copy(temp: str, copy_side: "Side", keep: FileEntry, comparer: Comparer) -> bool:
-    """The temp name holds the download's size and mtime and the copy's bytes, byte for
-    byte (the copy's own re-check follows in _replace)."""
+    """The temp name holds the copy's bytes, byte for byte (its size and mtime, the
+    download's, were checked before; the copy's own re-check follows in _replace)."""
     copy, copy_dir, _ = copy_side
     flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC
     temp_fd = os.open(temp, flags, dir_fd=copy_dir)
     try:
         copy_fd = os.open(copy.name, flags, dir_fd=copy_dir)
         try:
-            made = os.fstat(temp_fd)
-            if (made.st_size, made.st_mtime_ns) != (keep.size, keep.mtime_ns):
-                return False
             comparer.progress.total += 2 * copy.size
             return comparer.same(temp_fd, copy_fd, copy.size)
         finally:

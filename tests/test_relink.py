@@ -435,7 +435,9 @@ def faked_temp_stat(monkeypatch, field, change):
         if os.fsdecode(path).startswith(cms.RELINK_PREFIX):
             values = list(st)
             values[field] += change
-            return os.stat_result(values)
+            extra = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns",
+                     "st_ctime_ns")  # fmt: skip
+            return os.stat_result(values, {name: getattr(st, name) for name in extra})
         return st
 
     monkeypatch.setattr(os, "stat", fuse_stat)
@@ -547,6 +549,28 @@ def test_a_copy_changed_between_compare_and_replace(tree, run, monkeypatch):
     assert document["skipped"][0]["reason"] == "changed just before the replace: left alone"
     assert copy.read_bytes()[:3] == b"NEW" and os.stat(str(copy)).st_nlink == 1
     assert temp_names(tree) == []
+
+
+def test_a_download_written_between_compare_and_link_is_undone(tree, run, monkeypatch):
+    """The download's own inode is written after the compare (a client's recheck, an
+    editor): the link is that inode, but the library must not take bytes it never had."""
+    keep, copy, film = one_pair(tree)
+    real_link = os.link
+
+    def write_then_link(*args, **kwargs):
+        with open(str(keep), "r+b") as handle:
+            handle.write(b"NEW")
+        return real_link(*args, **kwargs)
+
+    monkeypatch.setattr(os, "link", write_then_link)
+    ino = inode(copy)
+    code, document, _ = relink(run, tree)
+    assert code == 0 and document["pairs"] == []
+    assert document["skipped"][0]["reason"] == (
+        "the download changed after it was compared: left alone"
+    )
+    assert inode(copy) == ino and copy.read_bytes() == film
+    assert os.stat(str(keep)).st_nlink == 1 and temp_names(tree) == []
 
 
 @needs_root
