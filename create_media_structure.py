@@ -2941,6 +2941,13 @@ ROOT_LINK_EPERM = (
     "append-only (lsattr shows it; chattr -i or -a lifts it), or the filesystem has no "
     "hardlinks (FAT, exFAT)"
 )
+# The mode bits don't tell what an ACL gives (the group bits are then its mask): two
+# files whose ACLs differ could cost someone access.
+ACL_XATTR = "system.posix_acl_access"
+ACL_DIFFERS = (
+    "its ACL differs from the download's (getfacl shows both): a user or group could lose "
+    "access; make them match (setfacl) and run again"
+)
 # The link is made; the rename over the copy failed (and the link is undone).
 REPLACE_FIXES: Dict[int, str] = {
     errno.EPERM: "the copy can't be replaced: it is immutable or append-only (lsattr shows "
@@ -3079,6 +3086,15 @@ def access_lost(keep: os.stat_result, copy: os.stat_result) -> str:
                 % (who, keep.st_uid, keep.st_gid, keep_mode, copy.st_uid, copy.st_gid, copy_mode)
             )
     return ""
+
+
+def acl_of(fd: int) -> bytes:
+    """A file's POSIX access ACL as the filesystem stores it; b"" for none, or where the
+    system has no such thing."""
+    try:
+        return os.getxattr(fd, ACL_XATTR)
+    except (AttributeError, OSError):  # not Linux; ENODATA: no ACL; ENOTSUP: no ACLs here
+        return b""
 
 
 class Comparer:
@@ -3358,6 +3374,7 @@ def _try_pair(
             frees = own_bytes(copy_fd, copy.size)
             # Checked before any link: in such a folder the temp name could never go.
             held = [(locked(copy_dir), "its folder"), (locked(copy_fd), "the copy")]
+            same_acl = acl_of(keep_fd) == acl_of(copy_fd)
         finally:
             os.close(copy_fd)
     finally:
@@ -3367,6 +3384,8 @@ def _try_pair(
             reason = "%s is %s (chattr +%s): not even root may replace the copy; chattr -%s " \
                 "lifts it" % (place, what, what[0], what[0])  # fmt: skip
             return _skip(copy_path, keep_path, reason, errno.EPERM)
+    if not same_acl:
+        return _skip(copy_path, keep_path, ACL_DIFFERS)
     lost = access_lost(keep_st, copy_st)
     if lost:
         return _skip(copy_path, keep_path, lost)

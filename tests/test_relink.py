@@ -276,6 +276,32 @@ def test_access_rule(tree, run):
     assert os.stat(str(copy)).st_uid == 1000 and os.stat(str(copy)).st_nlink == 1
 
 
+def test_an_acl_of_the_copy_is_not_lost(tree, run):
+    """A user given read access by the copy's ACL (setfacl) would lose it: the mode
+    bits say nothing of it, so a pair whose ACLs differ is skipped."""
+    if shutil.which("setfacl") is None:
+        pytest.skip("setfacl is not installed")
+    data = tree / "data"
+    film = payload(12)
+    keep = write(data / "torrents/complete/movies/A/a.mkv", film)
+    copy = write(data / "media/movies/A/a.mkv", film)
+    same_keep = write(data / "torrents/complete/tv/S/s.mkv", payload(13))
+    same_copy = write(data / "media/tv/S/s.mkv", payload(13))
+    for path in (keep, copy, same_keep, same_copy):
+        os.chmod(str(path), 0o640)
+    for path, entry in ((copy, "u:4242:r"), (same_keep, "u:4243:r"), (same_copy, "u:4243:r")):
+        if subprocess.run(["setfacl", "-m", entry, str(path)], check=False).returncode:
+            pytest.skip("this filesystem has no ACLs")
+    ino = inode(copy)
+    acl = os.getxattr(str(copy), "system.posix_acl_access")
+    code, document, _ = relink(run, tree)
+    assert code == 0  # skipped by a rule
+    assert [p["replace"] for p in document["pairs"]] == [str(same_copy)]  # one ACL: linked
+    assert [s["path"] for s in document["skipped"]] == [str(copy)]
+    assert document["skipped"][0]["reason"] == cms.ACL_DIFFERS
+    assert inode(copy) == ino and os.getxattr(str(copy), "system.posix_acl_access") == acl
+
+
 def test_access_lost_cases():
     def st(uid, gid, mode):
         return os.stat_result((0o100000 | mode, 1, 1, 1, uid, gid, 10, 0, 0, 0))
