@@ -195,6 +195,11 @@ MUTATIONS = [
         "if False:  # written since",
     ),
     (
+        "relink drops the copy's ACL (acl_of)",
+        "same_acl = acl_of(keep_fd) == acl_of(copy_fd)",
+        "same_acl = True",
+    ),
+    (
         "Synology's @eaDir counted and relinked (NAS_METADATA)",
         'NAS_METADATA = "@eaDir"',
         'NAS_METADATA = "never"',
