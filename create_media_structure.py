@@ -2941,9 +2941,10 @@ ROOT_LINK_EPERM = (
     "append-only (lsattr shows it; chattr -i or -a lifts it), or the filesystem has no "
     "hardlinks (FAT, exFAT)"
 )
-# The mode bits don't tell what an ACL gives (the group bits are then its mask): two
-# files whose ACLs differ could cost someone access.
-ACL_XATTR = "system.posix_acl_access"
+# The mode bits don't tell what an ACL gives (with a POSIX ACL the group bits are its
+# mask; ZFS on TrueNAS SCALE and NFS mounts keep NFSv4 ACLs): two files whose ACLs
+# differ could cost someone access.
+ACL_XATTRS = ("system.posix_acl_access", "system.nfs4_acl_xdr", "system.nfs4_acl")
 ACL_DIFFERS = (
     "its ACL differs from the download's (getfacl shows both): a user or group could lose "
     "access; make them match (setfacl) and run again"
@@ -3088,13 +3089,16 @@ def access_lost(keep: os.stat_result, copy: os.stat_result) -> str:
     return ""
 
 
-def acl_of(fd: int) -> bytes:
-    """A file's POSIX access ACL as the filesystem stores it; b"" for none, or where the
-    system has no such thing."""
-    try:
-        return os.getxattr(fd, ACL_XATTR)
-    except (AttributeError, OSError):  # not Linux; ENODATA: no ACL; ENOTSUP: no ACLs here
-        return b""
+def acl_of(fd: int) -> List[bytes]:
+    """A file's access ACLs as the filesystem stores them; b"" for each it has none of,
+    or where the system has no such thing."""
+    acls = []
+    for name in ACL_XATTRS:
+        try:
+            acls.append(os.getxattr(fd, name))
+        except (AttributeError, OSError):  # not Linux; ENODATA: none; ENOTSUP: not here
+            acls.append(b"")
+    return acls
 
 
 class Comparer:
