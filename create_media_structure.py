@@ -1317,6 +1317,10 @@ def _blocker(path: str) -> str:
     return path
 
 
+# mergerfs with link-exdev makes a symlink where a hardlink would cross its disks.
+UNION_SYMLINK = "a union makes one between its disks: mergerfs link-exdev"
+
+
 def _probe_one(
     index: int,
     name: str,
@@ -1378,7 +1382,10 @@ def _probe_one(
         two = os.stat(name + ".l", dir_fd=dst_fd, follow_symlinks=False)
         # The new name must count two names.  Through FUSE the old name's count may be a
         # cached 1 and the inode numbers differ: there the new name's count decides.
-        if two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or not same_file(one, two))):
+        if stat.S_ISLNK(two.st_mode):
+            how = "the hardlink arrived as a symlink (%s)" % UNION_SYMLINK
+            results.append((index, "hardlink", errno.EXDEV, how))
+        elif two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or not same_file(one, two))):
             results.append((index, "hardlink", errno.EXDEV, "the hardlink arrived as a copy"))
         try:
             os.unlink(name + ".l", dir_fd=dst_fd)
@@ -3470,10 +3477,13 @@ def _replace(
         return _failed(copy_path, keep_path, exc)
     try:
         made = os.stat(temp, dir_fd=copy_dir, follow_symlinks=False)
-        if made.st_nlink < keep_st.st_nlink + 1:
+        if made.st_nlink < keep_st.st_nlink + 1 or stat.S_ISLNK(made.st_mode):
             fstype = fstype_of(copy_dir, os.path.dirname(copy_path)) or "this filesystem"
-            return _skip(copy_path, keep_path, "the link arrived as a copy on %s (its link "
-                         "count did not rise): undone" % fstype)  # fmt: skip
+            if stat.S_ISLNK(made.st_mode):
+                how = "a symlink on %s (%s)" % (fstype, UNION_SYMLINK)
+            else:
+                how = "a copy on %s (its link count did not rise)" % fstype
+            return _skip(copy_path, keep_path, "the link arrived as %s: undone" % how)
         if (made.st_size, made.st_mtime_ns) != (keep.size, keep.mtime_ns):  # written since
             return _skip(copy_path, keep_path, "the download changed after it was compared: "
                          "left alone")  # fmt: skip

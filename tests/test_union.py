@@ -17,6 +17,16 @@ ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 @pytest.fixture
 def pool(run):
     """mergerfs over two branches, mounted by root; skipped where that can't be done."""
+    yield from mount_pool(run)
+
+
+@pytest.fixture
+def symlinking_pool(run):
+    """A pool that turns a hardlink between its disks into a relative symlink."""
+    yield from mount_pool(run, "link-exdev=rel-symlink")
+
+
+def mount_pool(run, *options):
     if not ROOT:
         pytest.skip("mounting mergerfs needs root")
     if shutil.which("mergerfs") is None or not os.path.exists("/dev/fuse"):
@@ -28,7 +38,13 @@ def pool(run):
     for folder in branches + [mounted]:
         folder.mkdir()
     proc = subprocess.run(
-        ["mergerfs", "-o", "allow_other", ":".join(map(str, branches)), str(mounted)],
+        [
+            "mergerfs",
+            "-o",
+            ",".join(("allow_other",) + options),
+            ":".join(map(str, branches)),
+            str(mounted),
+        ],
         stderr=subprocess.PIPE,
         check=False,
     )
@@ -60,12 +76,18 @@ def test_links_through_mergerfs_are_healthy(pool, run, monkeypatch):
     assert document["probed_as"] == "1000:1000"
 
 
+def split(branches, *parts):
+    """Move the folder at parts to the other disk; return (its disk, the other)."""
+    holding = next(b for b in branches if b.joinpath("data", *parts).is_dir())
+    other = next(b for b in branches if b != holding)
+    holding.joinpath("data", *parts).rmdir()
+    other.joinpath("data", *parts).mkdir(parents=True)
+    return holding, other
+
+
 def test_a_pair_split_over_two_disks_is_a_problem(pool, run):
     mounted, branches = pool
-    holding = next(b for b in branches if (b / "data" / "media" / "tv").is_dir())
-    other = next(b for b in branches if b != holding)
-    (holding / "data" / "media" / "tv").rmdir()
-    (other / "data" / "media" / "tv").mkdir(parents=True)
+    split(branches, "media", "tv")
     code, document = check(run, mounted)
     assert code == 1
     assert sorted({(f["kind"], f["errno"]) for f in document["findings"]}) == [
@@ -77,6 +99,46 @@ def test_a_pair_split_over_two_disks_is_a_problem(pool, run):
         for op in ("hardlink", "move")
         for source in ("torrents", "usenet", "ddl")
     }
+
+
+def test_a_link_that_arrives_as_a_symlink_is_named(symlinking_pool, run):
+    """mergerfs' link-exdev makes a symlink where a hardlink would cross its disks: the
+    import "works" and the library then depends on the download's path."""
+    mounted, branches = symlinking_pool
+    split(branches, "media", "tv")
+    code, document = check(run, mounted)
+    assert code == 1
+    details = {f["detail"] for f in document["findings"] if f["kind"] == "hardlink-failed"}
+    assert details == {
+        "hardlink from %s/complete/tv to media/tv failed: the hardlink arrived as a symlink "
+        "(a union makes one between its disks: mergerfs link-exdev)" % source
+        for source in ("torrents", "usenet", "ddl")
+    }
+    assert not [name for _, _, names in os.walk(str(mounted)) for name in names]
+
+
+def test_relink_undoes_a_link_that_arrives_as_a_symlink(symlinking_pool, run):
+    mounted, branches = symlinking_pool
+    split(branches, "media", "movies")
+    data = mounted / "data"
+    film = os.urandom(2 * 1024 * 1024)
+    keep = data / "torrents" / "complete" / "movies" / "film.mkv"
+    copy = data / "media" / "movies" / "film.mkv"
+    for path in (keep, copy):
+        path.write_bytes(film)
+        os.utime(str(path), (1600000000, 1600000000))
+    ino = os.lstat(str(copy)).st_ino
+    code, out, _ = run("--path", str(mounted), "--relink", "--json")
+    document = json.loads(out)
+    assert (code, document["pairs"]) == (0, [])
+    assert document["skipped"][0]["reason"] == (
+        "the link arrived as a symlink on fuse.mergerfs (a union makes one between its "
+        "disks: mergerfs link-exdev): undone"
+    )
+    assert os.lstat(str(copy)).st_ino == ino and copy.read_bytes() == film
+    assert sorted(name for _, _, names in os.walk(str(mounted)) for name in names) == [
+        "film.mkv", "film.mkv"
+    ]  # fmt: skip
 
 
 def test_relink_through_mergerfs(pool, run):
