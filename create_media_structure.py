@@ -1317,8 +1317,12 @@ def _blocker(path: str) -> str:
     return path
 
 
-# mergerfs with link-exdev makes a symlink where a hardlink would cross its disks.
+# mergerfs with link-exdev makes a symlink where a hardlink would cross its disks; with
+# rename-exdev it moves the file aside, into .mergerfs_rename_exdev/ at its root, and
+# leaves a symlink to it where the file should have gone.
 UNION_SYMLINK = "a union makes one between its disks: mergerfs link-exdev"
+UNION_MOVE_SYMLINK = "a union makes one between its disks: mergerfs rename-exdev"
+UNION_ASIDE = ".mergerfs_rename_exdev"
 
 
 def _probe_one(
@@ -1361,9 +1365,14 @@ def _probe_one(
         else:
             try:
                 os.rename(name, name, src_dir_fd=inc_fd, dst_dir_fd=src_fd)
-                made = True
             except OSError as exc:
                 results.append((index, "finish", exc.errno or 0, ""))
+            else:
+                made = not stat.S_ISLNK(_arrived(src_fd, name).st_mode)
+                if not made:  # then made in complete/ itself, where it should have gone
+                    how = "the move arrived as a symlink (%s)" % UNION_MOVE_SYMLINK
+                    results.append((index, "finish", errno.EXDEV, how))
+                    _remove_probe_file(src_fd, name)
     if not made:
         try:
             _make_probe_file(src_fd, name)
@@ -1396,8 +1405,11 @@ def _probe_one(
     except OSError as exc:
         results.append((index, "move", exc.errno or 0, ""))
     else:
-        moved = os.stat(name + ".m", dir_fd=dst_fd, follow_symlinks=False)
-        if not fuse and moved.st_ino != before.st_ino:
+        moved = _arrived(dst_fd, name + ".m")
+        if stat.S_ISLNK(moved.st_mode):
+            how = "the move arrived as a symlink (%s)" % UNION_MOVE_SYMLINK
+            results.append((index, "move", errno.EXDEV, how))
+        elif not fuse and moved.st_ino != before.st_ino:
             results.append((index, "move", errno.EXDEV, "the move arrived as a copy"))
     return results
 
@@ -1439,12 +1451,23 @@ def _make_probe_file(dir_fd: int, name: str) -> None:
         os.close(fd)
 
 
-def _remove_probe_file(dir_fd: int, name: str) -> bool:
-    """Remove a probe file: our name, a regular file, holding our marker (nothing else)."""
+def _arrived(dir_fd: int, name: str) -> os.stat_result:
+    """lstat of a name just renamed into place.  Where a union turned the move into a
+    symlink, FUSE finds the type of the file it knew changed and fails the first look
+    (EIO); the second looks the name up afresh."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _remove_probe_file(dir_fd: int, name: str, aside: bool = True) -> bool:
+    """Remove a probe file: our name, a regular file, holding our marker (nothing else);
+    or (aside) where a union moved it aside, the file there and then the symlink to it."""
     try:
         file_fd = os.open(name, os.O_RDONLY | O_NOFOLLOW | os.O_NONBLOCK | O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
-        return False
+    except OSError as exc:
+        return aside and exc.errno == errno.ELOOP and _remove_moved_aside(dir_fd, name)
     try:
         st = os.fstat(file_fd)
         ours = stat.S_ISREG(st.st_mode) and os.read(file_fd, 100) == PROBE_MARKER
@@ -1459,6 +1482,34 @@ def _remove_probe_file(dir_fd: int, name: str) -> bool:
     except OSError:  # pragma: no cover - gone meanwhile
         pass
     return False
+
+
+def _remove_moved_aside(dir_fd: int, name: str) -> bool:
+    """The symlink name, left by mergerfs' rename-exdev where a probe file was moved: the
+    file it points to is removed first (by the probe file's own rule), then the symlink.
+    The target is reached one name at a time, following no symlink on the way."""
+    try:
+        target = os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    parts = target.split("/")
+    if UNION_ASIDE not in parts or parts[-1] not in PROBE_FILES:
+        return False  # not a probe file moved aside: not ours to touch
+    fd = os.open("/", TREE_DIR_FLAGS) if target.startswith("/") else os.dup(dir_fd)
+    try:
+        for part in parts[:-1]:
+            if part not in ("", "."):
+                fd, parent = os.open(part, TREE_DIR_FLAGS, dir_fd=fd), fd
+                os.close(parent)
+        removed = _remove_probe_file(fd, parts[-1], aside=False)  # one symlink, no chain
+        if not removed or os.readlink(name, dir_fd=dir_fd) != target:
+            return False
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def remove_leftover_probes(walk: Walk, folders: Sequence[Tuple[str, ...]]) -> int:

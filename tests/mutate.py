@@ -200,6 +200,16 @@ MUTATIONS = [
         "same_acl = True",
     ),
     (
+        "a hardlink a union turned into a symlink named a copy (mergerfs link-exdev)",
+        "        if stat.S_ISLNK(two.st_mode):",
+        "        if False:",
+    ),
+    (
+        "a move a union turned into a symlink passes (mergerfs rename-exdev)",
+        "        if stat.S_ISLNK(moved.st_mode):",
+        "        if False:",
+    ),
+    (
         "Synology's @eaDir counted and relinked (NAS_METADATA)",
         'NAS_METADATA = "@eaDir"',
         'NAS_METADATA = "never"',

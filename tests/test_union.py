@@ -26,6 +26,13 @@ def symlinking_pool(run):
     yield from mount_pool(run, "link-exdev=rel-symlink")
 
 
+@pytest.fixture
+def aside_pool(run):
+    """A pool that moves a file aside and leaves a symlink where a move would cross its
+    disks."""
+    yield from mount_pool(run, "rename-exdev=rel-symlink")
+
+
 def mount_pool(run, *options):
     if not ROOT:
         pytest.skip("mounting mergerfs needs root")
@@ -115,6 +122,63 @@ def test_a_link_that_arrives_as_a_symlink_is_named(symlinking_pool, run):
         for source in ("torrents", "usenet", "ddl")
     }
     assert not [name for _, _, names in os.walk(str(mounted)) for name in names]
+
+
+def files_in(branches):
+    return sorted(
+        os.path.relpath(os.path.join(folder, name), str(branch))
+        for branch in branches
+        for folder, _, names in os.walk(str(branch))
+        for name in names
+    )
+
+
+def test_a_move_that_arrives_as_a_symlink_is_a_problem(aside_pool, run):
+    """mergerfs' rename-exdev moves the file into .mergerfs_rename_exdev/ and leaves a
+    symlink: the check calls that move failed, and removes both again."""
+    mounted, branches = aside_pool
+    split(branches, "media", "tv")
+    code, document = check(run, mounted)
+    assert code == 1
+    details = {f["detail"] for f in document["findings"] if f["kind"] == "move-failed"}
+    assert details == {
+        "move from %s/complete/tv to media/tv failed: the move arrived as a symlink "
+        "(a union makes one between its disks: mergerfs rename-exdev)" % source
+        for source in ("torrents", "usenet", "ddl")
+    }
+    assert files_in(branches) == []
+
+
+def test_a_finish_that_arrives_as_a_symlink_is_a_warning(aside_pool, run):
+    mounted, branches = aside_pool
+    split(branches, "torrents", "incomplete")
+    code, document = check(run, mounted)
+    assert code == 0, document["findings"]
+    assert [(f["kind"], f["severity"], f["detail"]) for f in document["findings"]] == [
+        ("finish-failed", "warning", "a move from torrents/incomplete to torrents/complete/"
+         "%s failed: the move arrived as a symlink (a union makes one between its disks: "
+         "mergerfs rename-exdev); the client copies each finished download instead" % cat)
+        for cat in ("books", "movies", "music", "tv", "anime/movies", "anime/tv")
+    ]  # fmt: skip
+    assert files_in(branches) == []
+
+
+def test_a_probe_file_moved_aside_by_a_killed_check_is_removed(aside_pool, run):
+    mounted, branches = aside_pool
+    aside = branches[1] / ".mergerfs_rename_exdev" / "data" / "torrents" / "complete" / "tv"
+    aside.mkdir(parents=True)
+    (aside / cms.PROBE_NAME).write_bytes(cms.PROBE_MARKER)
+    link = mounted / "data" / "media" / "tv" / (cms.PROBE_NAME + ".m")
+    os.symlink("../../../.mergerfs_rename_exdev/data/torrents/complete/tv/" + cms.PROBE_NAME,
+               str(link))  # fmt: skip
+    not_ours = mounted / "data" / "media" / "movies" / (cms.PROBE_NAME + ".m")
+    os.symlink("../../../.mergerfs_rename_exdev/film.mkv", str(not_ours))
+    code, document = check(run, mounted)
+    assert "removed 1 probe file(s) that an interrupted check had left" in document["notes"]
+    assert [(f["kind"], f["path"]) for f in document["findings"]] == [
+        ("probe-blocked", str(not_ours))
+    ] * 3  # fmt: skip
+    assert files_in(branches) == [os.path.relpath(str(not_ours), str(mounted))]
 
 
 def test_relink_undoes_a_link_that_arrives_as_a_symlink(symlinking_pool, run):
