@@ -3538,7 +3538,7 @@ def _replace(
         if (made.st_size, made.st_mtime_ns) != (keep.size, keep.mtime_ns):  # written since
             return _skip(copy_path, keep_path, "the download changed after it was compared: "
                          "left alone")  # fmt: skip
-        if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, keep, comparer):
+        if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, comparer):
             return _skip(copy_path, keep_path, "the linked name's bytes are not the copy's (the "
                          "download or the copy changed meanwhile): undone")  # fmt: skip
         now = os.stat(copy.name, dir_fd=copy_dir, follow_symlinks=False)
@@ -3572,7 +3572,7 @@ def _failed(copy_path: str, keep_path: str, exc: OSError, replacing: bool = Fals
     return _skip(copy_path, keep_path, reason, number)
 
 
-def _temp_is_the_copy(temp: str, copy_side: "Side", keep: FileEntry, comparer: Comparer) -> bool:
+def _temp_is_the_copy(temp: str, copy_side: "Side", comparer: Comparer) -> bool:
     """The temp name holds the copy's bytes, byte for byte (its size and mtime, the
     download's, were checked before; the copy's own re-check follows in _replace)."""
     copy, copy_dir, _ = copy_side
