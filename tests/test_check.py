@@ -603,6 +603,49 @@ def test_complete_symlinked_onto_media_is_named(tree, run):
     assert same[0]["fix"].startswith("the two folders are one folder")
 
 
+def test_a_probe_file_moved_aside_is_removed_by_a_strict_rule(tmp_path):
+    """mergerfs' rename-exdev leaves a symlink to the file it moved aside: the file is
+    removed by the probe file's rule, then the symlink; no other symlink is followed on
+    the way, and nothing that isn't a probe file moved aside is touched."""
+    folder = tmp_path / "media" / "tv"
+    aside = tmp_path / cms.UNION_ASIDE / "torrents"
+    folder.mkdir(parents=True)
+    aside.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "via").symlink_to(str(elsewhere))
+    for where in (aside, elsewhere):
+        (where / cms.PROBE_NAME).write_bytes(cms.PROBE_MARKER)
+    (aside / (cms.PROBE_NAME + ".l")).write_bytes(b"someone's file")
+    (aside / (cms.PROBE_NAME + ".m")).symlink_to(cms.PROBE_NAME)  # a chain: not followed
+    (elsewhere / cms.UNION_ASIDE).mkdir()
+    (elsewhere / cms.UNION_ASIDE / cms.PROBE_NAME).write_bytes(cms.PROBE_MARKER)
+    relative = "../../%s/torrents/" % cms.UNION_ASIDE
+    links = {
+        "ours": relative + cms.PROBE_NAME,
+        "absolute": str(aside / cms.PROBE_NAME),
+        "no marker": relative + cms.PROBE_NAME + ".l",
+        "chain": relative + cms.PROBE_NAME + ".m",
+        "through a symlink": "../../via/%s/%s" % (cms.UNION_ASIDE, cms.PROBE_NAME),
+        "not aside": "../../elsewhere/" + cms.PROBE_NAME,
+        "gone": relative + "../" + cms.PROBE_NAME,
+    }
+    fd = os.open(str(folder), os.O_RDONLY)
+    try:
+        removed = {}
+        for what, target in links.items():
+            (folder / what).symlink_to(target)
+            removed[what] = cms._remove_probe_file(fd, what)
+            if what == "ours":  # the absolute one points at the same file: put it back
+                (aside / cms.PROBE_NAME).write_bytes(cms.PROBE_MARKER)
+    finally:
+        os.close(fd)
+    assert removed == {**dict.fromkeys(links, False), "ours": True, "absolute": True}
+    assert sorted(os.listdir(str(folder))) == sorted(set(links) - {"ours", "absolute"})
+    assert sorted(os.listdir(str(aside))) == [cms.PROBE_NAME + ".l", cms.PROBE_NAME + ".m"]
+    assert sorted(os.listdir(str(elsewhere))) == [cms.PROBE_NAME, cms.UNION_ASIDE]
+
+
 def test_probe_files_a_killed_check_left_are_removed(tree, run):
     tv = tree / "data" / "media" / "tv"
     movies = tree / "data" / "media" / "movies"
