@@ -89,9 +89,9 @@ MUTATIONS = [
     ),
     (
         "hardlink decided by the inode alone",
-        "        if two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or "
+        "        elif two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or "
         "not same_file(one, two))):",
-        "        if not same_file(one, two):",
+        "        elif not same_file(one, two):",
     ),
     (
         "every boundary graded a problem",
