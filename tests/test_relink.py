@@ -574,16 +574,21 @@ def test_a_copy_changed_during_the_compare_is_left_alone(tree, run, monkeypatch)
     assert os.stat(str(copy)).st_nlink == 1
 
 
-def test_a_copy_changed_between_compare_and_replace(tree, run, monkeypatch):
-    keep, copy, film = one_pair(tree)
+def written_before_the_link(monkeypatch, path):
+    """os.link, after someone writes b"NEW" at the start of path."""
     real_link = os.link
 
-    def link_after_a_write(*args, **kwargs):
-        with open(str(copy), "r+b") as handle:
+    def write_then_link(*args, **kwargs):
+        with open(str(path), "r+b") as handle:
             handle.write(b"NEW")
         return real_link(*args, **kwargs)
 
-    monkeypatch.setattr(os, "link", link_after_a_write)
+    monkeypatch.setattr(os, "link", write_then_link)
+
+
+def test_a_copy_changed_between_compare_and_replace(tree, run, monkeypatch):
+    keep, copy, film = one_pair(tree)
+    written_before_the_link(monkeypatch, copy)
     code, document, _ = relink(run, tree)
     assert document["skipped"][0]["reason"] == "changed just before the replace: left alone"
     assert copy.read_bytes()[:3] == b"NEW" and os.stat(str(copy)).st_nlink == 1
@@ -594,14 +599,7 @@ def test_a_download_written_between_compare_and_link_is_undone(tree, run, monkey
     """The download's own inode is written after the compare (a client's recheck, an
     editor): the link is that inode, but the library must not take bytes it never had."""
     keep, copy, film = one_pair(tree)
-    real_link = os.link
-
-    def write_then_link(*args, **kwargs):
-        with open(str(keep), "r+b") as handle:
-            handle.write(b"NEW")
-        return real_link(*args, **kwargs)
-
-    monkeypatch.setattr(os, "link", write_then_link)
+    written_before_the_link(monkeypatch, keep)
     ino = inode(copy)
     code, document, _ = relink(run, tree)
     assert code == 0 and document["pairs"] == []

@@ -108,22 +108,6 @@ def test_a_pair_split_over_two_disks_is_a_problem(pool, run):
     }
 
 
-def test_a_link_that_arrives_as_a_symlink_is_named(symlinking_pool, run):
-    """mergerfs' link-exdev makes a symlink where a hardlink would cross its disks: the
-    import "works" and the library then depends on the download's path."""
-    mounted, branches = symlinking_pool
-    split(branches, "media", "tv")
-    code, document = check(run, mounted)
-    assert code == 1
-    details = {f["detail"] for f in document["findings"] if f["kind"] == "hardlink-failed"}
-    assert details == {
-        "hardlink from %s/complete/tv to media/tv failed: the hardlink arrived as a symlink "
-        "(a union makes one between its disks: mergerfs link-exdev)" % source
-        for source in ("torrents", "usenet", "ddl")
-    }
-    assert not [name for _, _, names in os.walk(str(mounted)) for name in names]
-
-
 def files_in(branches):
     return sorted(
         os.path.relpath(os.path.join(folder, name), str(branch))
@@ -133,17 +117,25 @@ def files_in(branches):
     )
 
 
-def test_a_move_that_arrives_as_a_symlink_is_a_problem(aside_pool, run):
-    """mergerfs' rename-exdev moves the file into .mergerfs_rename_exdev/ and leaves a
-    symlink: the check calls that move failed, and removes both again."""
-    mounted, branches = aside_pool
+@pytest.mark.parametrize(
+    "pool_name, step, option",
+    [("symlinking_pool", "hardlink", "link-exdev"), ("aside_pool", "move", "rename-exdev")],
+)
+def test_a_link_or_move_that_arrives_as_a_symlink_is_a_problem(
+    request, run, pool_name, step, option
+):
+    """mergerfs' link-exdev makes a symlink where a hardlink would cross its disks;
+    rename-exdev moves the file into .mergerfs_rename_exdev/ and leaves a symlink. The
+    import "works" and the library then depends on a path outside it: a problem, named
+    as such, and the check removes whatever its probe left."""
+    mounted, branches = request.getfixturevalue(pool_name)
     split(branches, "media", "tv")
     code, document = check(run, mounted)
     assert code == 1
-    details = {f["detail"] for f in document["findings"] if f["kind"] == "move-failed"}
+    details = {f["detail"] for f in document["findings"] if f["kind"] == step + "-failed"}
     assert details == {
-        "move from %s/complete/tv to media/tv failed: the move arrived as a symlink "
-        "(a union makes one between its disks: mergerfs rename-exdev)" % source
+        "%s from %s/complete/tv to media/tv failed: the %s arrived as a symlink "
+        "(a union makes one between its disks: mergerfs %s)" % (step, source, step, option)
         for source in ("torrents", "usenet", "ddl")
     }
     assert files_in(branches) == []
