@@ -780,6 +780,7 @@ RAM_FILESYSTEMS = {"tmpfs", "ramfs", "rootfs"}  # rootfs: Unraid runs from RAM
 PROBE_PREFIX = ".create_media_structure-probe"
 PROBE_NAME = PROBE_PREFIX  # in incomplete/ and complete/<cat>; .l and .m in media/<cat>
 PROBE_FILES = (PROBE_NAME, PROBE_NAME + ".l", PROBE_NAME + ".m")
+PROBE_FOLDER = PROBE_NAME + ".d"  # on a union: a new folder in media/<cat>, a .l in it
 PROBE_MARKER = b"create_media_structure.py --check probe\n"
 MOUNTINFO = "/proc/self/mountinfo"  # Linux's mount table, with bind mounts
 DENIED = (errno.EACCES, errno.EPERM)  # the user may not: a permissions finding
@@ -1298,6 +1299,8 @@ def probe_pairs(
             for parts, fd in opened.items():
                 for suffix in (".l", ".m") if parts == dst else ("",):
                     _remove_probe_file(fd, name + suffix)
+                if parts == dst:
+                    _remove_probe_folder(fd)
                 if close:
                     os.close(fd)
     return results
@@ -1317,6 +1320,11 @@ def _blocker(path: str) -> str:
     return path
 
 
+NEW_FOLDER_FIX = (
+    "keep all of data/ on one disk of the union: a folder that is on several disks can "
+    "get its new folders on any of them (mergerfs: remove the folder's copies on the "
+    "other branches; Unraid: include one disk in the share)"
+)
 # mergerfs with link-exdev makes a symlink where a hardlink would cross its disks; with
 # rename-exdev it moves the file aside, into .mergerfs_rename_exdev/ at its root, and
 # leaves a symlink to it where the file should have gone.
@@ -1345,7 +1353,7 @@ def _probe_one(
             if parts != incoming:
                 return results
             incoming = None  # the pair is still probed from complete/
-    places = [(src, (name,)), (dst, (name + ".l", name + ".m"))]
+    places = [(src, (name,)), (dst, (name + ".l", name + ".m", PROBE_FOLDER))]
     if incoming is not None:
         places.append((incoming, (name,)))
     for parts, names in places:
@@ -1396,6 +1404,8 @@ def _probe_one(
             results.append((index, "hardlink", errno.EXDEV, how))
         elif two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or not same_file(one, two))):
             results.append((index, "hardlink", errno.EXDEV, "the hardlink arrived as a copy"))
+        elif fuse:  # a union: the folder an import makes may land on another disk
+            results += _probe_new_folder(index, name, src_fd, dst_fd)
         try:
             os.unlink(name + ".l", dir_fd=dst_fd)
         except OSError as exc:  # the clean-up tries again; the report names the file
@@ -1411,6 +1421,31 @@ def _probe_one(
             results.append((index, "move", errno.EXDEV, how))
         elif not fuse and moved.st_ino != before.st_ino:
             results.append((index, "move", errno.EXDEV, "the move arrived as a copy"))
+    return results
+
+
+def _probe_new_folder(index: int, name: str, src_fd: int, dst_fd: int) -> List[ProbeResult]:
+    """A hardlink into a new folder of media/<cat>, as an import makes one (a show's, a
+    season's).  On a union a folder that is on several disks (media/tv) can get its new
+    folders on any of them: the link into media/tv works, the import into it fails."""
+    results: List[ProbeResult] = []
+    os.mkdir(PROBE_FOLDER, 0o700, dir_fd=dst_fd)
+    folder_fd = os.open(PROBE_FOLDER, TREE_DIR_FLAGS, dir_fd=dst_fd)
+    try:
+        try:
+            os.link(name, name + ".l", src_dir_fd=src_fd, dst_dir_fd=folder_fd,
+                    follow_symlinks=False)  # fmt: skip
+        except OSError as exc:
+            results.append((index, "new-folder", exc.errno or 0, ""))
+        else:
+            made = os.stat(name + ".l", dir_fd=folder_fd, follow_symlinks=False)
+            if stat.S_ISLNK(made.st_mode) or made.st_nlink < 2:
+                results.append((index, "new-folder", errno.EXDEV, "it arrived as a copy or "
+                                "a symlink"))  # fmt: skip
+            os.unlink(name + ".l", dir_fd=folder_fd)
+    finally:
+        os.close(folder_fd)
+    os.rmdir(PROBE_FOLDER, dir_fd=dst_fd)
     return results
 
 
@@ -1512,6 +1547,24 @@ def _remove_moved_aside(dir_fd: int, name: str) -> bool:
         os.close(fd)
 
 
+def _remove_probe_folder(dir_fd: int) -> bool:
+    """The probe's new folder: the probe file in it (by that file's rule), then the
+    folder, if that leaves it empty.  True where the probe file was removed."""
+    try:
+        folder_fd = os.open(PROBE_FOLDER, TREE_DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        removed = _remove_probe_file(folder_fd, PROBE_NAME + ".l")
+    finally:
+        os.close(folder_fd)
+    try:
+        os.rmdir(PROBE_FOLDER, dir_fd=dir_fd)
+    except OSError:  # something else is in it: not ours to remove
+        pass
+    return removed
+
+
 def remove_leftover_probes(walk: Walk, folders: Sequence[Tuple[str, ...]]) -> int:
     """Probe files an earlier, killed check left: our names, regular files, our marker."""
     removed = 0
@@ -1521,6 +1574,7 @@ def remove_leftover_probes(walk: Walk, folders: Sequence[Tuple[str, ...]]) -> in
         except Error:
             continue
         removed += sum(_remove_probe_file(fd, name) for name in PROBE_FILES)
+        removed += _remove_probe_folder(fd)
     return removed
 
 
@@ -1609,6 +1663,8 @@ def _clean_after_probes(
             touched.add(parts)
             for suffix in suffixes:
                 _remove_probe_file(fd, name + suffix)
+            if parts == dst:
+                _remove_probe_folder(fd)
     for parts in touched:
         st = stats[parts]
         try:
@@ -1792,6 +1848,20 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
                     "check again",
                     WARNING,
                     name,
+                )
+            )
+        elif step == "new-folder":
+            findings.append(
+                finding(
+                    "probes",
+                    "new-folder-failed",
+                    walk.path(dst),
+                    "a hardlink from %s into a new folder in %s failed: %s; into %s itself "
+                    "it works, so the union puts the folders an import makes (a show's, a "
+                    "season's) on another disk than the download"
+                    % (src_rel, dst_rel, reason, dst_rel),
+                    NEW_FOLDER_FIX,
+                    errno_name=name,
                 )
             )
         elif step == "same-folder":

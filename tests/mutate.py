@@ -205,6 +205,11 @@ MUTATIONS = [
         "        if False:",
     ),
     (
+        "a union's new folders not probed (_probe_new_folder)",
+        "        elif fuse:  # a union: the folder an import makes may land on another disk",
+        "        elif False:",
+    ),
+    (
         "a move a union turned into a symlink passes (mergerfs rename-exdev)",
         "        if stat.S_ISLNK(moved.st_mode):",
         "        if False:",

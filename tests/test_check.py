@@ -603,6 +603,26 @@ def test_complete_symlinked_onto_media_is_named(tree, run):
     assert same[0]["fix"].startswith("the two folders are one folder")
 
 
+def test_a_new_folder_a_killed_check_left_is_removed_only_when_empty(tree, run):
+    """The probe's new folder in media/<cat> (made on a union): its probe file goes by the
+    file rule, then the folder if that emptied it; a folder holding more stays, and its
+    pairs are not probed."""
+    tv = tree / "data" / "media" / "tv" / cms.PROBE_FOLDER
+    movies = tree / "data" / "media" / "movies" / cms.PROBE_FOLDER
+    for folder in (tv, movies):
+        folder.mkdir()
+        (folder / (cms.PROBE_NAME + ".l")).write_bytes(cms.PROBE_MARKER)
+    (movies / "film.mkv").write_bytes(b"someone's")
+    code, document = check_json(run, tree)
+    assert "removed 2 probe file(s) that an interrupted check had left" in document["notes"]
+    assert not tv.exists()
+    assert sorted(os.listdir(str(movies))) == ["film.mkv"]
+    assert [(f["kind"], f["path"]) for f in document["findings"]] == [
+        ("probe-blocked", str(movies))
+    ] * 3  # torrents, usenet and ddl into media/movies
+    assert code == 0
+
+
 def test_a_probe_file_moved_aside_is_removed_by_a_strict_rule(tmp_path):
     """mergerfs' rename-exdev leaves a symlink to the file it moved aside: the file is
     removed by the probe file's rule, then the symlink; no other symlink is followed on

@@ -33,7 +33,14 @@ def aside_pool(run):
     yield from mount_pool(run, "rename-exdev=rel-symlink")
 
 
-def mount_pool(run, *options):
+@pytest.fixture
+def uneven_pool(run):
+    """epmfs over two RAM disks: a small one holding the tree, a bigger, emptier one
+    where epmfs puts a new folder whose parent is on both."""
+    yield from mount_pool(run, "category.create=epmfs", "minfreespace=1M", sizes=("16m", "64m"))
+
+
+def mount_pool(run, *options, sizes=()):
     if not ROOT:
         pytest.skip("mounting mergerfs needs root")
     if shutil.which("mergerfs") is None or not os.path.exists("/dev/fuse"):
@@ -44,6 +51,13 @@ def mount_pool(run, *options):
     mounted = top / "pool"
     for folder in branches + [mounted]:
         folder.mkdir()
+    for branch, size in zip(branches, sizes):
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(branch)],
+                          check=False).returncode:  # fmt: skip
+            unmount(top, branches)
+            pytest.skip("tmpfs would not mount")
+    if sizes:  # the tree on the first disk, as if the pool had been one disk then
+        assert run("--path", str(branches[0]), "--owner", "1000:1000", "-q")[0] == 0
     proc = subprocess.run(
         [
             "mergerfs",
@@ -56,14 +70,21 @@ def mount_pool(run, *options):
         check=False,
     )
     if proc.returncode != 0:
-        shutil.rmtree(str(top))
+        unmount(top, branches)
         pytest.skip("mergerfs would not mount: %s" % proc.stderr.decode().strip())
     try:
         assert run("--path", str(mounted), "--owner", "1000:1000", "-q")[0] == 0
         yield mounted, branches
     finally:
         subprocess.run(["umount", "-l", str(mounted)], check=False)
-        shutil.rmtree(str(top), ignore_errors=True)
+        unmount(top, branches)
+
+
+def unmount(top, branches):
+    for branch in branches:
+        if os.path.ismount(str(branch)):
+            subprocess.run(["umount", "-l", str(branch)], check=False)
+    shutil.rmtree(str(top), ignore_errors=True)
 
 
 def check(run, base, *extra):
@@ -106,6 +127,27 @@ def test_a_pair_split_over_two_disks_is_a_problem(pool, run):
         for op in ("hardlink", "move")
         for source in ("torrents", "usenet", "ddl")
     }
+
+
+def test_a_folder_on_two_disks_whose_new_folders_land_elsewhere_is_a_problem(uneven_pool, run):
+    """media/tv on both disks, complete/tv on one: a link into media/tv works (it goes to
+    the download's disk), but epmfs puts the folder an import makes there (a show's) on
+    the emptier disk, and the import's link into it fails."""
+    mounted, branches = uneven_pool
+    code, document = check(run, mounted)
+    assert (code, [(f["kind"], f["detail"]) for f in document["findings"]]) == (0, [])
+    (branches[1] / "data" / "media" / "tv").mkdir(parents=True)
+    code, document = check(run, mounted)
+    new_folders = [f for f in document["findings"] if f["kind"] == "new-folder-failed"]
+    assert code == 1
+    assert sorted(f["detail"].split(" failed")[0] for f in new_folders) == [
+        "a hardlink from %s/complete/tv into a new folder in media/tv" % source
+        for source in ("ddl", "torrents", "usenet")
+    ]
+    assert new_folders[0]["severity"] == "problem" and new_folders[0]["errno"] == "EXDEV"
+    assert [f["kind"] for f in document["findings"] if f not in new_folders] == []
+    assert files_in(branches) == []
+    assert sorted(os.listdir(str(mounted / "data" / "media" / "tv"))) == []
 
 
 def files_in(branches):
