@@ -1625,6 +1625,7 @@ def run_probes(
             outcome = _probe_in_child(walk, probes, uid, gid, groups)
             if isinstance(outcome, str):
                 notes.append(outcome + ": the probes ran as you (uid %d) instead" % os.getuid())
+                _clean_after_probes(walk, probes, stats)  # what a killed child left
             else:
                 results = outcome
         if results is None:

@@ -150,6 +150,36 @@ def test_a_folder_on_two_disks_whose_new_folders_land_elsewhere_is_a_problem(une
     assert sorted(os.listdir(str(mounted / "data" / "media" / "tv"))) == []
 
 
+def test_what_a_killed_probe_child_left_is_removed_before_the_probes_run_again(
+    pool, run, monkeypatch
+):
+    """The child probing as the containers' user dies with its new folder made (a pids
+    limit, the OOM killer): the parent removes what it left, through its own
+    descriptors, before it probes again as the caller, and nothing is in the way."""
+    mounted, branches = pool
+    parent = os.getpid()
+    real_rmdir = os.rmdir
+
+    def die_in_the_child(*args, **kwargs):
+        if os.getpid() != parent:
+            os._exit(9)
+        return real_rmdir(*args, **kwargs)
+
+    monkeypatch.setattr(os, "rmdir", die_in_the_child)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # probe as the containers' user, for real
+    code, document = check(run, mounted, "--owner", "1000:1000")
+    assert (code, document["findings"]) == (0, [])
+    assert document["probed_as"] == "%d:%d" % (os.getuid(), os.getgid())
+    assert (
+        "the probe process as uid 1000 failed: the probes ran as you (uid %d) instead"
+        % (os.getuid())
+        in document["notes"]
+    )
+    assert files_in(branches) == []
+    assert not [d for b in branches for _, dirs, _ in os.walk(str(b)) for d in dirs
+                if d.startswith(cms.PROBE_NAME)]  # fmt: skip
+
+
 def files_in(branches):
     return sorted(
         os.path.relpath(os.path.join(folder, name), str(branch))
