@@ -210,6 +210,11 @@ MUTATIONS = [
         "        elif False:",
     ),
     (
+        "a killed probe child's files left in the way of the caller's probes (run_probes)",
+        "                _clean_after_probes(walk, probes, stats)  # what a killed child left\n",
+        "",
+    ),
+    (
         "a move a union turned into a symlink passes (mergerfs rename-exdev)",
         "        if stat.S_ISLNK(moved.st_mode):",
         "        if False:",
