@@ -1297,10 +1297,7 @@ def probe_pairs(
                     results.append((index, "disturbed", exc.errno or 0, ""))
         finally:
             for parts, fd in opened.items():
-                for suffix in (".l", ".m") if parts == dst else ("",):
-                    _remove_probe_file(fd, name + suffix)
-                if parts == dst:
-                    _remove_probe_folder(fd)
+                _remove_probes(fd, name, parts == dst)
                 if close:
                     os.close(fd)
     return results
@@ -1547,6 +1544,15 @@ def _remove_moved_aside(dir_fd: int, name: str) -> bool:
         os.close(fd)
 
 
+def _remove_probes(dir_fd: int, name: str, media: bool) -> None:
+    """What a probe may have left in one folder: in media/<cat> its hardlink, its moved
+    file and its new folder; elsewhere its file."""
+    for suffix in (".l", ".m") if media else ("",):
+        _remove_probe_file(dir_fd, name + suffix)
+    if media:
+        _remove_probe_folder(dir_fd)
+
+
 def _remove_probe_folder(dir_fd: int) -> bool:
     """The probe's new folder: the probe file in it (by that file's rule), then the
     folder, if that leaves it empty.  True where the probe file was removed."""
@@ -1654,7 +1660,7 @@ def _clean_after_probes(
     for index, (_, src, dst) in enumerate(probes.pairs):
         incoming = probes.incoming[index]
         name = probes.token
-        for parts, suffixes in ((src, ("",)), (dst, (".l", ".m")), (incoming, ("",))):
+        for parts in (src, dst, incoming):
             if parts is None:
                 continue
             try:
@@ -1662,10 +1668,7 @@ def _clean_after_probes(
             except Error:  # replaced meanwhile: nothing of ours is in there
                 continue
             touched.add(parts)
-            for suffix in suffixes:
-                _remove_probe_file(fd, name + suffix)
-            if parts == dst:
-                _remove_probe_folder(fd)
+            _remove_probes(fd, name, parts == dst)
     for parts in touched:
         st = stats[parts]
         try:
