@@ -55,7 +55,8 @@ from typing import (
 
 __version__ = "2.0.0"
 
-# -- the tree and the types ---------------------------------------------------
+
+# -- the tree and the types ------------------------------------------------------------
 # The layout is one constant; everything printed, drawn or checked derives from it.
 
 TreeDict = Dict[str, "TreeDict"]  # folder name -> its sub-folders
@@ -176,7 +177,36 @@ class Step(NamedTuple):
     symlink: bool
 
 
-# -- the plan (pure): options and the tree into folders and decisions ----------
+Pairs = Sequence[Tuple[str, Tuple[str, ...], Tuple[str, ...]]]
+
+
+class Finding(NamedTuple):
+    section: str  # layout, filesystem, probes, permissions, containers
+    kind: str  # missing, conflict, other-filesystem, mount-point, ...
+    path: str
+    detail: str
+    fix: str
+    errno: str  # the errno's name, or ""
+    severity: str  # PROBLEM or WARNING
+    container: str  # for the containers section: the container, and
+    other: str  # the other container of a pair
+
+
+def finding(
+    section: str,
+    kind: str,
+    path: str,
+    detail: str,
+    fix: str,
+    severity: str = PROBLEM,
+    errno_name: str = "",
+    container: str = "",
+    other: str = "",
+) -> Finding:
+    return Finding(section, kind, path, detail, fix, errno_name, severity, container, other)
+
+
+# -- the plan (pure): options and the tree into folders and decisions ------------------
 # Nothing here touches the disk; argparse types reject bad input before anything runs.
 
 
@@ -232,13 +262,13 @@ def import_pairs(folders: Sequence[Folder]) -> List[Tuple[str, Tuple[str, ...], 
     return pairs
 
 
-def _ascii_number(text: str, digits: str = "0123456789") -> bool:
+def ascii_number(text: str, digits: str = "0123456789") -> bool:
     return bool(text) and all(char in digits for char in text)
 
 
 def parse_mode(text: str) -> int:
     """argparse type for --mode: 3 or 4 octal digits, with rwx for the owner."""
-    if len(text) not in (3, 4) or not _ascii_number(text, "01234567"):
+    if len(text) not in (3, 4) or not ascii_number(text, "01234567"):
         raise argparse.ArgumentTypeError(
             "%r is not a folder mode: give 3 or 4 octal digits such as 775, 0775 or 2775" % text
         )
@@ -253,7 +283,7 @@ def parse_mode(text: str) -> int:
 
 def parse_id(text: str, what: str) -> int:
     """A numeric user or group id in 0 .. 2**32-2, ASCII digits only."""
-    if not _ascii_number(text):
+    if not ascii_number(text):
         raise argparse.ArgumentTypeError("%s %r is not a number" % (what, text))
     number = int(text)
     if number > MAX_ID:
@@ -273,7 +303,7 @@ def parse_owner(text: str) -> Owner:
         raise argparse.ArgumentTypeError("give USER, USER:GROUP or :GROUP")
     uid = gid = -1
     if user:
-        if _ascii_number(user[:1]):
+        if ascii_number(user[:1]):
             uid = parse_id(user, "uid")
         else:
             try:
@@ -286,7 +316,7 @@ def parse_owner(text: str) -> Owner:
             except KeyError:
                 raise argparse.ArgumentTypeError("uid %d has no login group; name one" % uid)
     if group:
-        if _ascii_number(group[:1]):
+        if ascii_number(group[:1]):
             gid = parse_id(group, "gid")
         else:
             try:
@@ -330,14 +360,14 @@ def parse_size(text: str) -> int:
     """argparse type for --min-size: bytes, with an optional K, M or G (powers of 1024)."""
     units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
     number, unit = text.rstrip("KMGkmg"), text[len(text.rstrip("KMGkmg")) :].upper()
-    if not _ascii_number(number) or unit not in units:
+    if not ascii_number(number) or unit not in units:
         raise argparse.ArgumentTypeError("%r is not a size such as 1048576, 512K, 1M or 2G" % text)
     return int(number) * units[unit]
 
 
 def parse_minutes(text: str) -> int:
     """argparse type for --min-age: whole minutes."""
-    if not _ascii_number(text):
+    if not ascii_number(text):
         raise argparse.ArgumentTypeError("%r is not a whole number of minutes" % text)
     return int(text)
 
@@ -395,7 +425,29 @@ def os_error(exc: OSError, path: Optional[str] = None, op: str = "") -> Error:
     return Error(message + (" (%s)" % hint if hint else ""))
 
 
-# -- the walk: every look at and change of the tree goes through a folder's fd ----
+def quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def category_option(name: str) -> str:
+    """--add-category NAME as a shell takes it: quoted where it needs to be, and joined
+    by '=' where NAME starts with '-' (argparse would take it for an option)."""
+    return "--add-category" + ("=" if name.startswith("-") else " ") + quote(name)
+
+
+def creator_categories(steps: Sequence[Step]) -> str:
+    """' --add-category NAME' for each category of the checked tree that the creator
+    doesn't make by itself (given to --check, or found on disk): a fix that runs the
+    creator again must name them, or it leaves their folders as they are."""
+    names = [step.folder.parts[2] for step in steps
+             if len(step.folder.parts) == 3 and step.folder.parts[1] == MEDIA
+             and step.folder.parts[2] not in TREE[DATA][MEDIA]]  # fmt: skip
+    return "".join(" " + category_option(name) for name in names)
+
+
+# -- the walk: every look at and change of the tree goes through a folder's fd ---------
 # After the first run the tree belongs to the containers' user, who may swap any
 # folder for a symlink at any moment.  So nothing here takes a path below --path:
 # each folder is opened relative to its parent's descriptor with O_NOFOLLOW, and
@@ -764,69 +816,54 @@ class Signals:
             signal.signal(number, handler)
 
 
-# -- --check (host): the same plan, then real probes of every import path --------
-# The look is the creator's plan (with stats); then the mount table, a real
-# hardlink and move for every import pair (as the containers' user where we
-# can become it), the mode bits, and an audit of lone files in complete/.
-
-# Filesystems that lack hardlinks, or often refuse them.
-NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat"}
-# Network and shared folders: hardlinks only where the server has them (Samba, Windows).
-SERVER_HARDLINKS = {"cifs", "smb3", "smbfs", "9p", "vboxsf"}
-# Unions of several disks: a link works only where both paths land on one disk.
-UNIONS = {"fuse.mergerfs", "mergerfs", "fuse.shfs", "fuse.unionfs", "fuse.unionfs-fuse"}
-RAM_FILESYSTEMS = {"tmpfs", "ramfs", "rootfs"}  # rootfs: Unraid runs from RAM
-
-PROBE_PREFIX = ".create_media_structure-probe"
-PROBE_NAME = PROBE_PREFIX  # in incomplete/ and complete/<cat>; .l and .m in media/<cat>
-PROBE_FILES = (PROBE_NAME, PROBE_NAME + ".l", PROBE_NAME + ".m")
-PROBE_FOLDER = PROBE_NAME + ".d"  # on a union: a new folder in media/<cat>, a .l in it
-PROBE_MARKER = b"create_media_structure.py --check probe\n"
-MOUNTINFO = "/proc/self/mountinfo"  # Linux's mount table, with bind mounts
-DENIED = (errno.EACCES, errno.EPERM)  # the user may not: a permissions finding
-
-# What a failed probe step means, by errno, and what to do about it.
-PROBE_FIXES: Dict[int, str] = {
-    errno.EXDEV: "the two folders are not on one filesystem and mount: keep all of data/ on "
-    "one disk, share or dataset (on a union, one disk), and give the containers ONE /data volume",
-    errno.EPERM: "this filesystem or the kernel (fs.protected_hardlinks) does not allow the "
-    "hardlink: use a filesystem with hardlinks (ext4, xfs, btrfs, zfs) and run the apps as "
-    "the files' owner",
-    errno.EMLINK: "the file has too many links for this filesystem",
-    errno.EOPNOTSUPP: "this filesystem or share has no hardlinks: put data/ on ext4, xfs, btrfs "
-    "or zfs (Unraid: Settings > Global Share Settings > Tunable (support Hard Links): Yes)",
-    errno.EACCES: "no write access: fix the owner/mode (run again without --check, with "
-    "--owner PUID:PGID)",
-    errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
-    errno.EEXIST: "the two folders are one folder (a symlink?): make each a folder of its own",
-}
-SECTIONS = ("layout", "filesystem", "probes", "permissions")
+# -- what every mode shares: listing, mounts, inode flags, progress, child processes ---
+# Every mode lists folders, asks where a folder is mounted, reads a file's chattr
+# flags, shows progress on a long run and may hand work to a forked child: those
+# helpers live here, once, and every later section uses them by their public names.
 
 
-class Finding(NamedTuple):
-    section: str  # layout, filesystem, probes, permissions, containers
-    kind: str  # missing, conflict, other-filesystem, mount-point, ...
-    path: str
-    detail: str
-    fix: str
-    errno: str  # the errno's name, or ""
-    severity: str  # PROBLEM or WARNING
-    container: str  # for the containers section: the container, and
-    other: str  # the other container of a pair
+def folder_entries(
+    fd: int, lone_only: bool = True
+) -> Iterator[Tuple[str, bool, Optional[os.stat_result]]]:
+    """(name, is a folder, stat) of each folder and regular file, relative to fd; symlinks,
+    Synology's @eaDir and the rest are left out.  The stat is None for folders, for
+    files gone meanwhile, and, with lone_only, for files hardlinked elsewhere."""
+    if SCANDIR_FD:  # the entry's type spares a stat for every folder
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != NAS_METADATA:
+                        yield entry.name, True, None
+                elif entry.is_file(follow_symlinks=False):
+                    yield entry.name, False, _file_stat(entry.stat, lone_only)
+        return
+    for name in os.listdir(fd):  # pragma: no cover - Python 3.6
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if name != NAS_METADATA:
+                yield name, True, None
+        elif stat.S_ISREG(st.st_mode):
+            yield name, False, st if not lone_only or st.st_nlink == 1 else None
 
 
-def finding(
-    section: str,
-    kind: str,
-    path: str,
-    detail: str,
-    fix: str,
-    severity: str = PROBLEM,
-    errno_name: str = "",
-    container: str = "",
-    other: str = "",
-) -> Finding:
-    return Finding(section, kind, path, detail, fix, errno_name, severity, container, other)
+def _file_stat(
+    get_stat: Callable[..., os.stat_result], lone_only: bool
+) -> Optional[os.stat_result]:
+    try:
+        st = get_stat(follow_symlinks=False)
+    except OSError:  # gone while we looked
+        return None
+    return st if not lone_only or st.st_nlink == 1 else None
+
+
+def open_below(parent: int, name: str) -> Optional[int]:
+    try:
+        return os.open(name, TREE_DIR_FLAGS, dir_fd=parent)
+    except OSError:
+        return None
 
 
 class Mount(NamedTuple):
@@ -836,23 +873,7 @@ class Mount(NamedTuple):
     source: str
 
 
-class Audit(NamedTuple):
-    source: str
-    path: str
-    files: int  # regular files with a link count of 1
-    bytes: int
-    biggest: List["Biggest"]  # largest first
-    unreadable: int  # folders that could not be listed
-
-
-class CheckResult(NamedTuple):
-    findings: List[Finding]
-    notes: List[str]
-    audits: List[Audit]
-    sections: Dict[str, str]  # name -> "ok", PROBLEM, WARNING or "not checked: why"
-    probed_as: str  # "UID:GID"
-    probed_text: str  # as whom the probes ran, in words
-    pairs: int  # import pairs probed
+MOUNTINFO = "/proc/self/mountinfo"  # Linux's mount table, with bind mounts
 
 
 def read_mountinfo(text: bytes) -> List[Mount]:
@@ -896,14 +917,12 @@ def mount_of(real_path: str, mounts: Sequence[Mount]) -> Optional[Mount]:
     """The mount a resolved path lives on: the longest matching mount point, last wins."""
     best: Optional[Mount] = None
     for mount in mounts:
-        if _inside(real_path, mount.point) and (
-            best is None or len(mount.point) >= len(best.point)
-        ):
+        if inside(real_path, mount.point) and (best is None or len(mount.point) >= len(best.point)):
             best = mount
     return best
 
 
-def _inside(path: str, folder: str) -> bool:
+def inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
@@ -927,32 +946,170 @@ def fstype_of(fd: int, path: str) -> str:
     return mount.fstype if mount is not None else ""
 
 
-def symlink_target(step: Step) -> str:
-    """What a symlinked tree folder points to, as written in the link."""
-    assert step.symlink and step.detail.startswith(SYMLINK_TO)
-    return step.detail[len(SYMLINK_TO) :]
+FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20  # chattr +i, chattr +a: Linux's inode flags
+# Machines whose ioctl numbers use Linux's generic encoding.  On PowerPC, MIPS, SPARC,
+# Alpha and PA-RISC the direction bits differ, and the number that reads the flags
+# here would write them there: nothing is asked of those.
+GENERIC_IOCTLS = ("x86", "i386", "i486", "i586", "i686", "aarch64", "arm", "riscv", "s390",
+                  "loongarch")  # fmt: skip
 
 
-def quote(text: str) -> str:
-    import shlex
+def chattr_flag(fd: int) -> str:
+    """Whether a folder (or file) is immutable or append-only (chattr +i, +a): in such
+    a folder not even root may rename or delete a name (nor add one, when immutable).
+    "immutable", "append-only", or "" (neither, or not Linux, or no such flags there)."""
+    if not sys.platform.startswith("linux") or not os.uname().machine.startswith(GENERIC_IOCTLS):
+        return ""
+    import fcntl
 
-    return shlex.quote(text)
+    flags = bytearray(8)  # the kernel writes an int; room for the long the number names
+    long_size = 8 if sys.maxsize > 2**32 else 4
+    try:
+        fcntl.ioctl(fd, 0x80006601 | (long_size << 16), flags)  # FS_IOC_GETFLAGS, as lsattr
+    except OSError:
+        return ""
+    value = int.from_bytes(bytes(flags[:4]), sys.byteorder)
+    if value & FS_IMMUTABLE_FL:
+        return "immutable"
+    return "append-only" if value & FS_APPEND_FL else ""
 
 
-def creator_categories(steps: Sequence[Step]) -> str:
-    """' --add-category NAME' for each category of the checked tree that the creator
-    doesn't make by itself (given to --check, or found on disk): a fix that runs the
-    creator again must name them, or it leaves their folders as they are."""
-    names = [step.folder.parts[2] for step in steps
-             if len(step.folder.parts) == 3 and step.folder.parts[1] == MEDIA
-             and step.folder.parts[2] not in TREE[DATA][MEDIA]]  # fmt: skip
-    return "".join(" " + category_option(name) for name in names)
+def human_size(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def category_option(name: str) -> str:
-    """--add-category NAME as a shell takes it: quoted where it needs to be, and joined
-    by '=' where NAME starts with '-' (argparse would take it for an option)."""
-    return "--add-category" + ("=" if name.startswith("-") else " ") + quote(name)
+class Progress:
+    """Counts files; after a second, shows the count on a terminal, a few times a second."""
+
+    EVERY = 0.25  # seconds between two redraws
+
+    def __init__(self, stream: Optional[IO[str]], label: str = "checking") -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.start = self.clock()
+        self.next = self.start + 1.0
+        isatty = getattr(stream, "isatty", None)
+        try:
+            self.stream = stream if stream is not None and isatty and isatty() else None
+        except ValueError:  # a closed stream
+            self.stream = None
+        self.label = label
+        self.workers = 1  # the other workers' files are estimated from ours
+        self.parent: Optional[int] = None  # in an audit worker: the process to end with
+        self.files = 0
+        self.total = 0
+        self.shown = False
+
+    def tick(self, files: int) -> None:
+        self.files += files
+        if self._due():
+            self.draw("%s: about %d files looked at" % (self.label, self.files * self.workers))
+
+    def tick_bytes(self, nbytes: int) -> None:
+        self.files += nbytes
+        if self._due():
+            self.draw("%s: %s of %s" % (self.label, human_size(self.files), human_size(self.total)))
+
+    def _due(self) -> bool:
+        """Whether to redraw now: on a terminal, after the first second, a few times a second."""
+        if self.stream is None or self.clock() < self.next:
+            return False
+        self.next = self.clock() + self.EVERY
+        return True
+
+    def draw(self, text: str) -> None:
+        assert self.stream is not None
+        try:
+            self.stream.write("\r" + text)
+            self.stream.flush()
+            self.shown = True
+        except (OSError, ValueError):
+            self.stream = None
+
+    def done(self) -> None:
+        if self.shown and self.stream is not None:
+            self.draw(" " * 60 + "\r")
+
+
+REPORT_SAME = 3  # lines shown of a run alike but for their folder
+Line = TypeVar("Line")  # what one line of a report shows
+
+
+def fold(items: Sequence[Line], key: Callable[[Line], Any]) -> List[Tuple[List[Line], int]]:
+    """The items grouped by key, in the order first seen: each group's first few to show
+    (all of a group just one longer: a count saves no line) and how many more it has."""
+    groups: Dict[Any, List[Line]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return [
+        (group, 0)
+        if len(group) <= REPORT_SAME + 1
+        else (group[:REPORT_SAME], len(group) - REPORT_SAME)
+        for group in groups.values()
+    ]
+
+
+# A newline, a tab, a terminal's escape (C0, DEL and C1) in a name: the name may be
+# a stranger's (a torrent's, a container user's), and the reader is often root.
+CONTROLS = {code: "\\x%02x" % code for code in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def printable(text: str) -> str:
+    """A line for a terminal: a name's characters as its bytes spell them in UTF-8,
+    bytes that aren't and control characters as \\xNN, so no name breaks a line or
+    drives the terminal."""
+    return as_utf8(text).translate(CONTROLS)
+
+
+def as_utf8(text: str) -> str:
+    """A name as the characters its bytes spell in UTF-8; bytes that aren't, as \\xNN."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def join_child(child: Tuple[int, int]) -> Any:
+    """Read what a forked child wrote (marshal) and reap it; None if it failed."""
+    import marshal
+
+    pid, read_end = child
+    chunks = []
+    while True:
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not chunks:
+        return None
+    return marshal.loads(b"".join(chunks))
+
+
+def nothing() -> None:  # pragma: no cover - the probe child has no signals to poll
+    pass
+
+
+# -- --check (host): layout and filesystem, from the plan and the mount table ----------
+# The look is the creator's plan (with stats): what is missing or in the way, then
+# every boundary inside the tree (another device, a mount point, a symlink) and the
+# type of data/'s filesystem, graded by whether an import crosses it.
+
+# Filesystems that lack hardlinks, or often refuse them.
+NO_HARDLINKS = {"vfat", "msdos", "fat", "exfat"}
+# Network and shared folders: hardlinks only where the server has them (Samba, Windows).
+SERVER_HARDLINKS = {"cifs", "smb3", "smbfs", "9p", "vboxsf"}
+# Unions of several disks: a link works only where both paths land on one disk.
+UNIONS = {"fuse.mergerfs", "mergerfs", "fuse.shfs", "fuse.unionfs", "fuse.unionfs-fuse"}
+RAM_FILESYSTEMS = {"tmpfs", "ramfs", "rootfs"}  # rootfs: Unraid runs from RAM
 
 
 def layout_findings(steps: Sequence[Step]) -> List[Finding]:
@@ -985,7 +1142,10 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
     return findings
 
 
-Pairs = Sequence[Tuple[str, Tuple[str, ...], Tuple[str, ...]]]
+def symlink_target(step: Step) -> str:
+    """What a symlinked tree folder points to, as written in the link."""
+    assert step.symlink and step.detail.startswith(SYMLINK_TO)
+    return step.detail[len(SYMLINK_TO) :]
 
 
 def crossed_by_import(parts: Tuple[str, ...], pairs: Pairs) -> bool:
@@ -1055,7 +1215,7 @@ def filesystem_findings(
                     "symlink-elsewhere",
                     "a symlink to %s, on another filesystem or mount%s" % (real, where),
                 )
-            elif not _inside(real, real_root):
+            elif not inside(real, real_root):
                 found[step.path] = finding(
                     "filesystem",
                     "symlink-outside",
@@ -1090,7 +1250,7 @@ def filesystem_findings(
                        "subvolume delete the old one, and give the new one its name")  # fmt: skip
             boundary(parts, step.path, "other-filesystem", detail, fix)
     for mount in mounts or ():
-        if mount.point != real_root and _inside(mount.point, real_root):
+        if mount.point != real_root and inside(mount.point, real_root):
             rel = tuple(os.path.relpath(mount.point, real_root).split("/"))
             path = os.path.join(root.path, *rel)
             boundary(
@@ -1146,6 +1306,13 @@ def filesystem_findings(
             "disk; the probes tell for every import pair" % root_mount.fstype
         )
     return findings, notes
+
+
+# -- --check (host): permissions, from the mode bits -----------------------------------
+# Who may write where, from the plan's stats: the mode bits and the owner of each
+# folder, for the containers' user (--owner).  The probes below then prove it.
+
+DENIED = (errno.EACCES, errno.EPERM)  # the user may not: a permissions finding
 
 
 def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> List[Finding]:
@@ -1248,6 +1415,34 @@ def probe_identity(owner: Optional[Owner]) -> Tuple[int, int, List[int]]:
     return uid, gid, groups_of(uid, gid)
 
 
+# -- --check (host): probes, a real hardlink and move for every import pair ------------
+# For each import pair a file is made in incomplete/, moved into complete/<cat>,
+# then hardlinked and moved into media/<cat>, as the containers' user where root
+# can become it.  Everything a probe makes carries a marker and is removed again;
+# what a killed check left is removed by the next one.
+
+PROBE_PREFIX = ".create_media_structure-probe"
+PROBE_NAME = PROBE_PREFIX  # in incomplete/ and complete/<cat>; .l and .m in media/<cat>
+PROBE_FILES = (PROBE_NAME, PROBE_NAME + ".l", PROBE_NAME + ".m")
+PROBE_FOLDER = PROBE_NAME + ".d"  # on a union: a new folder in media/<cat>, a .l in it
+PROBE_MARKER = b"create_media_structure.py --check probe\n"
+
+# What a failed probe step means, by errno, and what to do about it.
+PROBE_FIXES: Dict[int, str] = {
+    errno.EXDEV: "the two folders are not on one filesystem and mount: keep all of data/ on "
+    "one disk, share or dataset (on a union, one disk), and give the containers ONE /data volume",
+    errno.EPERM: "this filesystem or the kernel (fs.protected_hardlinks) does not allow the "
+    "hardlink: use a filesystem with hardlinks (ext4, xfs, btrfs, zfs) and run the apps as "
+    "the files' owner",
+    errno.EMLINK: "the file has too many links for this filesystem",
+    errno.EOPNOTSUPP: "this filesystem or share has no hardlinks: put data/ on ext4, xfs, btrfs "
+    "or zfs (Unraid: Settings > Global Share Settings > Tunable (support Hard Links): Yes)",
+    errno.EACCES: "no write access: fix the owner/mode (run again without --check, with "
+    "--owner PUID:PGID)",
+    errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
+    errno.EEXIST: "the two folders are one folder (a symlink?): make each a folder of its own",
+}
+
 # A probe result: (pair index, step, errno, text).  Steps: reach, create, finish,
 # hardlink, move, same-folder, taken, locked, remove, disturbed.
 ProbeResult = Tuple[int, str, int, str]
@@ -1344,7 +1539,7 @@ def _probe_one(
     results: List[ProbeResult] = []
     incoming = probes.incoming[index]
     for parts in (src, dst) + ((incoming,) if incoming is not None else ()):
-        what = locked(opened[parts])  # a file made there might never be removed again
+        what = chattr_flag(opened[parts])  # a file made there might never be removed again
         if what:
             results.append((index, "locked:" + "/".join(parts), errno.EPERM, what))
             if parts != incoming:
@@ -1444,34 +1639,6 @@ def _probe_new_folder(index: int, name: str, src_fd: int, dst_fd: int) -> List[P
         os.close(folder_fd)
     os.rmdir(PROBE_FOLDER, dir_fd=dst_fd)
     return results
-
-
-FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20  # chattr +i, chattr +a: Linux's inode flags
-# Machines whose ioctl numbers use Linux's generic encoding.  On PowerPC, MIPS, SPARC,
-# Alpha and PA-RISC the direction bits differ, and the number that reads the flags
-# here would write them there: nothing is asked of those.
-GENERIC_IOCTLS = ("x86", "i386", "i486", "i586", "i686", "aarch64", "arm", "riscv", "s390",
-                  "loongarch")  # fmt: skip
-
-
-def locked(fd: int) -> str:
-    """Whether a folder (or file) is immutable or append-only (chattr +i, +a): in such
-    a folder not even root may rename or delete a name (nor add one, when immutable).
-    "immutable", "append-only", or "" (neither, or not Linux, or no such flags there)."""
-    if not sys.platform.startswith("linux") or not os.uname().machine.startswith(GENERIC_IOCTLS):
-        return ""
-    import fcntl
-
-    flags = bytearray(8)  # the kernel writes an int; room for the long the number names
-    long_size = 8 if sys.maxsize > 2**32 else 4
-    try:
-        fcntl.ioctl(fd, 0x80006601 | (long_size << 16), flags)  # FS_IOC_GETFLAGS, as lsattr
-    except OSError:
-        return ""
-    value = int.from_bytes(bytes(flags[:4]), sys.byteorder)
-    if value & FS_IMMUTABLE_FL:
-        return "immutable"
-    return "append-only" if value & FS_APPEND_FL else ""
 
 
 def _make_probe_file(dir_fd: int, name: str) -> None:
@@ -1710,7 +1877,7 @@ def _probe_in_child(walk: Walk, probes: ProbePlan, uid: int, gid: int, groups: L
                 payload: Any = "the system refused to switch to uid %d (%s)" % (uid, exc.strerror)
             else:
                 payload = probe_pairs(
-                    lambda parts: os.open(walk.path(parts), DIR_FLAGS), probes, True, _nothing
+                    lambda parts: os.open(walk.path(parts), DIR_FLAGS), probes, True, nothing
                 )
             data = marshal.dumps(payload)
             while data:
@@ -1721,10 +1888,6 @@ def _probe_in_child(walk: Walk, probes: ProbePlan, uid: int, gid: int, groups: L
     os.close(write_end)
     result = join_child((pid, read_end))
     return "the probe process as uid %d failed" % uid if result is None else result
-
-
-def _nothing() -> None:  # pragma: no cover - the probe child has no signals to poll
-    pass
 
 
 def unprobed_pairs(results: Sequence[ProbeResult], probes: ProbePlan) -> Set[int]:
@@ -1927,58 +2090,30 @@ def grade_permissions(
     ]
 
 
-class Progress:
-    """Counts files; after a second, shows the count on a terminal, a few times a second."""
+# -- --check (host): the audit of lone files in complete/ ------------------------------
+# Information, never a finding: regular files below complete/ with a link count
+# of 1 (not imported, imported as a copy, or kept only to seed).
 
-    EVERY = 0.25  # seconds between two redraws
+AUDIT_ITEMS_PER_WORKER = 16  # fewer download folders than this a process: no fork
+AUDIT_RUNS = 255  # the most runs the download folders are cut into: a ticket is one byte
+AUDIT_BIGGEST = 5  # downloads named in the report, per source
+Item = Tuple[int, Tuple[str, ...], str]  # a download folder: its source, tree folder, name
+# files, bytes, unreadable folders, biggest downloads as (bytes, files, name, item)
+SourceResult = Tuple[int, int, int, List[Tuple[int, int, str, int]]]
+ShareResult = Tuple[List[SourceResult], List[int]]  # a result per source, the runs done
+# (bytes, files, folder, loose): loose means the files directly in a tree folder (a
+# single-file download lands there), else the folder is one download
+Biggest = Tuple[int, int, str, bool]
+Totals = Tuple[int, int, int, List[Biggest]]  # the same, biggest by path
 
-    def __init__(self, stream: Optional[IO[str]], label: str = "checking") -> None:
-        import time
 
-        self.clock = time.monotonic
-        self.start = self.clock()
-        self.next = self.start + 1.0
-        isatty = getattr(stream, "isatty", None)
-        try:
-            self.stream = stream if stream is not None and isatty and isatty() else None
-        except ValueError:  # a closed stream
-            self.stream = None
-        self.label = label
-        self.workers = 1  # the other workers' files are estimated from ours
-        self.parent: Optional[int] = None  # in an audit worker: the process to end with
-        self.files = 0
-        self.total = 0
-        self.shown = False
-
-    def tick(self, files: int) -> None:
-        self.files += files
-        if self._due():
-            self.draw("%s: about %d files looked at" % (self.label, self.files * self.workers))
-
-    def tick_bytes(self, nbytes: int) -> None:
-        self.files += nbytes
-        if self._due():
-            self.draw("%s: %s of %s" % (self.label, human_size(self.files), human_size(self.total)))
-
-    def _due(self) -> bool:
-        """Whether to redraw now: on a terminal, after the first second, a few times a second."""
-        if self.stream is None or self.clock() < self.next:
-            return False
-        self.next = self.clock() + self.EVERY
-        return True
-
-    def draw(self, text: str) -> None:
-        assert self.stream is not None
-        try:
-            self.stream.write("\r" + text)
-            self.stream.flush()
-            self.shown = True
-        except (OSError, ValueError):
-            self.stream = None
-
-    def done(self) -> None:
-        if self.shown and self.stream is not None:
-            self.draw(" " * 60 + "\r")
+class Audit(NamedTuple):
+    source: str
+    path: str
+    files: int  # regular files with a link count of 1
+    bytes: int
+    biggest: List["Biggest"]  # largest first
+    unreadable: int  # folders that could not be listed
 
 
 def audit(
@@ -2051,19 +2186,6 @@ def audit(
     return audits
 
 
-AUDIT_ITEMS_PER_WORKER = 16  # fewer download folders than this a process: no fork
-AUDIT_RUNS = 255  # the most runs the download folders are cut into: a ticket is one byte
-AUDIT_BIGGEST = 5  # downloads named in the report, per source
-Item = Tuple[int, Tuple[str, ...], str]  # a download folder: its source, tree folder, name
-# files, bytes, unreadable folders, biggest downloads as (bytes, files, name, item)
-SourceResult = Tuple[int, int, int, List[Tuple[int, int, str, int]]]
-ShareResult = Tuple[List[SourceResult], List[int]]  # a result per source, the runs done
-# (bytes, files, folder, loose): loose means the files directly in a tree folder (a
-# single-file download lands there), else the folder is one download
-Biggest = Tuple[int, int, str, bool]
-Totals = Tuple[int, int, int, List[Biggest]]  # the same, biggest by path
-
-
 def _list_downloads(
     walk: Walk, source: int, tree: Sequence[Tuple[str, ...]], progress: Progress
 ) -> Tuple[List[Item], List[Biggest], int, int, int]:
@@ -2084,7 +2206,7 @@ def _list_downloads(
         loose_files = loose_bytes = seen = 0
         subfolders = {other[-1] for other in tree if other[:-1] == parts}  # the tree's own
         try:
-            for name, is_dir, st in _entries(fd):
+            for name, is_dir, st in folder_entries(fd):
                 seen += 1
                 if is_dir:
                     if name not in subfolders:
@@ -2161,31 +2283,13 @@ def _fork_share(
         os.close(read_end)
         progress = Progress(None)
         progress.parent = parent
-        share = _audit_share(walk, items, _tickets(tickets, runs), runs, progress, _nothing)
+        share = _audit_share(walk, items, _tickets(tickets, runs), runs, progress, nothing)
         data = marshal.dumps(share)
         while data:
             data = data[os.write(write_end, data) :]
         code = 0
     finally:  # pragma: no cover
         os._exit(code)
-
-
-def join_child(child: Tuple[int, int]) -> Any:
-    """Read what a forked child wrote (marshal) and reap it; None if it failed."""
-    import marshal
-
-    pid, read_end = child
-    chunks = []
-    while True:
-        chunk = os.read(read_end, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not chunks:
-        return None
-    return marshal.loads(b"".join(chunks))
 
 
 def _audit_share(
@@ -2220,43 +2324,6 @@ def _audit_share(
     return results, done
 
 
-def _entries(
-    fd: int, lone_only: bool = True
-) -> Iterator[Tuple[str, bool, Optional[os.stat_result]]]:
-    """(name, is a folder, stat) of each folder and regular file, relative to fd; symlinks,
-    Synology's @eaDir and the rest are left out.  The stat is None for folders, for
-    files gone meanwhile, and, with lone_only, for files hardlinked elsewhere."""
-    if SCANDIR_FD:  # the entry's type spares a stat for every folder
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    if entry.name != NAS_METADATA:
-                        yield entry.name, True, None
-                elif entry.is_file(follow_symlinks=False):
-                    yield entry.name, False, _file_stat(entry.stat, lone_only)
-        return
-    for name in os.listdir(fd):  # pragma: no cover - Python 3.6
-        try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            if name != NAS_METADATA:
-                yield name, True, None
-        elif stat.S_ISREG(st.st_mode):
-            yield name, False, st if not lone_only or st.st_nlink == 1 else None
-
-
-def _file_stat(
-    get_stat: Callable[..., os.stat_result], lone_only: bool
-) -> Optional[os.stat_result]:
-    try:
-        st = get_stat(follow_symlinks=False)
-    except OSError:  # gone while we looked
-        return None
-    return st if not lone_only or st.st_nlink == 1 else None
-
-
 def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, int, int]:
     """(files, bytes, unreadable folders) for the lone files of a whole subtree.
 
@@ -2265,7 +2332,7 @@ def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, in
     """
     parent_pid = progress.parent
     files = nbytes = unreadable = 0
-    fd = _open_below(parent, name)
+    fd = open_below(parent, name)
     if fd is None:
         return 0, 0, 1
     stack: List[Tuple[int, List[str]]] = []
@@ -2289,7 +2356,7 @@ def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, in
                                 files += 1
                                 nbytes += st.st_size
             else:  # pragma: no cover - Python 3.6
-                for child, is_dir, lone in _entries(fd):
+                for child, is_dir, lone in folder_entries(fd):
                     seen += 1
                     if is_dir:
                         pending.append(child)
@@ -2308,7 +2375,7 @@ def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, in
                 os.close(top_fd)
                 stack.pop()
                 continue
-            child_fd = _open_below(top_fd, top_pending.pop())
+            child_fd = open_below(top_fd, top_pending.pop())
             if child_fd is None:
                 unreadable += 1
             else:
@@ -2317,11 +2384,21 @@ def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, in
             return files, nbytes, unreadable
 
 
-def _open_below(parent: int, name: str) -> Optional[int]:
-    try:
-        return os.open(name, TREE_DIR_FLAGS, dir_fd=parent)
-    except OSError:
-        return None
+# -- --check (host): every section together --------------------------------------------
+# run_check runs the sections above in order and grades each: what the report and
+# the containers' and routes' sections build on.
+
+SECTIONS = ("layout", "filesystem", "probes", "permissions")
+
+
+class CheckResult(NamedTuple):
+    findings: List[Finding]
+    notes: List[str]
+    audits: List[Audit]
+    sections: Dict[str, str]  # name -> "ok", PROBLEM, WARNING or "not checked: why"
+    probed_as: str  # "UID:GID"
+    probed_text: str  # as whom the probes ran, in words
+    pairs: int  # import pairs probed
 
 
 def run_check(
@@ -2421,7 +2498,7 @@ def grade(severities: Set[str], otherwise: str = "ok") -> str:
     return PROBLEM if PROBLEM in severities else WARNING if WARNING in severities else otherwise
 
 
-# -- --check --docker: what the containers see --------------------------------------
+# -- --check --docker: what the containers see -----------------------------------------
 # The host side can be perfect while Sonarr, given /downloads and /tv as two
 # volumes, copies every import.  This reads the containers' real configuration
 # (`docker inspect`, or saved inspect / compose JSON) and judges each container
@@ -2601,7 +2678,7 @@ def _is_data_mount(mount: ContainerMount) -> bool:
     target = mount.container.rstrip("/") or "/"
     if mount.type == "tmpfs" or target in STATE_PATHS:
         return False
-    if any(_inside(target, path) for path in SYSTEM_PATHS):
+    if any(inside(target, path) for path in SYSTEM_PATHS):
         return False
     if mount.host.endswith(".sock") or mount.container.endswith(".sock"):
         return False  # a socket, even where it isn't on this machine
@@ -2714,7 +2791,7 @@ def container_ids(container: Container) -> Tuple[Optional[int], Optional[int]]:
     """(uid, gid) the app writes as: PUID/PGID, PLEX_UID/PLEX_GID or the user; None: unknown."""
 
     def number(text: Optional[str]) -> Optional[int]:
-        return int(text) if text is not None and _ascii_number(text.strip()) else None
+        return int(text) if text is not None and ascii_number(text.strip()) else None
 
     for uid_key, gid_key in (("PUID", "PGID"), ("PLEX_UID", "PLEX_GID")):
         if uid_key in container.env or gid_key in container.env:
@@ -2779,7 +2856,7 @@ def _has_acl(walk: Walk, parts: Tuple[str, ...]) -> bool:
 
 
 def _covers(mount: ContainerMount, host: str) -> bool:
-    return mount.type == "bind" and _inside(host, mount.host.rstrip("/") or "/")
+    return mount.type == "bind" and inside(host, mount.host.rstrip("/") or "/")
 
 
 def _seen_at(mount: ContainerMount, host: str) -> str:
@@ -2807,7 +2884,7 @@ def judge_containers(
                                 container=container.name, other=other))  # fmt: skip
 
     def in_tree(host: str) -> bool:
-        return _inside(host, root) or _inside(os.path.realpath(host), real_root)
+        return inside(host, root) or inside(os.path.realpath(host), real_root)
 
     writers = [c for c in containers if c.role in ("download client", "importer")]
     readers = [c for c in containers if c.role in ("media server", "library reader")]
@@ -2839,16 +2916,16 @@ def judge_containers(
                     % (mount.container, container.role),
                     "remove :ro from this volume")  # fmt: skip
     for importer in importers:
-        library = [m for m in importer.mounts if _covers(m, media) or _inside(m.host, media)]
+        library = [m for m in importer.mounts if _covers(m, media) or inside(m.host, media)]
         sources = [os.path.join(root, s) for s in SOURCES]
         sources += [m.host for c in clients for m in c.mounts if m.type == "bind"]
         downloads = [
             m for m in importer.mounts
-            if m.type == "bind" and any(_covers(m, s) or _inside(m.host, s) for s in sources)
+            if m.type == "bind" and any(_covers(m, s) or inside(m.host, s) for s in sources)
         ]  # fmt: skip
         if library and downloads and not any(
             _covers(m, media) and any(_covers(m, s) for s in sources if _covers(d, s) or
-                                      _inside(d.host, s)) for m in library for d in downloads
+                                      inside(d.host, s)) for m in library for d in downloads
         ):  # fmt: skip
             points = sorted({m.container for m in library + downloads})
             add(importer, "split-mounts", root,
@@ -2900,7 +2977,7 @@ def judge_containers(
                                           ", ".join(sorted(library_points))),
                 "mount it at the same path: - %s:%s" % (media, sorted(library_points)[0]),
                 WARNING)  # fmt: skip
-        broad = [m for m in reader.mounts if m.type == "bind" and _inside(media, m.host)
+        broad = [m for m in reader.mounts if m.type == "bind" and inside(media, m.host)
                  and m.host.rstrip("/") != media]  # fmt: skip
         if broad:
             add(reader, "broad-access", broad[0].host,
@@ -2909,7 +2986,7 @@ def judge_containers(
     for client in clients:
         own = own_source(client)
         folder = os.path.join(root, own)
-        broad = [m for m in client.mounts if m.type == "bind" and _inside(folder, m.host)
+        broad = [m for m in client.mounts if m.type == "bind" and inside(folder, m.host)
                  and m.host.rstrip("/") != folder]  # fmt: skip
         if broad:
             add(client, "broad-access", broad[0].host,
@@ -3032,16 +3109,7 @@ def check_containers(
     return found._replace(findings=findings, sections=sections), {"containers": listed}
 
 
-def report_containers(extra: Dict[str, Any], out: "Output") -> None:
-    """One block per container: role, its data mounts host -> container, verdict."""
-    for item in extra.get("containers", []):
-        out.line("  %s (%s, %s): %s" % (item["name"], item["role"], item["image"], item["verdict"]))
-        for mount in item["mounts"]:
-            out.line("      %s -> %s%s" % (mount["host"], mount["container"],
-                                           "" if mount["rw"] else " (read-only)"))  # fmt: skip
-
-
-# -- --relink: copies in media/ become hardlinks of the download ---------------------
+# -- --relink: copies in media/ become hardlinks of the download -----------------------
 # Imports that were copied (two volumes, two shares) left the same bytes twice:
 # once in complete/ (still seeding), once in media/.  Each proven copy becomes a
 # hardlink of the download: link(download -> hidden temp name beside the copy),
@@ -3157,7 +3225,7 @@ def index_files(
     while fd >= 0:
         poll()  # a stop here leaves a few descriptors to the exit that follows
         try:
-            entries = list(_entries(fd, lone_only=False))
+            entries = list(folder_entries(fd, lone_only=False))
         except OSError:
             entries = []
             unreadable.append(walk.path(parts))
@@ -3182,7 +3250,7 @@ def index_files(
                 stack.pop()
                 continue
             name = left.pop()
-            child = _open_below(above_fd, name)
+            child = open_below(above_fd, name)
             if child is None:
                 unreadable.append(walk.path(above + (name,)))
             else:
@@ -3298,47 +3366,6 @@ class Comparer:
         return got
 
 
-def relink(
-    walk: Walk,
-    folders: Sequence[Folder],
-    args: argparse.Namespace,
-    out: "Output",
-    err: "Output",
-    signals: Signals,
-) -> int:
-    """--relink: find the copies, prove each byte for byte, link (unless --dry-run), report."""
-    if not RELINK_OK:  # pragma: no cover - not Linux, BSD or macOS
-        raise Error("--relink needs link and rename through descriptors (Linux, BSD, macOS)")
-    steps = plan(walk, folders, None, None, need_stat=True)
-    if steps[0].st is None or (DATA, MEDIA) not in walk.fds:
-        raise Error(
-            "%s: no data/media here, so nothing to relink: is --path the folder "
-            "that holds data/? (--check shows the tree)" % walk.path((DATA,))
-        )
-    lock = lock_folder(walk, (DATA,), wait=False)  # one --relink at a time
-    if lock is None:
-        raise Error("another --relink is running on %s; wait for it" % walk.path((DATA,)))
-    try:
-        progress = Progress(sys.stderr, "comparing")
-        result = find_and_relink(walk, args, progress, signals)
-    except (Interrupted, KeyboardInterrupt):
-        err.line("interrupted: nothing is half done (every library path is whole); run again")
-        raise
-    finally:
-        os.close(lock)
-    progress.done()
-    if args.json:
-        out.lines(relink_json(args.dry_run, result))
-    elif not args.quiet:
-        report_relink(walk, args.dry_run, result, out)
-    else:
-        for item in result.skipped:
-            err.line("skipped: %s: %s" % (item.path, item.reason))
-        for path in result.unreadable:
-            err.line("not looked in: %s: could not be read" % path)
-    return 1 if any(item.errno for item in result.skipped) else 0
-
-
 def find_and_relink(
     walk: Walk, args: argparse.Namespace, progress: Progress, signals: Signals
 ) -> RelinkResult:
@@ -3419,7 +3446,7 @@ def _open_path(walk: Walk, parts: Tuple[str, ...]) -> Optional[int]:
         return None
     for name in parts[depth:]:
         assert fd is not None
-        child = _open_below(fd, name)
+        child = open_below(fd, name)
         os.close(fd)
         if child is None:
             return None
@@ -3509,7 +3536,7 @@ def _try_pair(
                 return _skip(copy_path, keep_path, "changed while it was compared")
             frees = own_bytes(copy_fd, copy.size)
             # Checked before any link: in such a folder the temp name could never go.
-            held = [(locked(copy_dir), "its folder"), (locked(copy_fd), "the copy")]
+            held = [(chattr_flag(copy_dir), "its folder"), (chattr_flag(copy_fd), "the copy")]
             same_acl = acl_of(keep_fd) == acl_of(copy_fd)
         finally:
             os.close(copy_fd)
@@ -3663,90 +3690,7 @@ def _temp_is_the_copy(temp: str, copy_side: "Side", comparer: Comparer) -> bool:
         os.close(temp_fd)
 
 
-def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output") -> None:
-    root = walk.path((DATA,))
-
-    def rel(path: str) -> str:
-        return os.path.relpath(path, root)
-
-    out.line("relink of %s%s" % (root, " (dry run: nothing is changed)" if dry_run else ""))
-    verb = "would relink" if dry_run else "relinked"
-    for pair in result.pairs:
-        out.line("  %s: %s" % (verb, rel(pair.replace)))
-        shared = ""
-        if pair.frees != pair.bytes:
-            shared = "; frees %s: a reflink or a snapshot shares the rest" % human_size(pair.frees)
-        out.line("      = %s (%s%s; takes on %s)"
-                 % (rel(pair.keep), human_size(pair.bytes), shared, pair.takes_on))  # fmt: skip
-    # A broken past skips thousands for one reason.
-    for shown, more in fold(result.skipped, lambda item: (item.reason, item.errno)):
-        for item in shown:
-            out.line("  skipped: %s" % rel(item.path))
-            out.line("      = %s: %s%s" % (rel(item.keep), item.reason,
-                                           " (%s)" % item.errno if item.errno else ""))  # fmt: skip
-        if more:
-            out.line("  ... and %d more skipped for the same reason (--json lists each)" % more)
-    if result.leftovers:
-        out.line(
-            "  %s %d temp name(s) that an interrupted run left"
-            % ("would remove" if dry_run else "removed", result.leftovers)
-        )
-    if result.unreadable:
-        out.line("  %d folder(s) could not be read, so nothing in them was looked at:"
-                 % len(result.unreadable))  # fmt: skip
-        for path in result.unreadable[:REPORT_SAME]:
-            out.line("      %s" % rel(path))
-        if len(result.unreadable) > REPORT_SAME:
-            out.line("      ... and %d more (--json lists each)"
-                     % (len(result.unreadable) - REPORT_SAME))  # fmt: skip
-    total = sum(pair.frees for pair in result.pairs)
-    held = sum(pair.bytes for pair in result.pairs) - total
-    also = "; %s more stays with a reflink or snapshot" % human_size(held) if held else ""
-    if dry_run:
-        out.line(
-            "result: would relink %d cop%s, %s to release%s; %d skipped"
-            % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
-               also, len(result.skipped))
-        )  # fmt: skip
-    else:
-        out.line(
-            "result: %d cop%s relinked, %s released (once no program holds the old files open "
-            "and no snapshot keeps them%s); %d skipped"
-            % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
-               also, len(result.skipped))
-        )  # fmt: skip
-
-
-def relink_json(dry_run: bool, result: RelinkResult) -> str:
-    return json_text(
-        {
-            "dry_run": dry_run,
-            "pairs": [
-                {
-                    "keep": pair.keep,
-                    "replace": pair.replace,
-                    "bytes": pair.bytes,
-                    "frees": pair.frees,
-                }
-                for pair in result.pairs
-            ],
-            "bytes_reclaimed": sum(pair.frees for pair in result.pairs),
-            "skipped": [
-                {
-                    "path": item.path,
-                    "keep": item.keep,
-                    "reason": item.reason,
-                    "errno": item.errno or None,
-                }
-                for item in result.skipped
-            ],
-            "leftovers_removed": result.leftovers,
-            "unreadable_folders": result.unreadable,
-        }
-    )
-
-
-# -- --compose: the docker-compose volumes that keep imports hardlinks ---------
+# -- --compose: the docker-compose volumes that keep imports hardlinks -----------------
 # One bind per role, always of a folder of the one tree, at the same path inside.
 
 # Who mounts which part of the tree; the download sources come from TREE.
@@ -3796,7 +3740,7 @@ def _yaml_quote(text: str) -> str:
     return json.dumps(text)
 
 
-# -- the report: what a person reads, and what a script parses ------------------
+# -- the report: what a person reads, and what a script parses -------------------------
 # Paths whose bytes are UTF-8 come out as that UTF-8 in every locale and Python;
 # other bytes as \xNN.  Output that can't be written never stops the work.
 
@@ -3810,27 +3754,6 @@ DRY_LABELS = {
     CHANGE: "would change",
     CONFLICT: "in the way:",
 }
-
-
-# A newline, a tab, a terminal's escape (C0, DEL and C1) in a name: the name may be
-# a stranger's (a torrent's, a container user's), and the reader is often root.
-CONTROLS = {code: "\\x%02x" % code for code in [*range(0x20), *range(0x7F, 0xA0)]}
-
-
-def printable(text: str) -> str:
-    """A line for a terminal: a name's characters as its bytes spell them in UTF-8,
-    bytes that aren't and control characters as \\xNN, so no name breaks a line or
-    drives the terminal."""
-    return as_utf8(text).translate(CONTROLS)
-
-
-def as_utf8(text: str) -> str:
-    """A name as the characters its bytes spell in UTF-8; bytes that aren't, as \\xNN."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
 
 
 class Output:
@@ -4037,24 +3960,6 @@ def report_check(
         out.line("result: %s, see above" % _count(problems, "problem", warnings, "warning"))
 
 
-REPORT_SAME = 3  # lines shown of a run alike but for their folder
-Line = TypeVar("Line")  # what one line of a report shows
-
-
-def fold(items: Sequence[Line], key: Callable[[Line], Any]) -> List[Tuple[List[Line], int]]:
-    """The items grouped by key, in the order first seen: each group's first few to show
-    (all of a group just one longer: a count saves no line) and how many more it has."""
-    groups: Dict[Any, List[Line]] = {}
-    for item in items:
-        groups.setdefault(key(item), []).append(item)
-    return [
-        (group, 0)
-        if len(group) <= REPORT_SAME + 1
-        else (group[:REPORT_SAME], len(group) - REPORT_SAME)
-        for group in groups.values()
-    ]
-
-
 def _report_findings(findings: Sequence[Finding], out: Output) -> None:
     """Each finding on a line, its fix once for a run of the same fix; of findings alike
     but for their folder (a tree made as root, checked for --owner; every pair across one
@@ -4083,6 +3988,15 @@ def _count(first: int, first_name: str, second: int, second_name: str) -> str:
     if second:
         said.append("%d %s(s)" % (second, second_name))
     return ", ".join(said)
+
+
+def report_containers(extra: Dict[str, Any], out: "Output") -> None:
+    """One block per container: role, its data mounts host -> container, verdict."""
+    for item in extra.get("containers", []):
+        out.line("  %s (%s, %s): %s" % (item["name"], item["role"], item["image"], item["verdict"]))
+        for mount in item["mounts"]:
+            out.line("      %s -> %s%s" % (mount["host"], mount["container"],
+                                           "" if mount["rw"] else " (read-only)"))  # fmt: skip
 
 
 def check_json(root: str, found: CheckResult, extra: Optional[Dict[str, Any]] = None) -> str:
@@ -4139,16 +4053,92 @@ def json_text(document: Any) -> str:
     return json.dumps(clean(document), indent=2)
 
 
-def human_size(nbytes: int) -> str:
-    size = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
-        size /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
+def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output") -> None:
+    root = walk.path((DATA,))
+
+    def rel(path: str) -> str:
+        return os.path.relpath(path, root)
+
+    out.line("relink of %s%s" % (root, " (dry run: nothing is changed)" if dry_run else ""))
+    verb = "would relink" if dry_run else "relinked"
+    for pair in result.pairs:
+        out.line("  %s: %s" % (verb, rel(pair.replace)))
+        shared = ""
+        if pair.frees != pair.bytes:
+            shared = "; frees %s: a reflink or a snapshot shares the rest" % human_size(pair.frees)
+        out.line("      = %s (%s%s; takes on %s)"
+                 % (rel(pair.keep), human_size(pair.bytes), shared, pair.takes_on))  # fmt: skip
+    # A broken past skips thousands for one reason.
+    for shown, more in fold(result.skipped, lambda item: (item.reason, item.errno)):
+        for item in shown:
+            out.line("  skipped: %s" % rel(item.path))
+            out.line("      = %s: %s%s" % (rel(item.keep), item.reason,
+                                           " (%s)" % item.errno if item.errno else ""))  # fmt: skip
+        if more:
+            out.line("  ... and %d more skipped for the same reason (--json lists each)" % more)
+    if result.leftovers:
+        out.line(
+            "  %s %d temp name(s) that an interrupted run left"
+            % ("would remove" if dry_run else "removed", result.leftovers)
+        )
+    if result.unreadable:
+        out.line("  %d folder(s) could not be read, so nothing in them was looked at:"
+                 % len(result.unreadable))  # fmt: skip
+        for path in result.unreadable[:REPORT_SAME]:
+            out.line("      %s" % rel(path))
+        if len(result.unreadable) > REPORT_SAME:
+            out.line("      ... and %d more (--json lists each)"
+                     % (len(result.unreadable) - REPORT_SAME))  # fmt: skip
+    total = sum(pair.frees for pair in result.pairs)
+    held = sum(pair.bytes for pair in result.pairs) - total
+    also = "; %s more stays with a reflink or snapshot" % human_size(held) if held else ""
+    if dry_run:
+        out.line(
+            "result: would relink %d cop%s, %s to release%s; %d skipped"
+            % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
+               also, len(result.skipped))
+        )  # fmt: skip
+    else:
+        out.line(
+            "result: %d cop%s relinked, %s released (once no program holds the old files open "
+            "and no snapshot keeps them%s); %d skipped"
+            % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
+               also, len(result.skipped))
+        )  # fmt: skip
 
 
-# -- the command line ----------------------------------------------------------
+def relink_json(dry_run: bool, result: RelinkResult) -> str:
+    return json_text(
+        {
+            "dry_run": dry_run,
+            "pairs": [
+                {
+                    "keep": pair.keep,
+                    "replace": pair.replace,
+                    "bytes": pair.bytes,
+                    "frees": pair.frees,
+                }
+                for pair in result.pairs
+            ],
+            "bytes_reclaimed": sum(pair.frees for pair in result.pairs),
+            "skipped": [
+                {
+                    "path": item.path,
+                    "keep": item.keep,
+                    "reason": item.reason,
+                    "errno": item.errno or None,
+                }
+                for item in result.skipped
+            ],
+            "leftovers_removed": result.leftovers,
+            "unreadable_folders": result.unreadable,
+        }
+    )
+
+
+# -- the command line: options, and which go with which mode ---------------------------
+# The options, their argparse types (in the plan section) and the table of which
+# option goes with which mode: a usage error is exit 2 before anything runs.
 
 EPILOG = """\
 examples:
@@ -4312,6 +4302,11 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return mode
 
 
+# -- the modes: create, --check and --relink from start to end, and main() -------------
+# One driver per mode: it plans, runs the sections it needs and hands the result to
+# the report.  main() turns every Error into one line on stderr and an exit code.
+
+
 def in_ram(walk: Walk) -> str:
     """The RAM filesystem --path is on (tmpfs, ramfs, Unraid's rootfs), or ""."""
     fstype = fstype_of(walk.fds[()], walk.path(()))
@@ -4415,7 +4410,7 @@ def found_categories(walk: Walk, folders: Sequence[Folder]) -> List[Folder]:
         if fd is None:
             return set()
         try:  # hidden, Synology's #recycle and @eaDir: never a category
-            names = {name for name, is_dir, _ in _entries(fd, lone_only=False) if is_dir}
+            names = {name for name, is_dir, _ in folder_entries(fd, lone_only=False) if is_dir}
         except OSError:
             return set()
         return {name for name in names if not name.startswith((".", "#", "@"))}
@@ -4467,6 +4462,47 @@ def check(
         for item in found.findings:
             err.line("%s: %s: %s" % (item.severity, item.path, item.detail))
     return 1 if any(item.severity == PROBLEM for item in found.findings) else 0
+
+
+def relink(
+    walk: Walk,
+    folders: Sequence[Folder],
+    args: argparse.Namespace,
+    out: "Output",
+    err: "Output",
+    signals: Signals,
+) -> int:
+    """--relink: find the copies, prove each byte for byte, link (unless --dry-run), report."""
+    if not RELINK_OK:  # pragma: no cover - not Linux, BSD or macOS
+        raise Error("--relink needs link and rename through descriptors (Linux, BSD, macOS)")
+    steps = plan(walk, folders, None, None, need_stat=True)
+    if steps[0].st is None or (DATA, MEDIA) not in walk.fds:
+        raise Error(
+            "%s: no data/media here, so nothing to relink: is --path the folder "
+            "that holds data/? (--check shows the tree)" % walk.path((DATA,))
+        )
+    lock = lock_folder(walk, (DATA,), wait=False)  # one --relink at a time
+    if lock is None:
+        raise Error("another --relink is running on %s; wait for it" % walk.path((DATA,)))
+    try:
+        progress = Progress(sys.stderr, "comparing")
+        result = find_and_relink(walk, args, progress, signals)
+    except (Interrupted, KeyboardInterrupt):
+        err.line("interrupted: nothing is half done (every library path is whole); run again")
+        raise
+    finally:
+        os.close(lock)
+    progress.done()
+    if args.json:
+        out.lines(relink_json(args.dry_run, result))
+    elif not args.quiet:
+        report_relink(walk, args.dry_run, result, out)
+    else:
+        for item in result.skipped:
+            err.line("skipped: %s: %s" % (item.path, item.reason))
+        for path in result.unreadable:
+            err.line("not looked in: %s: could not be read" % path)
+    return 1 if any(item.errno for item in result.skipped) else 0
 
 
 def run(args: argparse.Namespace, mode: str, out: Output, err: Output, signals: Signals) -> int:

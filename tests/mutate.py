@@ -281,9 +281,9 @@ MUTATIONS = [
     ),
     (
         "relink's walk opens every subfolder at once (index_files)",
-        "            name = left.pop()\n            child = _open_below(above_fd, name)",
-        "            name = left.pop()\n            child = _open_below(above_fd, name)\n"
-        "            held = [_open_below(above_fd, other) for other in left]\n"
+        "            name = left.pop()\n            child = open_below(above_fd, name)",
+        "            name = left.pop()\n            child = open_below(above_fd, name)\n"
+        "            held = [open_below(above_fd, other) for other in left]\n"
         "            if None in held:\n                left.clear()\n"
         "            [os.close(fd) for fd in held if fd is not None]",
     ),
@@ -315,13 +315,15 @@ MUTATIONS = [
     ),
     (
         "probes make files in append-only folders (_probe_one)",
-        "        what = locked(opened[parts])  # a file made there might never be removed again",
+        "        what = chattr_flag(opened[parts])  # a file made there might never be removed "
+        "again",
         '        what = ""',
     ),
     (
         "relink links into append-only folders (_try_pair)",
-        '            held = [(locked(copy_dir), "its folder"), (locked(copy_fd), "the copy")]',
-        '            held = [(locked(copy_fd), "the copy")]',
+        '            held = [(chattr_flag(copy_dir), "its folder"), '
+        '(chattr_flag(copy_fd), "the copy")]',
+        '            held = [(chattr_flag(copy_fd), "the copy")]',
     ),
 ]
 

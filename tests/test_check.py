@@ -1511,6 +1511,6 @@ def test_inode_flags_are_not_asked_where_the_number_would_write_them(monkeypatch
     monkeypatch.setattr(fcntl, "ioctl", no_ioctl)
     fd = os.open(os.curdir, os.O_RDONLY)
     try:
-        assert cms.locked(fd) == ""
+        assert cms.chattr_flag(fd) == ""
     finally:
         os.close(fd)

@@ -224,7 +224,7 @@ def test_a_signal_stops_the_index_walk(tree, run, monkeypatch):
     """SIGTERM while a big library is walked: it stops at the next folder (it used to be
     lost where no copy was found, the run ending 0)."""
     old_file(tree / "data/torrents/complete/movies/F/f.mkv", b"f" * (2 << 20))
-    real_entries = cms._entries
+    real_entries = cms.folder_entries
     listed = []
 
     def entries_then_signal(fd, lone_only=True):
@@ -233,7 +233,7 @@ def test_a_signal_stops_the_index_walk(tree, run, monkeypatch):
         listed.append(fd)
         return real_entries(fd, lone_only)
 
-    monkeypatch.setattr(cms, "_entries", entries_then_signal)
+    monkeypatch.setattr(cms, "folder_entries", entries_then_signal)
     code, out, err = run("--path", str(tree), "--relink")
     assert (code, out) == (143, "")
     assert err.startswith("interrupted: nothing is half done")
