@@ -182,7 +182,7 @@ Pairs = Sequence[Tuple[str, Tuple[str, ...], Tuple[str, ...]]]
 
 class Finding(NamedTuple):
     section: str  # layout, filesystem, probes, permissions, containers
-    kind: str  # missing, conflict, other-filesystem, mount-point, ...
+    kind: str  # a key of KINDS
     path: str
     detail: str
     fix: str
@@ -192,18 +192,72 @@ class Finding(NamedTuple):
     other: str  # the other container of a pair
 
 
+class Kind(NamedTuple):
+    section: str  # where the report shows it
+    severity: str  # its grade, unless its rule says otherwise
+    rule: str  # when it takes the other grade (or section); "" for never
+
+
+AS_CROSSED = "a warning where no import crosses it"
+AS_DENIED = "in permissions where the user may not (EACCES, EPERM)"
+# Every kind of finding the script can make, once: the README's table of findings is
+# checked against this, and finding() takes its section and grade from here.
+KINDS: Dict[str, Kind] = {
+    "missing": Kind("layout", PROBLEM, ""),
+    "conflict": Kind("layout", PROBLEM, ""),
+    "other-filesystem": Kind("filesystem", PROBLEM, AS_CROSSED),
+    "mount-point": Kind("filesystem", PROBLEM, AS_CROSSED),
+    "symlink-elsewhere": Kind("filesystem", PROBLEM, AS_CROSSED),
+    "symlink-outside": Kind("filesystem", WARNING, ""),
+    "symlink-absolute": Kind("filesystem", WARNING, ""),
+    "no-hardlinks": Kind("filesystem", PROBLEM, ""),
+    "server-hardlinks": Kind("filesystem", WARNING, ""),
+    "ram": Kind("filesystem", WARNING, ""),
+    "not-writable": Kind("permissions", PROBLEM, "a warning where no import writes, or where "
+                         "the probe as that user wrote all the same"),
+    "sticky": Kind("permissions", WARNING, ""),
+    "reach-failed": Kind("probes", PROBLEM, AS_DENIED),
+    "create-failed": Kind("probes", PROBLEM, AS_DENIED),
+    "finish-failed": Kind("probes", WARNING, ""),
+    "hardlink-failed": Kind("probes", PROBLEM, ""),
+    "move-failed": Kind("probes", PROBLEM, ""),
+    "new-folder-failed": Kind("probes", PROBLEM, ""),
+    "remove-failed": Kind("probes", PROBLEM, ""),
+    "same-folder": Kind("probes", PROBLEM, ""),
+    "probe-blocked": Kind("probes", WARNING, ""),
+    "probe-disturbed": Kind("probes", WARNING, ""),
+    "locked": Kind("probes", PROBLEM, "a warning for incomplete/, which no import crosses"),
+    "named-volume": Kind("containers", PROBLEM, ""),
+    "outside-tree": Kind("containers", PROBLEM, "a warning for a media server or a reader"),
+    "read-only": Kind("containers", PROBLEM, ""),
+    "split-mounts": Kind("containers", PROBLEM, ""),
+    "path-mismatch": Kind("containers", PROBLEM, ""),
+    "library-path": Kind("containers", WARNING, ""),
+    "broad-access": Kind("containers", WARNING, ""),
+    "root": Kind("containers", WARNING, ""),
+    "cannot-write": Kind("containers", PROBLEM, "a warning where an ACL may let it write"),
+    "ids": Kind("containers", WARNING, ""),
+    "umask": Kind("containers", WARNING, ""),
+}  # fmt: skip
+
+
 def finding(
-    section: str,
     kind: str,
     path: str,
     detail: str,
     fix: str,
-    severity: str = PROBLEM,
+    *,
+    severity: str = "",
+    section: str = "",
     errno_name: str = "",
     container: str = "",
     other: str = "",
 ) -> Finding:
-    return Finding(section, kind, path, detail, fix, errno_name, severity, container, other)
+    """A finding of a kind of KINDS, in its section and with its grade unless the case
+    (the kind's rule) says otherwise."""
+    known = KINDS[kind]
+    return Finding(section or known.section, kind, path, detail, fix, errno_name,
+                   severity or known.severity, container, other)  # fmt: skip
 
 
 # -- the plan (pure): options and the tree into folders and decisions ------------------
@@ -1125,7 +1179,6 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
             absent.add(parts)
             findings.append(
                 finding(
-                    "layout",
                     "conflict",
                     step.path,
                     step.detail + " is in the way",
@@ -1136,9 +1189,7 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
             absent.add(parts)
             below = sum(1 for s in steps if s.folder.parts[: len(parts)] == parts) - 1
             detail = "missing" + (" (and the %d folders below it)" % below if below else "")
-            findings.append(
-                finding("layout", "missing", step.path, detail, again + " to create it")
-            )
+            findings.append(finding("missing", step.path, detail, again + " to create it"))
     return findings
 
 
@@ -1176,7 +1227,6 @@ def filesystem_findings(
     def boundary(parts: Tuple[str, ...], path: str, kind: str, detail: str, fix: str = "") -> None:
         if crossed_by_import(parts, pairs):
             found[path] = finding(
-                "filesystem",
                 kind,
                 path,
                 detail,
@@ -1192,12 +1242,11 @@ def filesystem_findings(
                 else "no import writes here"
             )
             found[path] = finding(
-                "filesystem",
                 kind,
                 path,
                 detail + "; no import crosses it (%s)" % why,
                 "fine if you meant it; otherwise keep it on data/'s filesystem",
-                WARNING,
+                severity=WARNING,
             )
 
     for step in steps[1:]:
@@ -1217,14 +1266,12 @@ def filesystem_findings(
                 )
             elif not inside(real, real_root):
                 found[step.path] = finding(
-                    "filesystem",
                     "symlink-outside",
                     step.path,
                     "a symlink to %s, outside data/: imports on this host work, but a "
                     "container given data/ sees it dangling or pointing elsewhere" % real,
                     "move the folder into data/ and remove the symlink (or mount its "
                     "target at the same path in every container)",
-                    WARNING,
                 )
             elif os.path.isabs(symlink_target(step)):
                 # Inside data/ on the host, but by the host's path: a container that
@@ -1232,14 +1279,12 @@ def filesystem_findings(
                 parent = real_path_of(walk.fds[parts[:-1]], os.path.dirname(step.path))
                 relative = os.path.relpath(real, parent)
                 found[step.path] = finding(
-                    "filesystem",
                     "symlink-absolute",
                     step.path,
                     "a symlink by absolute path to %s: imports on this host work, but a "
                     "container that mounts data/ at another path (/data) sees it dangling"
                     % symlink_target(step),
                     "make it relative: ln -sfn %s %s" % (quote(relative), quote(step.path)),
-                    WARNING,
                 )
         elif step.st.st_dev != root.st.st_dev and devices.get(parts[:-1]) == root.st.st_dev:
             # Only where the tree first leaves data/'s device, not everything below.
@@ -1267,7 +1312,6 @@ def filesystem_findings(
     if root_mount.fstype in NO_HARDLINKS:
         findings.append(
             finding(
-                "filesystem",
                 "no-hardlinks",
                 root.path,
                 "%s does not support hardlinks (or refuses them)" % root_mount.fstype,
@@ -1277,27 +1321,23 @@ def filesystem_findings(
     elif root_mount.fstype in SERVER_HARDLINKS:
         findings.append(
             finding(
-                "filesystem",
                 "server-hardlinks",
                 root.path,
                 "data/ is a %s share: hardlinks work only where the server has them (the "
                 "probes tell), and only inside one share" % root_mount.fstype,
                 "best: run the apps on the machine that holds the disks; else one share for "
                 "all of data/, mounted once",
-                WARNING,
             )
         )
     elif root_mount.fstype in RAM_FILESYSTEMS:
         findings.append(
             finding(
-                "filesystem",
                 "ram",
                 root.path,
                 "data/ is on %s, in memory: everything in it is gone at the next reboot "
                 "(on Unraid: the array or pool wasn't mounted when it was made)"
                 % root_mount.fstype,
                 "put data/ on a disk: check --path (is the array started?)",
-                WARNING,
             )
         )
     elif root_mount.fstype in UNIONS:
@@ -1334,7 +1374,6 @@ def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> 
         if st.st_mode & bits != bits:
             findings.append(
                 finding(
-                    "permissions",
                     "not-writable",
                     step.path,
                     "%s cannot write here (owner %d:%d, mode %04o)"
@@ -1353,7 +1392,6 @@ def sticky_findings(steps: Sequence[Step]) -> List[Finding]:
     categories = creator_categories(steps)
     return [
         finding(
-            "permissions",
             "sticky",
             step.path,
             "sticky (mode %04o): only a file's owner can move or delete it here, so an app "
@@ -1361,7 +1399,6 @@ def sticky_findings(steps: Sequence[Step]) -> List[Finding]:
             % stat.S_IMODE(step.st.st_mode),
             "chmod -t the folder, or run again without --check with --mode %04o%s"
             % (stat.S_IMODE(step.st.st_mode) & ~stat.S_ISVTX, categories),
-            WARNING,
         )
         for step in steps
         if step.st is not None and step.st.st_mode & stat.S_ISVTX
@@ -1917,13 +1954,12 @@ def locked_finding(walk: Walk, folder: Tuple[str, ...], flag: str) -> Finding:
         fails, severity = "the client can't move a finished download out", WARNING
     path = walk.path(folder)
     return finding(
-        "probes",
         "locked",
         path,
         "%s (chattr +%s): not even root may %s a file here, so %s; not probed here"
         % (flag, letter, forbidden, fails),
         "if you didn't mean it: chattr -%s %s (lsattr -d shows it)" % (letter, quote(path)),
-        severity,
+        severity=severity,
     )
 
 
@@ -1956,37 +1992,33 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
                 )
             findings.append(
                 finding(
-                    "permissions" if denied else "probes",
                     verb + "-failed",
                     path,
                     detail,
                     fix,
+                    section="permissions" if denied else "probes",
                     errno_name=name,
                 )
             )
         elif step == "finish":
             findings.append(
                 finding(
-                    "probes",
                     "finish-failed",
                     walk.path((DATA, source, INCOMPLETE)),
                     "a move from %s/incomplete to %s failed: %s; the client copies each "
                     "finished download instead" % (source, src_rel, reason),
                     fix,
-                    WARNING,
-                    name,
+                    errno_name=name,
                 )
             )
         elif step.startswith("taken:"):
             findings.append(
                 finding(
-                    "probes",
                     "probe-blocked",
                     walk.path(tuple(step[6:].split("/"))),
                     "a file with the probe's name is in the way: %s -> %s not probed"
                     % (src_rel, dst_rel),
                     "remove it if it isn't yours, and check again",
-                    WARNING,
                 )
             )
         elif step.startswith("locked:"):
@@ -1994,7 +2026,6 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
         elif step == "remove":
             findings.append(
                 finding(
-                    "probes",
                     "remove-failed",
                     walk.path(dst),
                     "removing the probe's hardlink %s failed: %s (so may an upgrade or "
@@ -2007,20 +2038,17 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
         elif step == "disturbed":
             findings.append(
                 finding(
-                    "probes",
                     "probe-disturbed",
                     walk.path(src),
                     "the probe of %s -> %s failed halfway: %s (did something remove or "
                     "replace its file meanwhile?); not probed" % (src_rel, dst_rel, reason),
                     "check again",
-                    WARNING,
-                    name,
+                    errno_name=name,
                 )
             )
         elif step == "new-folder":
             findings.append(
                 finding(
-                    "probes",
                     "new-folder-failed",
                     walk.path(dst),
                     "a hardlink from %s into a new folder in %s failed: %s; into %s itself "
@@ -2034,7 +2062,6 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
         elif step == "same-folder":
             findings.append(
                 finding(
-                    "probes",
                     "same-folder",
                     walk.path(src),
                     "%s and %s are the same folder" % (src_rel, dst_rel),
@@ -2044,7 +2071,6 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
         else:
             findings.append(
                 finding(
-                    "probes",
                     step + "-failed",
                     walk.path(src),
                     "%s from %s to %s failed: %s" % (step, src_rel, dst_rel, reason),
@@ -2865,6 +2891,21 @@ def _seen_at(mount: ContainerMount, host: str) -> str:
     return mount.container if rel == "." else os.path.join(mount.container, rel)
 
 
+class Scene(NamedTuple):
+    """The containers by role, and the tree they are judged against."""
+
+    root: str  # <path>/data as given
+    real_root: str  # the same, resolved
+    media: str
+    writers: List[Container]  # download clients and importers
+    readers: List[Container]  # media servers and library readers
+    importers: List[Container]
+    clients: List[Container]
+
+    def in_tree(self, host: str) -> bool:
+        return inside(host, self.root) or inside(os.path.realpath(host), self.real_root)
+
+
 def judge_containers(
     containers: Sequence[Container],
     root: str,
@@ -2873,52 +2914,79 @@ def judge_containers(
     blocked: Optional[Blocked] = None,
     categories: str = "",
 ) -> List[Finding]:
-    """Every containers finding: split-mounts, path-mismatch, read-only, named-volume,
-    outside-tree, library-path, cannot-write, ids, umask, root, broad-access."""
+    """Every containers finding, one rule after another: the mounts themselves
+    (named-volume, outside-tree, read-only), split-mounts, path-mismatch, the readers'
+    library-path and broad-access, the clients' broad-access, then the ids (root,
+    cannot-write, ids, umask)."""
+    scene = Scene(
+        root,
+        real_root,
+        os.path.join(root, MEDIA),
+        [c for c in containers if c.role in ("download client", "importer")],
+        [c for c in containers if c.role in ("media server", "library reader")],
+        [c for c in containers if c.role == "importer"],
+        [c for c in containers if c.role == "download client"],
+    )
     findings: List[Finding] = []
-    media = os.path.join(root, MEDIA)
+    for rule in (_mount_findings, _split_mounts, _path_mismatches, _reader_findings,
+                 _client_breadth):  # fmt: skip
+        findings += rule(scene)
+    return findings + _ids_findings(scene.writers, tree_ids, root, blocked, categories)
 
-    def add(container: Container, kind: str, path: str, detail: str, fix: str,
-            severity: str = PROBLEM, other: str = "") -> None:  # fmt: skip
-        findings.append(finding("containers", kind, path, detail, fix, severity,
-                                container=container.name, other=other))  # fmt: skip
 
-    def in_tree(host: str) -> bool:
-        return inside(host, root) or inside(os.path.realpath(host), real_root)
+def _found(container: Container, kind: str, path: str, detail: str, fix: str,
+           severity: str = "", other: str = "") -> Finding:  # fmt: skip
+    return finding(
+        kind, path, detail, fix, severity=severity, container=container.name, other=other
+    )
 
-    writers = [c for c in containers if c.role in ("download client", "importer")]
-    readers = [c for c in containers if c.role in ("media server", "library reader")]
-    importers = [c for c in containers if c.role == "importer"]
-    clients = [c for c in containers if c.role == "download client"]
-    one_bind = "one bind of the whole tree in every importer: - %s:/data" % root
-    tree_bind = ContainerMount("bind", root, "/data", True)  # what the fixes propose
-    for container in writers + readers:
-        writer = container in writers
+
+def _mount_findings(scene: Scene) -> List[Finding]:
+    """Each data mount of a writer or reader: a docker volume, a folder outside the
+    tree, a read-only mount where it must write."""
+    findings: List[Finding] = []
+    root = scene.root
+    for container in scene.writers + scene.readers:
+        writer = container in scene.writers
         for mount in container.mounts:
             if mount.type == "volume":
                 if writer:
-                    add(container, "named-volume", mount.host,
+                    findings.append(_found(
+                        container, "named-volume", mount.host,
                         "%s is a docker volume, not a folder of %s: imports can't hardlink "
                         "or move out of it" % (mount.container, root),
-                        "bind a folder of the tree instead: - %s:%s" % (root, "/data"))  # fmt: skip
+                        "bind a folder of the tree instead: - %s:%s" % (root, "/data"),
+                    ))  # fmt: skip
                 continue
-            if not in_tree(mount.host):
+            if not scene.in_tree(mount.host):
                 twin = ""
                 if os.path.basename(mount.host.rstrip("/")) == os.path.basename(root):
                     twin = " (another path to the same share? two paths are two filesystems)"
-                add(container, "outside-tree", mount.host,
+                findings.append(_found(
+                    container, "outside-tree", mount.host,
                     "%s comes from %s, outside %s%s" % (mount.container, mount.host, root, twin),
                     "bind folders of %s only (check them with --check)" % root,
-                    PROBLEM if writer else WARNING)  # fmt: skip
+                    PROBLEM if writer else WARNING,
+                ))  # fmt: skip
             if writer and not mount.rw:
-                add(container, "read-only", mount.host,
+                findings.append(_found(
+                    container, "read-only", mount.host,
                     "%s is mounted read-only: %s can't write there"
                     % (mount.container, container.role),
-                    "remove :ro from this volume")  # fmt: skip
-    for importer in importers:
+                    "remove :ro from this volume",
+                ))  # fmt: skip
+    return findings
+
+
+def _split_mounts(scene: Scene) -> List[Finding]:
+    """An importer that reaches downloads and library through two mounts, no one of
+    which covers both."""
+    findings: List[Finding] = []
+    root, media = scene.root, scene.media
+    for importer in scene.importers:
         library = [m for m in importer.mounts if _covers(m, media) or inside(m.host, media)]
         sources = [os.path.join(root, s) for s in SOURCES]
-        sources += [m.host for c in clients for m in c.mounts if m.type == "bind"]
+        sources += [m.host for c in scene.clients for m in c.mounts if m.type == "bind"]
         downloads = [
             m for m in importer.mounts
             if m.type == "bind" and any(_covers(m, s) or inside(m.host, s) for s in sources)
@@ -2928,17 +2996,27 @@ def judge_containers(
                                       inside(d.host, s)) for m in library for d in downloads
         ):  # fmt: skip
             points = sorted({m.container for m in library + downloads})
-            add(importer, "split-mounts", root,
+            findings.append(_found(
+                importer, "split-mounts", root,
                 "reaches downloads and library through %d mounts (%s): hardlinks and moves "
                 "between them fail with EXDEV, and %s copies every import without a warning"
                 % (len(points), ", ".join(points), importer.keyword.capitalize()),
-                one_bind)  # fmt: skip
-    for client in clients:
+                "one bind of the whole tree in every importer: - %s:/data" % root,
+            ))  # fmt: skip
+    return findings
+
+
+def _path_mismatches(scene: Scene) -> List[Finding]:
+    """A client's folder that an importer sees at another container path, or nowhere."""
+    findings: List[Finding] = []
+    root = scene.root
+    tree_bind = ContainerMount("bind", root, "/data", True)  # what the fixes propose
+    for client in scene.clients:
         for mount in client.mounts:
             if mount.type != "bind":
                 continue
             seen = False
-            for importer in importers:
+            for importer in scene.importers:
                 covering = [m for m in importer.mounts if _covers(m, mount.host)]
                 same_point = [m for m in importer.mounts if m.container == mount.container]
                 if not covering and not same_point:
@@ -2952,9 +3030,10 @@ def judge_containers(
                         else "%s is %s there" % (mount.container, same_point[0].host)
                     )
                     # The example binds the tree's folder: one outside it is its own problem.
-                    host = mount.host if in_tree(mount.host) else (
+                    host = mount.host if scene.in_tree(mount.host) else (
                         os.path.join(root, own_source(client)))  # fmt: skip
-                    add(client, "path-mismatch", mount.host,
+                    findings.append(_found(
+                        client, "path-mismatch", mount.host,
                         "%s saves to %s, but %s sees that folder %s"
                         % (client.name, mount.container, importer.name,
                            where if at else "nowhere (%s)" % where),
@@ -2962,38 +3041,60 @@ def judge_containers(
                         "importer and - %s:%s in the client), or, second best, a remote path "
                         "mapping in %s" % (host, root, host, _seen_at(tree_bind, host),
                                            importer.name),
-                        other=importer.name)  # fmt: skip
-            if not seen and importers:
-                add(client, "path-mismatch", mount.host,
+                        other=importer.name,
+                    ))  # fmt: skip
+            if not seen and scene.importers:
+                findings.append(_found(
+                    client, "path-mismatch", mount.host,
                     "no importer sees %s (%s in %s)" % (mount.host, mount.container, client.name),
-                    "give the importers the whole tree: - %s:/data" % root)  # fmt: skip
-    library_points = {_seen_at(m, media) for c in importers for m in c.mounts if _covers(m, media)}
-    for reader in readers:
+                    "give the importers the whole tree: - %s:/data" % root,
+                ))  # fmt: skip
+    return findings
+
+
+def _reader_findings(scene: Scene) -> List[Finding]:
+    """A media server or reader that sees the library at another path than the
+    importers, or mounts more than the library."""
+    findings: List[Finding] = []
+    media = scene.media
+    library_points = {
+        _seen_at(m, media) for c in scene.importers for m in c.mounts if _covers(m, media)
+    }
+    for reader in scene.readers:
         seen_at = {_seen_at(m, media) for m in reader.mounts if _covers(m, media)}
         if library_points and seen_at and not seen_at & library_points:
-            add(reader, "library-path", media,
+            findings.append(_found(
+                reader, "library-path", media,
                 "sees the library at %s, the importers at %s: library updates and subtitle "
                 "paths need remapping" % (", ".join(sorted(seen_at)),
                                           ", ".join(sorted(library_points))),
                 "mount it at the same path: - %s:%s" % (media, sorted(library_points)[0]),
-                WARNING)  # fmt: skip
+            ))  # fmt: skip
         broad = [m for m in reader.mounts if m.type == "bind" and inside(media, m.host)
                  and m.host.rstrip("/") != media]  # fmt: skip
         if broad:
-            add(reader, "broad-access", broad[0].host,
+            findings.append(_found(
+                reader, "broad-access", broad[0].host,
                 "mounts %s, more than the library it needs" % broad[0].host,
-                "the narrower bind: - %s:/data/media" % media, WARNING)  # fmt: skip
-    for client in clients:
+                "the narrower bind: - %s:/data/media" % media,
+            ))  # fmt: skip
+    return findings
+
+
+def _client_breadth(scene: Scene) -> List[Finding]:
+    """A download client that mounts more than its own source folder."""
+    findings: List[Finding] = []
+    for client in scene.clients:
         own = own_source(client)
-        folder = os.path.join(root, own)
+        folder = os.path.join(scene.root, own)
         broad = [m for m in client.mounts if m.type == "bind" and inside(folder, m.host)
                  and m.host.rstrip("/") != folder]  # fmt: skip
         if broad:
-            add(client, "broad-access", broad[0].host,
+            findings.append(_found(
+                client, "broad-access", broad[0].host,
                 "mounts %s, more than its own %s/" % (broad[0].host, own),
                 "the narrower bind (--compose prints it): - %s:/data/%s" % (folder, own),
-                WARNING)  # fmt: skip
-    findings += _ids_findings(writers, tree_ids, root, blocked, categories)
+            ))  # fmt: skip
     return findings
 
 
@@ -3029,40 +3130,43 @@ def _ids_findings(
         if uid == 0:
             fix = "set PUID/PGID to the tree's owner (%s)" % owner if users_tree else (
                 "set PUID/PGID to the apps' user; then " + give("PUID:PGID"))  # fmt: skip
-            findings.append(finding(
-                "containers", "root", root, "runs as root (PUID 0 or no user): what it writes "
-                "belongs to root, and the other apps can't change it", fix, WARNING,
-                container=container.name))  # fmt: skip
+            findings.append(_found(
+                container, "root", root, "runs as root (PUID 0 or no user): what it writes "
+                "belongs to root, and the other apps can't change it", fix,
+            ))  # fmt: skip
         elif container.name in blocked:
             cannot, of, example, acl = blocked[container.name]
-            findings.append(finding(
-                "containers", "cannot-write", root, "writes as %s, and can't write %d of the %d "
-                "folders its downloads or imports go into, e.g. %s%s" % (ids, cannot, of, example,
-                "; an ACL there may let it" if acl else ""), to_match,
-                WARNING if acl else PROBLEM, container=container.name))  # fmt: skip
+            findings.append(_found(
+                container, "cannot-write", root, "writes as %s, and can't write %d of the %d "
+                "folders its downloads or imports go into, e.g. %s%s" % (ids, cannot, of,
+                example, "; an ACL there may let it" if acl else ""),
+                to_match, WARNING if acl else PROBLEM,
+            ))  # fmt: skip
         elif tree_ids is not None and gid is not None and gid != tree_ids[1]:
-            findings.append(finding(
-                "containers", "ids", root, "writes as %s, the tree belongs to %s" % (ids, owner),
-                to_match, WARNING, container=container.name))  # fmt: skip
+            findings.append(_found(
+                container, "ids", root, "writes as %s, the tree belongs to %s" % (ids, owner),
+                to_match,
+            ))  # fmt: skip
     gids = {ids[1] for _, ids in known if ids[1] is not None}
     if len(gids) > 1:
         group = tree_ids[1] if tree_ids is not None and tree_ids[1] != 0 else None
         findings.append(finding(
-            "containers", "ids", root, "the download clients and importers share no group "
-            "(PGID %s)" % ", ".join(str(g) for g in sorted(gids)),
+            "ids", root, "the download clients and importers share no group (PGID %s)"
+            % ", ".join(str(g) for g in sorted(gids)),
             "give them all the same PGID (the tree's group, %d)" % group if group is not None
             else "give them all the same PGID; then " + give("PUID:PGID"),
-            WARNING))  # fmt: skip
+        ))  # fmt: skip
     uids = {ids[0] for _, ids in known if ids[0] is not None}
     if len(uids) > 1:
         for container, _ in known:
             umask = container.env.get("UMASK", container.env.get("UMASK_SET"))
             if umask is None or umask.strip().lstrip("0") in ("22", ""):
-                findings.append(finding(
-                    "containers", "umask", root, "UMASK is %s while the apps run as different "
+                findings.append(_found(
+                    container, "umask", root, "UMASK is %s while the apps run as different "
                     "users: the others can't move or hardlink what it writes "
                     "(fs.protected_hardlinks)" % ("unset (022)" if umask is None else umask),
-                    "set UMASK=002", WARNING, container=container.name))  # fmt: skip
+                    "set UMASK=002",
+                ))  # fmt: skip
     return findings
 
 

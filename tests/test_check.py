@@ -1168,10 +1168,8 @@ def test_json_says_what_the_text_says(tree, run):
 def test_alike_findings_are_counted_not_listed(alike, lines):
     import io
 
-    same = [
-        cms.finding("permissions", "not-writable", "/d/%d" % n, "x", "fix it") for n in range(alike)
-    ]
-    other = cms.finding("permissions", "not-writable", "/d/other", "y", "fix it")
+    same = [cms.finding("not-writable", "/d/%d" % n, "x", "fix it") for n in range(alike)]
+    other = cms.finding("not-writable", "/d/other", "y", "fix it")
     stream = io.StringIO()
     cms._report_findings(same + [other], cms.Output(stream))
     said = stream.getvalue().splitlines()
@@ -1214,8 +1212,8 @@ def test_probes_across_one_boundary_are_counted_not_listed():
         for kind, step in (("hardlink-failed", "hardlink"), ("move-failed", "move")):
             detail = "%s from torrents/complete/%s to media/%s failed: Invalid cross-device " \
                 "link" % (step, category, category)  # fmt: skip
-            found.append(cms.finding("probes", kind, "/c/" + category, detail, fix,
-                                     errno_name="EXDEV"))  # fmt: skip
+            found.append(cms.finding(kind, "/c/" + category, detail, fix,
+                                    errno_name="EXDEV"))  # fmt: skip
     stream = io.StringIO()
     cms._report_findings(found, cms.Output(stream))
     said = stream.getvalue().splitlines()

@@ -1,6 +1,6 @@
 """The README shows the script's own tree."""
 
-from conftest import ROOT, cms
+from conftest import ROOT, SCRIPT, cms
 
 
 def test_readme_tree_is_the_scripts_tree():
@@ -20,19 +20,38 @@ def test_readme_names_every_option():
             assert "`%s" % flag in readme, flag
 
 
-def test_readme_names_every_kind_of_finding():
-    # Each finding(section, kind, ...) whose kind is written out in the script has a
-    # row (or a word) in the README, so a new check can't go undocumented.
+def readme_rows():
+    """Each table row of the README, as its cells."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in readme.splitlines() if line.startswith("| ")]  # fmt: skip
+
+
+def test_readme_table_of_findings_is_the_registry():
+    # Every kind the script can make (cms.KINDS: finding() takes nothing else) has a row
+    # in a table of findings, with the registry's section and grade, so a new check
+    # can't go undocumented, nor a grade change unsaid.
+    assert len(cms.KINDS) > 30
+    for kind, known in cms.KINDS.items():
+        rows = [row for row in readme_rows() for at, cell in enumerate(row)
+                if cell.split(" (")[0].split(", ").count("`%s`" % kind) and at < 2]  # fmt: skip
+        assert rows, kind
+        for row in rows:
+            at = next(at for at, cell in enumerate(row) if "`%s`" % kind in cell)
+            grade, other = row[at + 1], {"problem": "warning", "warning": "problem"}
+            assert grade.startswith(known.severity) or grade == "as above", (kind, grade)
+            assert known.rule or other[known.severity] not in grade, (kind, grade)
+            if at == 1:  # a section column
+                assert row[0] == known.section or row[0] in known.rule, (kind, row[0])
+
+
+def test_findings_take_their_kind_from_the_registry():
+    # finding()'s kind is always a literal of the registry or comes from a table of them.
     import ast
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    source = (ROOT / "create_media_structure.py").read_text(encoding="utf-8")
-    kinds = set()
+    source = SCRIPT.read_text(encoding="utf-8")
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "finding":
-            kind = node.args[1]
-            value = getattr(kind, "value", getattr(kind, "s", None))  # ast.Str before 3.8
-            if isinstance(value, str):
-                kinds.add(value)
-    assert len(kinds) > 15  # the walk found them
-    assert sorted(kind for kind in kinds if "`%s`" % kind not in readme) == []
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("finding", "_found"):
+            kind = node.args[0 if node.func.id == "finding" else 1]
+            if isinstance(kind, ast.Constant):
+                assert kind.value in cms.KINDS, kind.value
