@@ -1164,6 +1164,18 @@ SERVER_HARDLINKS = {"cifs", "smb3", "smbfs", "9p", "vboxsf"}
 # Unions of several disks: a link works only where both paths land on one disk.
 UNIONS = {"fuse.mergerfs", "mergerfs", "fuse.shfs", "fuse.unionfs", "fuse.unionfs-fuse"}
 RAM_FILESYSTEMS = {"tmpfs", "ramfs", "rootfs"}  # rootfs: Unraid runs from RAM
+# What the type of data/'s filesystem means: the finding's kind, its text (with the type
+# for %s) and its fix.  A union is a note instead: the probes tell for every pair.
+FILESYSTEM_TYPES: Tuple[Tuple[Set[str], str, str, str], ...] = (
+    (NO_HARDLINKS, "no-hardlinks", "%s does not support hardlinks (or refuses them)",
+     "put data/ on a filesystem with hardlinks: ext4, xfs, btrfs, zfs"),
+    (SERVER_HARDLINKS, "server-hardlinks", "data/ is a %s share: hardlinks work only where "
+     "the server has them (the probes tell), and only inside one share", "best: run the "
+     "apps on the machine that holds the disks; else one share for all of data/, mounted once"),
+    (RAM_FILESYSTEMS, "ram", "data/ is on %s, in memory: everything in it is gone at the next "
+     "reboot (on Unraid: the array or pool wasn't mounted when it was made)",
+     "put data/ on a disk: check --path (is the array started?)"),
+)  # fmt: skip
 
 
 def layout_findings(steps: Sequence[Step]) -> List[Finding]:
@@ -1223,69 +1235,14 @@ def filesystem_findings(
     real_root = real_path_of(walk.fds[(DATA,)], root.path)
     root_mount = mount_of(real_root, mounts) if mounts else None
     devices = {step.folder.parts: step.st.st_dev for step in steps if step.st is not None}
-
-    def boundary(parts: Tuple[str, ...], path: str, kind: str, detail: str, fix: str = "") -> None:
-        if crossed_by_import(parts, pairs):
-            found[path] = finding(
-                kind,
-                path,
-                detail,
-                fix
-                or "keep the whole data/ tree on one filesystem and one mount: move this "
-                "folder's contents into the tree's own filesystem, and remove the mount "
-                "or symlink",
-            )
-        else:
-            why = (
-                "a finished download is copied, not moved, from incomplete/"
-                if INCOMPLETE in parts
-                else "no import writes here"
-            )
-            found[path] = finding(
-                kind,
-                path,
-                detail + "; no import crosses it (%s)" % why,
-                "fine if you meant it; otherwise keep it on data/'s filesystem",
-                severity=WARNING,
-            )
-
     for step in steps[1:]:
         if step.st is None:
             continue
         parts = step.folder.parts
         if step.symlink:
-            real = real_path_of(walk.fds[parts], step.path)
-            mount = mount_of(real, mounts) if mounts else None
-            if step.st.st_dev != root.st.st_dev or mount != root_mount:
-                where = " (%s)" % describe_mount(mount) if mount else ""
-                boundary(
-                    parts,
-                    step.path,
-                    "symlink-elsewhere",
-                    "a symlink to %s, on another filesystem or mount%s" % (real, where),
-                )
-            elif not inside(real, real_root):
-                found[step.path] = finding(
-                    "symlink-outside",
-                    step.path,
-                    "a symlink to %s, outside data/: imports on this host work, but a "
-                    "container given data/ sees it dangling or pointing elsewhere" % real,
-                    "move the folder into data/ and remove the symlink (or mount its "
-                    "target at the same path in every container)",
-                )
-            elif os.path.isabs(symlink_target(step)):
-                # Inside data/ on the host, but by the host's path: a container that
-                # mounts data/ at /data has no such path.
-                parent = real_path_of(walk.fds[parts[:-1]], os.path.dirname(step.path))
-                relative = os.path.relpath(real, parent)
-                found[step.path] = finding(
-                    "symlink-absolute",
-                    step.path,
-                    "a symlink by absolute path to %s: imports on this host work, but a "
-                    "container that mounts data/ at another path (/data) sees it dangling"
-                    % symlink_target(step),
-                    "make it relative: ln -sfn %s %s" % (quote(relative), quote(step.path)),
-                )
+            item = _symlink_finding(walk, step, root.st, mounts, root_mount, real_root, pairs)
+            if item is not None:
+                found[step.path] = item
         elif step.st.st_dev != root.st.st_dev and devices.get(parts[:-1]) == root.st.st_dev:
             # Only where the tree first leaves data/'s device, not everything below.
             detail, fix = "on another filesystem than data/", ""
@@ -1293,59 +1250,120 @@ def filesystem_findings(
                 detail = "a btrfs subvolume: another filesystem to links and moves, no mount"
                 fix = ("make it a plain folder: make one beside it, mv the contents in, btrfs "
                        "subvolume delete the old one, and give the new one its name")  # fmt: skip
-            boundary(parts, step.path, "other-filesystem", detail, fix)
+            found[step.path] = boundary(parts, step.path, "other-filesystem", detail, fix, pairs)
     for mount in mounts or ():
         if mount.point != real_root and inside(mount.point, real_root):
             rel = tuple(os.path.relpath(mount.point, real_root).split("/"))
             path = os.path.join(root.path, *rel)
-            boundary(
+            found[path] = boundary(
                 (DATA,) + rel,
                 path,
                 "mount-point",
                 "a mount point (%s): links and moves across it fail with EXDEV"
                 % describe_mount(mount),
+                "",
+                pairs,
             )
     findings = [found[path] for path in sorted(found)]
     if root_mount is None:
         return findings, []
+    more, notes = filesystem_type(root.path, root_mount)
+    return findings + more, notes
+
+
+def filesystem_type(path: str, root_mount: Mount) -> Tuple[List[Finding], List[str]]:
+    """What the type of the filesystem data/ is on means (path: data/'s)."""
+    findings: List[Finding] = []
     notes = ["data/ is on %s, mounted at %s" % (describe_mount(root_mount), root_mount.point)]
-    if root_mount.fstype in NO_HARDLINKS:
-        findings.append(
-            finding(
-                "no-hardlinks",
-                root.path,
-                "%s does not support hardlinks (or refuses them)" % root_mount.fstype,
-                "put data/ on a filesystem with hardlinks: ext4, xfs, btrfs, zfs",
+    for types, kind, detail, fix in FILESYSTEM_TYPES:
+        if root_mount.fstype in types:
+            findings.append(finding(kind, path, detail % root_mount.fstype, fix))
+            break
+    else:
+        if root_mount.fstype in UNIONS:
+            notes.append(
+                "%s is a union of disks: a hardlink works only where both paths sit on one "
+                "disk; the probes tell for every import pair" % root_mount.fstype
             )
-        )
-    elif root_mount.fstype in SERVER_HARDLINKS:
-        findings.append(
-            finding(
-                "server-hardlinks",
-                root.path,
-                "data/ is a %s share: hardlinks work only where the server has them (the "
-                "probes tell), and only inside one share" % root_mount.fstype,
-                "best: run the apps on the machine that holds the disks; else one share for "
-                "all of data/, mounted once",
-            )
-        )
-    elif root_mount.fstype in RAM_FILESYSTEMS:
-        findings.append(
-            finding(
-                "ram",
-                root.path,
-                "data/ is on %s, in memory: everything in it is gone at the next reboot "
-                "(on Unraid: the array or pool wasn't mounted when it was made)"
-                % root_mount.fstype,
-                "put data/ on a disk: check --path (is the array started?)",
-            )
-        )
-    elif root_mount.fstype in UNIONS:
-        notes.append(
-            "%s is a union of disks: a hardlink works only where both paths sit on one "
-            "disk; the probes tell for every import pair" % root_mount.fstype
-        )
     return findings, notes
+
+
+def boundary(
+    parts: Tuple[str, ...], path: str, kind: str, detail: str, fix: str, pairs: Pairs
+) -> Finding:
+    """A boundary at parts: a problem where an import crosses it, else a warning."""
+    if crossed_by_import(parts, pairs):
+        return finding(
+            kind,
+            path,
+            detail,
+            fix
+            or "keep the whole data/ tree on one filesystem and one mount: move this "
+            "folder's contents into the tree's own filesystem, and remove the mount "
+            "or symlink",
+        )
+    why = (
+        "a finished download is copied, not moved, from incomplete/"
+        if INCOMPLETE in parts
+        else "no import writes here"
+    )
+    return finding(
+        kind,
+        path,
+        detail + "; no import crosses it (%s)" % why,
+        "fine if you meant it; otherwise keep it on data/'s filesystem",
+        severity=WARNING,
+    )
+
+
+def _symlink_finding(
+    walk: Walk,
+    step: Step,
+    root_st: os.stat_result,
+    mounts: Optional[Sequence[Mount]],
+    root_mount: Optional[Mount],
+    real_root: str,
+    pairs: Pairs,
+) -> Optional[Finding]:
+    """A folder of the tree that is a symlink: to another filesystem or mount, outside
+    data/, or inside it by an absolute path a container doesn't have; else None."""
+    assert step.st is not None
+    parts = step.folder.parts
+    real = real_path_of(walk.fds[parts], step.path)
+    mount = mount_of(real, mounts) if mounts else None
+    if step.st.st_dev != root_st.st_dev or mount != root_mount:
+        where = " (%s)" % describe_mount(mount) if mount else ""
+        return boundary(
+            parts,
+            step.path,
+            "symlink-elsewhere",
+            "a symlink to %s, on another filesystem or mount%s" % (real, where),
+            "",
+            pairs,
+        )
+    if not inside(real, real_root):
+        return finding(
+            "symlink-outside",
+            step.path,
+            "a symlink to %s, outside data/: imports on this host work, but a "
+            "container given data/ sees it dangling or pointing elsewhere" % real,
+            "move the folder into data/ and remove the symlink (or mount its "
+            "target at the same path in every container)",
+        )
+    if os.path.isabs(symlink_target(step)):
+        # Inside data/ on the host, but by the host's path: a container that
+        # mounts data/ at /data has no such path.
+        parent = real_path_of(walk.fds[parts[:-1]], os.path.dirname(step.path))
+        relative = os.path.relpath(real, parent)
+        return finding(
+            "symlink-absolute",
+            step.path,
+            "a symlink by absolute path to %s: imports on this host work, but a "
+            "container that mounts data/ at another path (/data) sees it dangling"
+            % symlink_target(step),
+            "make it relative: ln -sfn %s %s" % (quote(relative), quote(step.path)),
+        )
+    return None
 
 
 # -- --check (host): permissions, from the mode bits -----------------------------------
@@ -1480,9 +1498,26 @@ PROBE_FIXES: Dict[int, str] = {
     errno.EEXIST: "the two folders are one folder (a symlink?): make each a folder of its own",
 }
 
-# A probe result: (pair index, step, errno, text).  Steps: reach, create, finish,
-# hardlink, move, same-folder, taken, locked, remove, disturbed.
-ProbeResult = Tuple[int, str, int, str]
+
+class Stage:
+    """What a probe was doing where it failed (or stopped): a ProbeResult's stage."""
+
+    REACH = "reach"  # opening one of the pair's folders (folder: that folder)
+    CREATE = "create"  # making the probe file (folder: where)
+    FINISH = "finish"  # moving it from incomplete/ into complete/<cat>
+    HARDLINK = "hardlink"  # linking it into media/<cat>
+    MOVE = "move"  # moving it into media/<cat>
+    NEW_FOLDER = "new-folder"  # linking it into a new folder of media/<cat> (a union)
+    REMOVE = "remove"  # removing the hardlink again
+    SAME_FOLDER = "same-folder"  # complete/<cat> and media/<cat> are one folder
+    TAKEN = "taken"  # a name the probe needs is someone else's (folder: that name)
+    LOCKED = "locked"  # a folder is immutable or append-only (folder: that folder)
+    DISTURBED = "disturbed"  # a probe file taken away or changed halfway
+
+
+# A probe result: (pair index, stage, the folder it concerns as parts or (), errno,
+# text).  Plain tuples, strings and numbers: marshal carries them from the probe child.
+ProbeResult = Tuple[int, str, Tuple[str, ...], int, str]
 
 
 class ProbePlan(NamedTuple):
@@ -1521,12 +1556,12 @@ def probe_pairs(
                         opened[parts] = open_dir(parts)
                     except OSError as exc:
                         where = _blocker(exc.filename) if close and exc.filename else ""
-                        results.append((index, "reach:" + "/".join(parts), exc.errno or 0, where))
+                        results.append((index, Stage.REACH, parts, exc.errno or 0, where))
             if len(opened) == len(set(wanted)):
                 try:
                     results += _probe_one(index, name, opened, src, dst, probes)
                 except OSError as exc:  # a probe file taken away or changed meanwhile
-                    results.append((index, "disturbed", exc.errno or 0, ""))
+                    results.append((index, Stage.DISTURBED, (), exc.errno or 0, ""))
         finally:
             for parts, fd in opened.items():
                 _remove_probes(fd, name, parts == dst)
@@ -1562,7 +1597,7 @@ UNION_MOVE_SYMLINK = "a union makes one between its disks: mergerfs rename-exdev
 UNION_ASIDE = ".mergerfs_rename_exdev"
 
 
-def _probe_one(
+def _probe_one(  # noqa: PLR0912, PLR0915 - the stages in the order they run
     index: int,
     name: str,
     opened: Dict[Tuple[str, ...], int],
@@ -1572,13 +1607,13 @@ def _probe_one(
 ) -> List[ProbeResult]:
     src_fd, dst_fd = opened[src], opened[dst]
     if same_file(os.fstat(src_fd), os.fstat(dst_fd)):
-        return [(index, "same-folder", errno.EEXIST, "")]
+        return [(index, Stage.SAME_FOLDER, (), errno.EEXIST, "")]
     results: List[ProbeResult] = []
     incoming = probes.incoming[index]
     for parts in (src, dst) + ((incoming,) if incoming is not None else ()):
         what = chattr_flag(opened[parts])  # a file made there might never be removed again
         if what:
-            results.append((index, "locked:" + "/".join(parts), errno.EPERM, what))
+            results.append((index, Stage.LOCKED, parts, errno.EPERM, what))
             if parts != incoming:
                 return results
             incoming = None  # the pair is still probed from complete/
@@ -1591,38 +1626,38 @@ def _probe_one(
                 os.stat(taken, dir_fd=opened[parts], follow_symlinks=False)
             except OSError:
                 continue
-            return results + [(index, "taken:" + "/".join(parts + (taken,)), errno.EEXIST, "")]
+            return results + [(index, Stage.TAKEN, parts + (taken,), errno.EEXIST, "")]
     made = False
     if incoming is not None:
         inc_fd = opened[incoming]
         try:
             _make_probe_file(inc_fd, name)
         except OSError as exc:
-            results.append((index, "create:" + "/".join(incoming), exc.errno or 0, ""))
+            results.append((index, Stage.CREATE, incoming, exc.errno or 0, ""))
         else:
             try:
                 os.rename(name, name, src_dir_fd=inc_fd, dst_dir_fd=src_fd)
             except OSError as exc:
-                results.append((index, "finish", exc.errno or 0, ""))
+                results.append((index, Stage.FINISH, (), exc.errno or 0, ""))
             else:
                 made = not stat.S_ISLNK(_arrived(src_fd, name).st_mode)
                 if not made:  # then made in complete/ itself, where it should have gone
                     how = "the move arrived as a symlink (%s)" % UNION_MOVE_SYMLINK
-                    results.append((index, "finish", errno.EXDEV, how))
+                    results.append((index, Stage.FINISH, (), errno.EXDEV, how))
                     _remove_probe_file(src_fd, name)
     if not made:
         try:
             _make_probe_file(src_fd, name)
         except OSError as exc:
             if exc.errno in DENIED:  # the user can't write here: that is what failed the finish
-                results = [r for r in results if not (r[1] == "finish" and r[2] in DENIED)]
-            return results + [(index, "create:" + "/".join(src), exc.errno or 0, "")]
+                results = [r for r in results if not (r[1] == Stage.FINISH and r[3] in DENIED)]
+            return results + [(index, Stage.CREATE, src, exc.errno or 0, "")]
     before = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
     fuse = probes.fuse[index]
     try:
         os.link(name, name + ".l", src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
     except OSError as exc:
-        results.append((index, "hardlink", exc.errno or 0, ""))
+        results.append((index, Stage.HARDLINK, (), exc.errno or 0, ""))
     else:
         one = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
         two = os.stat(name + ".l", dir_fd=dst_fd, follow_symlinks=False)
@@ -1630,26 +1665,27 @@ def _probe_one(
         # cached 1 and the inode numbers differ: there the new name's count decides.
         if stat.S_ISLNK(two.st_mode):
             how = "the hardlink arrived as a symlink (%s)" % UNION_SYMLINK
-            results.append((index, "hardlink", errno.EXDEV, how))
+            results.append((index, Stage.HARDLINK, (), errno.EXDEV, how))
         elif two.st_nlink < 2 or (not fuse and (one.st_nlink < 2 or not same_file(one, two))):
-            results.append((index, "hardlink", errno.EXDEV, "the hardlink arrived as a copy"))
+            how = "the hardlink arrived as a copy"
+            results.append((index, Stage.HARDLINK, (), errno.EXDEV, how))
         elif fuse:  # a union: the folder an import makes may land on another disk
             results += _probe_new_folder(index, name, src_fd, dst_fd)
         try:
             os.unlink(name + ".l", dir_fd=dst_fd)
         except OSError as exc:  # the clean-up tries again; the report names the file
-            results.append((index, "remove", exc.errno or 0, ""))
+            results.append((index, Stage.REMOVE, (), exc.errno or 0, ""))
     try:
         os.rename(name, name + ".m", src_dir_fd=src_fd, dst_dir_fd=dst_fd)
     except OSError as exc:
-        results.append((index, "move", exc.errno or 0, ""))
+        results.append((index, Stage.MOVE, (), exc.errno or 0, ""))
     else:
         moved = _arrived(dst_fd, name + ".m")
         if stat.S_ISLNK(moved.st_mode):
             how = "the move arrived as a symlink (%s)" % UNION_MOVE_SYMLINK
-            results.append((index, "move", errno.EXDEV, how))
+            results.append((index, Stage.MOVE, (), errno.EXDEV, how))
         elif not fuse and moved.st_ino != before.st_ino:
-            results.append((index, "move", errno.EXDEV, "the move arrived as a copy"))
+            results.append((index, Stage.MOVE, (), errno.EXDEV, "the move arrived as a copy"))
     return results
 
 
@@ -1665,11 +1701,11 @@ def _probe_new_folder(index: int, name: str, src_fd: int, dst_fd: int) -> List[P
             os.link(name, name + ".l", src_dir_fd=src_fd, dst_dir_fd=folder_fd,
                     follow_symlinks=False)  # fmt: skip
         except OSError as exc:
-            results.append((index, "new-folder", exc.errno or 0, ""))
+            results.append((index, Stage.NEW_FOLDER, (), exc.errno or 0, ""))
         else:
             made = os.stat(name + ".l", dir_fd=folder_fd, follow_symlinks=False)
             if stat.S_ISLNK(made.st_mode) or made.st_nlink < 2:
-                results.append((index, "new-folder", errno.EXDEV, "it arrived as a copy or "
+                results.append((index, Stage.NEW_FOLDER, (), errno.EXDEV, "it arrived as a copy or "
                                 "a symlink"))  # fmt: skip
             os.unlink(name + ".l", dir_fd=folder_fd)
     finally:
@@ -1933,11 +1969,10 @@ def unprobed_pairs(results: Sequence[ProbeResult], probes: ProbePlan) -> Set[int
     way, one folder, a folder locked, a probe file taken away halfway."""
     return {
         index
-        for index, step, _, _ in results
-        if step.startswith(("reach:", "taken:"))
-        or step in ("same-folder", "create:" + "/".join(probes.pairs[index][1]))
-        or step == "disturbed"
-        or (step.startswith("locked:") and INCOMPLETE not in step.split("/"))
+        for index, stage, folder, _, _ in results
+        if stage in (Stage.REACH, Stage.TAKEN, Stage.SAME_FOLDER, Stage.DISTURBED)
+        or (stage == Stage.CREATE and folder == probes.pairs[index][1])
+        or (stage == Stage.LOCKED and INCOMPLETE not in folder)
     }
 
 
@@ -1963,121 +1998,73 @@ def locked_finding(walk: Walk, folder: Tuple[str, ...], flag: str) -> Finding:
     )
 
 
+# What each stage's failure says: its kind, the folder it names (src, dst, the pair's
+# incomplete/, or the result's own folder), its text (formatted with the pair's src and
+# dst below data/, its source, the reason and the probe's own path) and its fix ("":
+# by the errno).  A stage whose errno is no news (a name in the way, one folder) has
+# none in the finding.
+PROBE_FINDINGS: Dict[str, Tuple[str, str, str, str]] = {
+    Stage.REACH: ("reach-failed", "folder", "the probe could not open this folder: %(reason)s",
+                  ""),
+    Stage.CREATE: ("create-failed", "folder", "the probe could not create a file here: "
+                   "%(reason)s", ""),
+    Stage.FINISH: ("finish-failed", "incoming", "a move from %(source)s/incomplete to %(src)s "
+                   "failed: %(reason)s; the client copies each finished download instead", ""),
+    Stage.HARDLINK: ("hardlink-failed", "src", "hardlink from %(src)s to %(dst)s failed: "
+                     "%(reason)s", ""),
+    Stage.MOVE: ("move-failed", "src", "move from %(src)s to %(dst)s failed: %(reason)s", ""),
+    Stage.NEW_FOLDER: ("new-folder-failed", "dst", "a hardlink from %(src)s into a new folder "
+                       "in %(dst)s failed: %(reason)s; into %(dst)s itself it works, so the "
+                       "union puts the folders an import makes (a show's, a season's) on "
+                       "another disk than the download", NEW_FOLDER_FIX),
+    Stage.REMOVE: ("remove-failed", "dst", "removing the probe's hardlink %(probe)s failed: "
+                   "%(reason)s (so may an upgrade or a clean-up that removes a file here)", ""),
+    Stage.SAME_FOLDER: ("same-folder", "src", "%(src)s and %(dst)s are the same folder",
+                        PROBE_FIXES[errno.EEXIST]),
+    Stage.TAKEN: ("probe-blocked", "folder", "a file with the probe's name is in the way: "
+                  "%(src)s -> %(dst)s not probed", "remove it if it isn't yours, and check "
+                  "again"),
+    Stage.DISTURBED: ("probe-disturbed", "src", "the probe of %(src)s -> %(dst)s failed "
+                      "halfway: %(reason)s (did something remove or replace its file "
+                      "meanwhile?); not probed", "check again"),
+}  # fmt: skip
+NO_ERRNO = (Stage.TAKEN, Stage.SAME_FOLDER)
+REACH_DENIED_FIX = (
+    "every folder from / down to this one must let the user through (x for its owner, "
+    "group or others): fix the modes above data/, or run again without --check, with "
+    "--owner PUID:PGID; a FUSE mount (mergerfs) needs the option allow_other"
+)
+
+
 def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk) -> List[Finding]:
-    """Name the step that failed, for which pair, graded: imports failing are problems."""
+    """Name the stage that failed, for which pair, graded: imports failing are problems."""
     findings: List[Finding] = []
-    for index, step, number, text in results:
+    for index, stage, folder, number, text in results:
+        if stage == Stage.LOCKED:
+            findings.append(locked_finding(walk, folder, text))
+            continue
         source, src, dst = probes.pairs[index]
-        src_rel, dst_rel = "/".join(src[1:]), "/".join(dst[1:])
+        kind, where, template, fix = PROBE_FINDINGS[stage]
+        places = {"src": src, "dst": dst, "incoming": (DATA, source, INCOMPLETE), "folder": folder}
+        path = walk.path(places[where])
         reason = text or os.strerror(number)
-        name = errno.errorcode.get(number, "")
-        fix = PROBE_FIXES.get(number, HINTS.get(number, ""))
-        if step.startswith(("reach:", "create:")):
-            verb, _, folder = step.partition(":")
-            path = walk.path(tuple(folder.split("/")))
-            denied = number in DENIED
+        section = ""
+        if stage in (Stage.REACH, Stage.CREATE):  # text, if any, is the folder in the way
             reason = os.strerror(number)
-            if verb == "reach" and text and text != path:
-                path, detail = text, "the probes can't get through this folder: %s" % reason
-            elif verb == "reach":
-                detail = "the probe could not open this folder: %s" % reason
-            else:
-                detail = "the probe could not create a file here: %s" % reason
-            if denied and verb == "reach":
-                fix = (
-                    "every folder from / down to this one must let the user through "
-                    "(x for its owner, group or others): fix the modes above data/, or "
-                    "run again without --check, with --owner PUID:PGID; a FUSE mount "
-                    "(mergerfs) needs the option allow_other"
-                )
-            findings.append(
-                finding(
-                    verb + "-failed",
-                    path,
-                    detail,
-                    fix,
-                    section="permissions" if denied else "probes",
-                    errno_name=name,
-                )
-            )
-        elif step == "finish":
-            findings.append(
-                finding(
-                    "finish-failed",
-                    walk.path((DATA, source, INCOMPLETE)),
-                    "a move from %s/incomplete to %s failed: %s; the client copies each "
-                    "finished download instead" % (source, src_rel, reason),
-                    fix,
-                    errno_name=name,
-                )
-            )
-        elif step.startswith("taken:"):
-            findings.append(
-                finding(
-                    "probe-blocked",
-                    walk.path(tuple(step[6:].split("/"))),
-                    "a file with the probe's name is in the way: %s -> %s not probed"
-                    % (src_rel, dst_rel),
-                    "remove it if it isn't yours, and check again",
-                )
-            )
-        elif step.startswith("locked:"):
-            findings.append(locked_finding(walk, tuple(step[7:].split("/")), text))
-        elif step == "remove":
-            findings.append(
-                finding(
-                    "remove-failed",
-                    walk.path(dst),
-                    "removing the probe's hardlink %s failed: %s (so may an upgrade or "
-                    "a clean-up that removes a file here)"
-                    % (walk.path(dst + (probes.token + ".l",)), reason),
-                    fix,
-                    errno_name=name,
-                )
-            )
-        elif step == "disturbed":
-            findings.append(
-                finding(
-                    "probe-disturbed",
-                    walk.path(src),
-                    "the probe of %s -> %s failed halfway: %s (did something remove or "
-                    "replace its file meanwhile?); not probed" % (src_rel, dst_rel, reason),
-                    "check again",
-                    errno_name=name,
-                )
-            )
-        elif step == "new-folder":
-            findings.append(
-                finding(
-                    "new-folder-failed",
-                    walk.path(dst),
-                    "a hardlink from %s into a new folder in %s failed: %s; into %s itself "
-                    "it works, so the union puts the folders an import makes (a show's, a "
-                    "season's) on another disk than the download"
-                    % (src_rel, dst_rel, reason, dst_rel),
-                    NEW_FOLDER_FIX,
-                    errno_name=name,
-                )
-            )
-        elif step == "same-folder":
-            findings.append(
-                finding(
-                    "same-folder",
-                    walk.path(src),
-                    "%s and %s are the same folder" % (src_rel, dst_rel),
-                    PROBE_FIXES[errno.EEXIST],
-                )
-            )
-        else:
-            findings.append(
-                finding(
-                    step + "-failed",
-                    walk.path(src),
-                    "%s from %s to %s failed: %s" % (step, src_rel, dst_rel, reason),
-                    fix,
-                    errno_name=name,
-                )
-            )
+            section = "permissions" if number in DENIED else ""
+            if stage == Stage.REACH and number in DENIED:
+                fix = REACH_DENIED_FIX
+            if stage == Stage.REACH and text and text != path:
+                path, template = text, "the probes can't get through this folder: %(reason)s"
+        detail = template % {
+            "src": "/".join(src[1:]), "dst": "/".join(dst[1:]), "source": source,
+            "reason": reason, "probe": walk.path(dst + (probes.token + ".l",)),
+        }  # fmt: skip
+        findings.append(finding(
+            kind, path, detail, fix or PROBE_FIXES.get(number, HINTS.get(number, "")),
+            section=section,
+            errno_name="" if stage in NO_ERRNO else errno.errorcode.get(number, ""),
+        ))  # fmt: skip
     unique: Dict[Tuple[str, str, str], Finding] = {}
     for item in findings:  # one folder that blocks many pairs is said once
         unique.setdefault((item.kind, item.path, item.detail), item)
@@ -2095,15 +2082,15 @@ def grade_permissions(
     about it (an ACL, a group the bits don't show): a warning, not a problem.
     unprobed: the pairs whose probes wrote nothing (see unprobed_pairs)."""
     written: Set[str] = set()
-    failed = {(index, step) for index, step, _, _ in results}
+    failed = {(index, stage, folder) for index, stage, folder, _, _ in results}
     for index, (_, src, dst) in enumerate(probes.pairs):
         if index in unprobed:
             continue
         written.add(walk.path(src))  # its file was made there, or moved in from incomplete/
-        if (index, "hardlink") not in failed or (index, "move") not in failed:
+        if (index, Stage.HARDLINK, ()) not in failed or (index, Stage.MOVE, ()) not in failed:
             written.add(walk.path(dst))
         incoming = probes.incoming[index]
-        if incoming is not None and (index, "create:" + "/".join(incoming)) not in failed:
+        if incoming is not None and (index, Stage.CREATE, incoming) not in failed:
             written.add(walk.path(incoming))
     return [
         item._replace(
@@ -2350,7 +2337,9 @@ def _audit_share(
     return results, done
 
 
-def _sum_lone_files(parent: int, name: str, progress: Progress) -> Tuple[int, int, int]:
+def _sum_lone_files(  # noqa: PLR0912 - the audit's hot loop, inlined on purpose
+    parent: int, name: str, progress: Progress
+) -> Tuple[int, int, int]:
     """(files, bytes, unreadable folders) for the lone files of a whole subtree.
 
     The hot loop of --check: one fstatat per regular file (its link count), none
@@ -2427,7 +2416,7 @@ class CheckResult(NamedTuple):
     pairs: int  # import pairs probed
 
 
-def run_check(
+def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     walk: Walk,
     steps: Sequence[Step],
     pairs: Pairs,
@@ -3601,7 +3590,7 @@ def _skip(copy_path: str, keep_path: str, reason: str, number: int = 0) -> Skipp
     return Skipped(copy_path, keep_path, reason, name)
 
 
-def _try_pair(
+def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they must hold
     copy_side: "Side", keep_side: "Side", comparer: Comparer, too_young: float, dry_run: bool
 ) -> Any:
     """None where the bytes differ (try the next download), else the outcome."""
@@ -4033,9 +4022,22 @@ def report_check(
         out.line("note: the probes ran as %s" % found.probed_text)
     for note in found.notes:
         out.line("note: " + note)
-    if found.audits:
+    report_audit(found.audits, out)
+    problems = sum(item.severity == PROBLEM for item in found.findings)
+    warnings = len(found.findings) - problems
+    if not problems:
+        out.line(
+            "result: healthy" + (", %s" % _count(0, "", warnings, "warning") if warnings else "")
+        )
+    else:
+        out.line("result: %s, see above" % _count(problems, "problem", warnings, "warning"))
+
+
+def report_audit(audits: Sequence[Audit], out: Output) -> None:
+    """Per source: the lone files in complete/, their size and the biggest downloads."""
+    if audits:
         out.line("audit (information): files in complete/ that are hardlinked nowhere")
-    for result in found.audits:
+    for result in audits:
         meaning = " - " + LEFTOVERS.get(result.source, "") if result.files else ""
         out.line(
             "  %-9s %d file(s), %s%s"
@@ -4050,18 +4052,10 @@ def report_check(
             out.line("    %10s in %d file(s)%s" % (human_size(nbytes), files, where))
         if result.unreadable:
             out.line("    %d folder(s) could not be read" % result.unreadable)
-    if any(result.files for result in found.audits):
+    if any(result.files for result in audits):
         out.line(
             "  copies of these in media/ can become hardlinks again: --relink --dry-run shows which"
         )
-    problems = sum(item.severity == PROBLEM for item in found.findings)
-    warnings = len(found.findings) - problems
-    if not problems:
-        out.line(
-            "result: healthy" + (", %s" % _count(0, "", warnings, "warning") if warnings else "")
-        )
-    else:
-        out.line("result: %s, see above" % _count(problems, "problem", warnings, "warning"))
 
 
 def _report_findings(findings: Sequence[Finding], out: Output) -> None:
@@ -4453,6 +4447,33 @@ def create(
             "%d thing(s) in the way of the tree; move them away and run "
             "again. Nothing was created." % len(conflicts)
         )
+    create_warnings(walk, steps, args, err)
+    if not args.dry_run:
+        done: List[Step] = []
+        try:
+            apply(walk, steps, args.owner, args.mode, done, signals)
+        except (Error, Interrupted, KeyboardInterrupt) as exc:
+            tally = "%d folder(s) created, %d changed; run again to finish" % (
+                sum(step.action == CREATE for step in done),
+                sum(step.action == CHANGE for step in done),
+            )
+            if isinstance(exc, Error):
+                raise Error(str(exc), exc.code, "before that: " + tally)
+            err.line("interrupted: " + tally)
+            raise
+        finished = {step.folder.parts: step for step in done}
+        steps = [finished.get(step.folder.parts, step) for step in steps]
+    if not args.quiet:
+        report(steps, args.dry_run, out)
+        out.line(summary(steps, walk.base, args.dry_run))
+    return 0
+
+
+def create_warnings(
+    walk: Walk, steps: Sequence[Step], args: argparse.Namespace, err: Output
+) -> None:
+    """What the user should hear before a tree is made: a risky --mode, a tree of root's,
+    data/data, a tree in RAM."""
     if args.mode is not None and args.mode & 0o002:
         err.line("warning: --mode %04o lets every user on the system write there" % args.mode)
     if args.mode is not None and args.mode & stat.S_ISVTX:
@@ -4482,25 +4503,6 @@ def create(
                 "warning: %s is on %s, in memory: the tree will be gone at the next reboot "
                 "(Unraid: is the array started?)" % (walk.path(()), where)
             )
-    if not args.dry_run:
-        done: List[Step] = []
-        try:
-            apply(walk, steps, args.owner, args.mode, done, signals)
-        except (Error, Interrupted, KeyboardInterrupt) as exc:
-            tally = "%d folder(s) created, %d changed; run again to finish" % (
-                sum(step.action == CREATE for step in done),
-                sum(step.action == CHANGE for step in done),
-            )
-            if isinstance(exc, Error):
-                raise Error(str(exc), exc.code, "before that: " + tally)
-            err.line("interrupted: " + tally)
-            raise
-        finished = {step.folder.parts: step for step in done}
-        steps = [finished.get(step.folder.parts, step) for step in steps]
-    if not args.quiet:
-        report(steps, args.dry_run, out)
-        out.line(summary(steps, walk.base, args.dry_run))
-    return 0
 
 
 def found_categories(walk: Walk, folders: Sequence[Folder]) -> List[Folder]:

@@ -333,7 +333,7 @@ def drop_caches():
         return False
 
 
-def bench_relink(mib, repeat=5):
+def bench_relink(mib, repeat=5):  # noqa: PLR0912 - one benchmark, step by step
     jdupes = shutil.which("jdupes")
     base = tempfile.mkdtemp(prefix="cms-bench-relink-")
     try:
