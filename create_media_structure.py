@@ -1130,7 +1130,42 @@ def as_utf8(text: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def join_child(child: Tuple[int, int]) -> Any:
+# A forked child: its pid, and the read end of the pipe its result comes through.
+Child = Tuple[int, int]
+
+
+def fork_child(work: Callable[[], Any], ignore: Sequence[str]) -> Child:
+    """Run work in a forked child, which ignores the signals named in ignore, writes what
+    work returns to a pipe (marshal: numbers, strings, lists and tuples of them) and
+    exits; OSError where no pipe or process can be had."""
+    import marshal
+
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        raise
+    if pid:
+        os.close(write_end)
+        return pid, read_end
+    code = 1  # pragma: no cover - the child: never returns, whatever happens
+    try:  # pragma: no cover
+        import signal
+
+        for name in ignore:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        os.close(read_end)
+        data = marshal.dumps(work())
+        while data:
+            data = data[os.write(write_end, data) :]
+        code = 0
+    finally:  # pragma: no cover
+        os._exit(code)
+
+
+def join_child(child: Child) -> Any:
     """Read what a forked child wrote (marshal) and reap it; None if it failed."""
     import marshal
 
@@ -1148,7 +1183,7 @@ def join_child(child: Tuple[int, int]) -> Any:
     return marshal.loads(b"".join(chunks))
 
 
-def nothing() -> None:  # pragma: no cover - the probe child has no signals to poll
+def nothing() -> None:  # pragma: no cover - a child has no signals to poll
     pass
 
 
@@ -1923,43 +1958,25 @@ def _probe_in_child(walk: Walk, probes: ProbePlan, uid: int, gid: int, groups: L
     The child keeps none of our folder descriptors, so every folder above the
     tree must let the user through, as it must let the container.
     """
-    import marshal
 
-    read_end, write_end = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        os.close(read_end)
-        os.close(write_end)
-        return "could not start a process to run as uid %d (%s)" % (uid, exc.strerror)
-    if pid == 0:  # pragma: no cover - the child; its work is tested through the parent
-        code = 1
+    def as_the_user() -> Any:  # pragma: no cover - the child; tested through the parent
+        for fd in walk.fds.values():
+            os.close(fd)
         try:
-            import signal
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+        except OSError as exc:
+            return "the system refused to switch to uid %d (%s)" % (uid, exc.strerror)
+        return probe_pairs(
+            lambda parts: os.open(walk.path(parts), DIR_FLAGS), probes, True, nothing
+        )
 
-            os.close(read_end)
-            for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(number, signal.SIG_IGN)  # the parent stops and cleans up
-            for fd in walk.fds.values():
-                os.close(fd)
-            try:
-                os.setgroups(groups)
-                os.setgid(gid)
-                os.setuid(uid)
-            except OSError as exc:
-                payload: Any = "the system refused to switch to uid %d (%s)" % (uid, exc.strerror)
-            else:
-                payload = probe_pairs(
-                    lambda parts: os.open(walk.path(parts), DIR_FLAGS), probes, True, nothing
-                )
-            data = marshal.dumps(payload)
-            while data:
-                data = data[os.write(write_end, data) :]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    result = join_child((pid, read_end))
+    try:  # the parent stops and cleans up: the child ignores the signals that stop it
+        child = fork_child(as_the_user, ("SIGINT", "SIGTERM", "SIGHUP"))
+    except OSError as exc:
+        return "could not start a process to run as uid %d (%s)" % (uid, exc.strerror)
+    result = join_child(child)
     return "the probe process as uid %d failed" % uid if result is None else result
 
 
@@ -2269,40 +2286,20 @@ def _tickets(read_end: Optional[int], runs: int) -> Iterator[int]:
 
 def _fork_share(
     walk: Walk, items: Sequence[Item], tickets: Optional[int], runs: int
-) -> Optional[Tuple[int, int]]:
-    """Start a process that audits runs until no ticket is left: (pid, the read end of
-    the pipe its result comes through), or None."""
-    import marshal
-
+) -> Optional[Child]:
+    """Start a process that audits runs until no ticket is left, or None (out of
+    descriptors, a pids limit: the runs are done in this process)."""
     parent = os.getpid()
-    try:
-        read_end, write_end = os.pipe()
-    except OSError:  # pragma: no cover - out of descriptors
-        return None
-    try:
-        pid = os.fork()
-    except OSError:  # a pids limit: the runs are done in this process
-        os.close(read_end)
-        os.close(write_end)
-        return None
-    if pid:
-        os.close(write_end)
-        return pid, read_end
-    code = 1  # pragma: no cover - the child: never returns, whatever happens
-    try:  # pragma: no cover
-        import signal
 
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends with its parent instead
-        os.close(read_end)
+    def share() -> ShareResult:  # pragma: no cover - the child
         progress = Progress(None)
         progress.parent = parent
-        share = _audit_share(walk, items, _tickets(tickets, runs), runs, progress, nothing)
-        data = marshal.dumps(share)
-        while data:
-            data = data[os.write(write_end, data) :]
-        code = 0
-    finally:  # pragma: no cover
-        os._exit(code)
+        return _audit_share(walk, items, _tickets(tickets, runs), runs, progress, nothing)
+
+    try:  # Ctrl-C reaches the whole process group: the child ends with its parent instead
+        return fork_child(share, ("SIGINT",))
+    except OSError:
+        return None
 
 
 def _audit_share(
