@@ -445,13 +445,20 @@ def changes(st: os.stat_result, owner: Optional[Owner], mode: Optional[int]) -> 
     """What --owner / --mode would change on an existing folder ('' for nothing)."""
     said = []
     if owner is not None:
-        uid = st.st_uid if owner.uid == -1 else owner.uid
-        gid = st.st_gid if owner.gid == -1 else owner.gid
+        uid, gid = owner_after(st, owner)
         if (uid, gid) != (st.st_uid, st.st_gid):
             said.append("owner %d:%d -> %d:%d" % (st.st_uid, st.st_gid, uid, gid))
     if mode is not None and stat.S_IMODE(st.st_mode) != mode:
         said.append("mode %04o -> %04o" % (stat.S_IMODE(st.st_mode), mode))
     return ", ".join(said)
+
+
+def owner_after(st: os.stat_result, owner: Owner) -> Tuple[int, int]:
+    """The uid and gid a folder has once --owner is given to it (-1 keeps its own)."""
+    return (
+        st.st_uid if owner.uid == -1 else owner.uid,
+        st.st_gid if owner.gid == -1 else owner.gid,
+    )
 
 
 # Hints printed under an OS error: by (operation, errno), then by errno alone.
@@ -810,13 +817,10 @@ def _change(
     assert step.st is not None
     fd = walk.open(step.folder.parts, step.st)
     said = False
-    if owner is not None:
-        uid = step.st.st_uid if owner.uid == -1 else owner.uid
-        gid = step.st.st_gid if owner.gid == -1 else owner.gid
-        if (uid, gid) != (step.st.st_uid, step.st.st_gid):
-            _on_fd(os.fchown, fd, step.path, "chown", owner.uid, owner.gid)
-            done.append(step)
-            said = True
+    if owner is not None and owner_after(step.st, owner) != (step.st.st_uid, step.st.st_gid):
+        _on_fd(os.fchown, fd, step.path, "chown", owner.uid, owner.gid)
+        done.append(step)
+        said = True
     if mode is not None and stat.S_IMODE(step.st.st_mode) != mode:
         _on_fd(os.fchmod, fd, step.path, "chmod", mode)
         if not said:
@@ -1408,23 +1412,27 @@ def _symlink_finding(
 DENIED = (errno.EACCES, errno.EPERM)  # the user may not: a permissions finding
 
 
+def can_write(st: os.stat_result, uid: int, gid: int, groups: Set[int]) -> bool:
+    """Whether uid (gid -1 for unknown, with groups) may add and remove names in a
+    folder, by its owner and mode bits alone (no ACLs); uid -1 is nobody's uid."""
+    if uid == 0:  # root writes anywhere
+        return True
+    if uid != -1 and st.st_uid == uid:
+        bits = stat.S_IWUSR | stat.S_IXUSR
+    elif st.st_gid in groups:
+        bits = stat.S_IWGRP | stat.S_IXGRP
+    else:
+        bits = stat.S_IWOTH | stat.S_IXOTH
+    return st.st_mode & bits == bits
+
+
 def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> List[Finding]:
     """Folders that owner could not write, from mode bits and ownership (no ACLs)."""
     findings: List[Finding] = []
-    if owner.uid == 0:  # root writes anywhere
-        return findings
     fix = "run again without --check, with --owner " + owner.spec + creator_categories(steps)
     for step in steps:
-        if step.st is None:
-            continue
         st = step.st
-        if owner.uid != -1 and st.st_uid == owner.uid:
-            bits = stat.S_IWUSR | stat.S_IXUSR
-        elif st.st_gid in groups:
-            bits = stat.S_IWGRP | stat.S_IXGRP
-        else:
-            bits = stat.S_IWOTH | stat.S_IXOTH
-        if st.st_mode & bits != bits:
+        if st is not None and not can_write(st, owner.uid, owner.gid, groups):
             findings.append(
                 finding(
                     "not-writable",
@@ -2844,10 +2852,11 @@ def blocked_writers(
         else:
             wanted = {parts for parts in wanted_by_all if INCOMPLETE not in parts}
         mine = [s for s in steps if s.st is not None and s.folder.parts in wanted]
-        owner = Owner(uid, gid, "%d:%d" % (uid, gid))
         # The groups it may also be in are unknown: they are not held against it.
         groups = {gid} | set(IMAGE_GROUPS)
-        denied = {item.path for item in writable_findings(mine, owner, groups)}
+        denied = {
+            s.path for s in mine if s.st is not None and not can_write(s.st, uid, gid, groups)
+        }
         if denied:
             first = next(s for s in mine if s.path in denied)
             st = first.st

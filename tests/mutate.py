@@ -41,9 +41,9 @@ MUTATIONS = [
         "groups += [entry.pw_gid]",
     ),
     (
-        "supplementary groups ignored (writable_findings)",
-        "        elif st.st_gid in groups:",
-        "        elif st.st_gid == owner.gid:",
+        "supplementary groups ignored (can_write)",
+        "    elif st.st_gid in groups:",
+        "    elif st.st_gid == gid:",
     ),
     (
         "symlink boundary by st_dev only",
@@ -52,7 +52,7 @@ MUTATIONS = [
     ),
     (
         "no root short-cut in the writability check",
-        "    if owner.uid == 0:  # root writes anywhere\n        return findings",
+        "    if uid == 0:  # root writes anywhere\n        return True",
         "    pass",
     ),
     (
