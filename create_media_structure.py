@@ -461,28 +461,61 @@ def owner_after(st: os.stat_result, owner: Owner) -> Tuple[int, int]:
     )
 
 
-# Hints printed under an OS error: by (operation, errno), then by errno alone.
-HINTS: Dict[int, str] = {
-    errno.EACCES: "no permission to write there: run as a user who may "
+# What an errno means and what to do about it: by (what failed, errno), else by the errno
+# alone ("").  The one-line errors of every mode, the probes' fixes ("probe") and the
+# reasons --relink skips a pair for ("link"; "replace": the rename over the copy, after
+# the link was made and before it is undone) all come from here.
+ERRNO_FIXES: Dict[Tuple[str, int], str] = {
+    ("", errno.EACCES): "no permission to write there: run as a user who may "
     "(e.g. with sudo) or fix the parent folder's permissions",
-    errno.EPERM: "operation not permitted: the folder may be immutable (lsattr) or on a "
+    ("", errno.EPERM): "operation not permitted: the folder may be immutable (lsattr) or on a "
     "filesystem that refuses it",
-    errno.ENOSPC: "the disk is full (or out of inodes): free some space",
-    errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
-    errno.EIO: "the disk reported an I/O error: check it (dmesg, SMART)",
-    errno.EDQUOT: "your disk quota is used up: free some space or raise it",
-    errno.ENAMETOOLONG: "a name is longer than this filesystem allows: use a shorter one",
-}
-OP_HINTS: Dict[Tuple[str, int], str] = {
+    ("", errno.ENOSPC): "the disk is full (or out of inodes): free some space",
+    ("", errno.EROFS): "the filesystem is mounted read-only: remount it read-write",
+    ("", errno.EIO): "the disk reported an I/O error: check it (dmesg, SMART)",
+    ("", errno.EDQUOT): "your disk quota is used up: free some space or raise it",
+    ("", errno.ENAMETOOLONG): "a name is longer than this filesystem allows: use a shorter one",
     ("chown", errno.EPERM): "changing the owner needs root: run it with sudo",
     ("chmod", errno.EPERM): "only the folder's owner (or root) may change its mode",
+    ("probe", errno.EXDEV): "the two folders are not on one filesystem and mount: keep all of "
+    "data/ on one disk, share or dataset (on a union, one disk), and give the containers ONE "
+    "/data volume",
+    ("probe", errno.EPERM): "this filesystem or the kernel (fs.protected_hardlinks) does not "
+    "allow the hardlink: use a filesystem with hardlinks (ext4, xfs, btrfs, zfs) and run the "
+    "apps as the files' owner",
+    ("probe", errno.EMLINK): "the file has too many links for this filesystem",
+    ("probe", errno.EOPNOTSUPP): "this filesystem or share has no hardlinks: put data/ on ext4, "
+    "xfs, btrfs or zfs (Unraid: Settings > Global Share Settings > Tunable (support Hard "
+    "Links): Yes)",
+    ("probe", errno.EACCES): "no write access: fix the owner/mode (run again without --check, "
+    "with --owner PUID:PGID)",
+    ("probe", errno.EEXIST): "the two folders are one folder (a symlink?): make each a folder "
+    "of its own",
+    ("link", errno.EXDEV): "the copy and the download are on two filesystems or mounts: a "
+    "hardlink can't cross; keep data/ on one filesystem (see --check)",
+    ("link", errno.EMLINK): "the download has as many links as this filesystem allows",
+    ("link", errno.EPERM): "the filesystem or fs.protected_hardlinks refused the link: run as "
+    "the files' owner or as root",
+    ("link", errno.EACCES): "no write access to the library folder: run as its owner or as root",
+    ("link", errno.EROFS): "the filesystem is mounted read-only",
+    ("replace", errno.EPERM): "the copy can't be replaced: it is immutable or append-only "
+    "(lsattr shows it; chattr -i or -a lifts it), or its folder is sticky and the copy "
+    "someone else's",
+    ("replace", errno.EACCES): "the copy can't be replaced: no write access to its folder",
+    ("replace", errno.EBUSY): "the copy can't be replaced: it is a mount point or in use by "
+    "the system",
 }
+
+
+def errno_fix(what: str, number: int) -> str:
+    """What to do where what failed with errno number: its own text, else the errno's."""
+    return ERRNO_FIXES.get((what, number)) or ERRNO_FIXES.get(("", number), "")
 
 
 def os_error(exc: OSError, path: Optional[str] = None, op: str = "") -> Error:
     """Turn an OSError into our one-line error, with a hint for what failed."""
     message = "%s: %s" % (path or exc.filename, exc.strerror or exc)
-    hint = OP_HINTS.get((op, exc.errno or 0)) or HINTS.get(exc.errno or 0)
+    hint = errno_fix(op, exc.errno or 0)
     return Error(message + (" (%s)" % hint if hint else ""))
 
 
@@ -1525,22 +1558,6 @@ PROBE_FILES = (PROBE_NAME, PROBE_NAME + ".l", PROBE_NAME + ".m")
 PROBE_FOLDER = PROBE_NAME + ".d"  # on a union: a new folder in media/<cat>, a .l in it
 PROBE_MARKER = b"create_media_structure.py --check probe\n"
 
-# What a failed probe step means, by errno, and what to do about it.
-PROBE_FIXES: Dict[int, str] = {
-    errno.EXDEV: "the two folders are not on one filesystem and mount: keep all of data/ on "
-    "one disk, share or dataset (on a union, one disk), and give the containers ONE /data volume",
-    errno.EPERM: "this filesystem or the kernel (fs.protected_hardlinks) does not allow the "
-    "hardlink: use a filesystem with hardlinks (ext4, xfs, btrfs, zfs) and run the apps as "
-    "the files' owner",
-    errno.EMLINK: "the file has too many links for this filesystem",
-    errno.EOPNOTSUPP: "this filesystem or share has no hardlinks: put data/ on ext4, xfs, btrfs "
-    "or zfs (Unraid: Settings > Global Share Settings > Tunable (support Hard Links): Yes)",
-    errno.EACCES: "no write access: fix the owner/mode (run again without --check, with "
-    "--owner PUID:PGID)",
-    errno.EROFS: "the filesystem is mounted read-only: remount it read-write",
-    errno.EEXIST: "the two folders are one folder (a symlink?): make each a folder of its own",
-}
-
 
 class Stage:
     """What a probe was doing where it failed (or stopped): a ProbeResult's stage."""
@@ -2045,7 +2062,7 @@ PROBE_FINDINGS: Dict[str, Tuple[str, str, str, str]] = {
     Stage.REMOVE: ("remove-failed", "dst", "removing the probe's hardlink %(probe)s failed: "
                    "%(reason)s (so may an upgrade or a clean-up that removes a file here)", ""),
     Stage.SAME_FOLDER: ("same-folder", "src", "%(src)s and %(dst)s are the same folder",
-                        PROBE_FIXES[errno.EEXIST]),
+                        errno_fix("probe", errno.EEXIST)),
     Stage.TAKEN: ("probe-blocked", "folder", "a file with the probe's name is in the way: "
                   "%(src)s -> %(dst)s not probed", "remove it if it isn't yours, and check "
                   "again"),
@@ -2086,7 +2103,7 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
             "reason": reason, "probe": walk.path(dst + (probes.token + ".l",)),
         }  # fmt: skip
         findings.append(finding(
-            kind, path, detail, fix or PROBE_FIXES.get(number, HINTS.get(number, "")),
+            kind, path, detail, fix or errno_fix("probe", number),
             section=section,
             errno_name="" if stage in NO_ERRNO else errno.errorcode.get(number, ""),
         ))  # fmt: skip
@@ -3224,16 +3241,6 @@ CHUNK = 1024**2  # then the rest, in chunks this big
 FIEMAP = 0xC020660B  # Linux's FS_IOC_FIEMAP: a file's extents, with their flags
 FIEMAP_LAST, FIEMAP_SHARED = 0x1, 0x2000
 FIEMAP_BATCH = 128  # extents asked for per call
-RELINK_FIXES: Dict[int, str] = {
-    errno.EXDEV: "the copy and the download are on two filesystems or mounts: a hardlink "
-    "can't cross; keep data/ on one filesystem (see --check)",
-    errno.EMLINK: "the download has as many links as this filesystem allows",
-    errno.EPERM: "the filesystem or fs.protected_hardlinks refused the link: run as the "
-    "files' owner or as root",
-    errno.EACCES: "no write access to the library folder: run as its owner or as root",
-    errno.ENOSPC: "the disk is full (or out of inodes): free some space",
-    errno.EROFS: "the filesystem is mounted read-only",
-}
 # As root, fs.protected_hardlinks and ownership don't apply: what is left says so.
 ROOT_LINK_EPERM = (
     "the filesystem refused the link: the download or the library folder is immutable or "
@@ -3248,13 +3255,6 @@ ACL_DIFFERS = (
     "its ACL differs from the download's (getfacl shows both): a user or group could lose "
     "access; make them match (setfacl) and run again"
 )
-# The link is made; the rename over the copy failed (and the link is undone).
-REPLACE_FIXES: Dict[int, str] = {
-    errno.EPERM: "the copy can't be replaced: it is immutable or append-only (lsattr shows "
-    "it; chattr -i or -a lifts it), or its folder is sticky and the copy someone else's",
-    errno.EACCES: "the copy can't be replaced: no write access to its folder",
-    errno.EBUSY: "the copy can't be replaced: it is a mount point or in use by the system",
-}
 
 
 class FileEntry(NamedTuple):
@@ -3622,7 +3622,7 @@ def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they m
                 if not comparer.ends(keep_fd, copy_fd, copy.size):  # reading a TB for a skip
                     return None
                 comparer.progress.total -= 2 * max(0, copy.size - 2 * BLOCK)  # not read
-                return _skip(copy_path, keep_path, RELINK_FIXES[errno.EXDEV], errno.EXDEV)
+                return _skip(copy_path, keep_path, errno_fix("link", errno.EXDEV), errno.EXDEV)
             if max(keep_st.st_mtime, copy_st.st_mtime) > too_young:
                 if not comparer.same(keep_fd, copy_fd, copy.size):
                     return None
@@ -3764,11 +3764,13 @@ def _failed(copy_path: str, keep_path: str, exc: OSError, replacing: bool = Fals
     """The skip for a failed link (or, replacing, a failed rename over the copy)."""
     number = exc.errno or 0
     if replacing:
-        reason = REPLACE_FIXES.get(number, "the copy can't be replaced: %s" % exc.strerror)
+        reason = ERRNO_FIXES.get(
+            ("replace", number), "the copy can't be replaced: %s" % exc.strerror
+        )
     elif number == errno.EPERM and is_root():
         reason = ROOT_LINK_EPERM
     else:
-        reason = RELINK_FIXES.get(number, exc.strerror or "")
+        reason = errno_fix("link", number) or exc.strerror or ""
     return _skip(copy_path, keep_path, reason, number)
 
 

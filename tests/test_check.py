@@ -518,7 +518,7 @@ def test_probe_failures_name_the_step_and_leave_nothing(
         assert {f["severity"] for f in probes} == {"warning"}
     else:
         assert len(probes) == count and code == 1
-        assert probes[0]["fix"] == cms.PROBE_FIXES[error]
+        assert probes[0]["fix"] == cms.errno_fix("probe", error)
 
 
 def test_a_pair_the_probe_could_not_write_in_is_not_ok(tree, run, monkeypatch):

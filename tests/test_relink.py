@@ -358,7 +358,7 @@ def test_a_failed_link_skips_the_pair(tree, run, monkeypatch, error):
     assert [(s["path"], s["errno"]) for s in document["skipped"]] == [
         (str(copy), errno.errorcode[error])
     ]
-    assert document["skipped"][0]["reason"] == cms.RELINK_FIXES[error]
+    assert document["skipped"][0]["reason"] == cms.errno_fix("link", error)
     assert inode(copy) == ino and copy.read_bytes() == film
     assert temp_names(tree) == []
 
@@ -414,8 +414,8 @@ def test_a_failed_rename_is_named_as_the_replace(tree, run, monkeypatch, error):
     code, document, _ = relink(run, tree)
     reason = document["skipped"][0]["reason"]
     assert code == 1 and reason.startswith("the copy can't be replaced: ")
-    assert reason == cms.REPLACE_FIXES.get(
-        error, "the copy can't be replaced: " + os.strerror(error)
+    assert reason == cms.ERRNO_FIXES.get(
+        ("replace", error), "the copy can't be replaced: " + os.strerror(error)
     )
     assert copy.read_bytes() == film and temp_names(tree) == []
 
