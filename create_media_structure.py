@@ -961,7 +961,7 @@ class Mount(NamedTuple):
     point: str
     root: str  # the part of the source filesystem mounted there ("/" unless a bind)
     fstype: str
-    source: str
+    device: str  # what is mounted: a device, a share, a union's disks
 
 
 MOUNTINFO = "/proc/self/mountinfo"  # Linux's mount table, with bind mounts
@@ -1019,7 +1019,7 @@ def inside(path: str, folder: str) -> bool:
 
 def describe_mount(mount: Mount) -> str:
     bind = "" if mount.root == "/" else ", a bind mount of %s" % mount.root
-    return "%s %s%s" % (mount.fstype, mount.source, bind)
+    return "%s %s%s" % (mount.fstype, mount.device, bind)
 
 
 def real_path_of(fd: int, path: str) -> str:
@@ -2584,14 +2584,16 @@ class Container(NamedTuple):
     keyword: str  # the image keyword that decided the role
 
 
-def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[Container], str]:
-    """The containers from docker (source '') or a saved JSON file ('-': stdin),
+def load_containers(
+    docker_input: str, stdin: Optional[IO[str]] = None
+) -> Tuple[List[Container], str]:
+    """The containers from docker (docker_input '') or a saved JSON file ('-': stdin),
     and why they can't be judged ('' where they can)."""
     import json
 
     remote = _remote_docker_host()
-    where = "--docker %s" % (source or "(docker inspect)")
-    if source == "":
+    where = "--docker %s" % (docker_input or "(docker inspect)")
+    if docker_input == "":
         if remote:
             return [], remote
         text = _run_docker()
@@ -2599,13 +2601,13 @@ def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[
             return [], ""
     else:
         try:
-            if source == "-":
+            if docker_input == "-":
                 stream = stdin or sys.stdin
                 if stream is None:  # started with fd 0 closed
                     raise OSError(errno.EBADF, "standard input is closed")
                 text = stream.read()
             else:
-                with open(source, "rb") as handle:
+                with open(docker_input, "rb") as handle:
                     text = handle.read().decode("utf-8", "surrogateescape")
         except OSError as exc:
             raise Error("%s: %s" % (where, exc.strerror), 2)
@@ -2628,7 +2630,7 @@ def load_containers(source: str, stdin: Optional[IO[str]] = None) -> Tuple[List[
         containers = [
             _from_inspect(item, "%s: [%d]" % (where, at)) for at, item in enumerate(document)
         ]
-        return containers, remote if source == "" else ""
+        return containers, remote if docker_input == "" else ""
     if isinstance(document, dict) and isinstance(document.get("services"), dict):
         services = document["services"].items()
         return [_from_compose(str(name), item, where) for name, item in services], ""
@@ -2737,7 +2739,7 @@ def _clean(path: str) -> str:
     return os.path.normpath(path) if path.startswith("/") else path
 
 
-def _part(parent: Dict[str, Any], key: str, kinds: Tuple[type, ...], where: str) -> Any:
+def _field(parent: Dict[str, Any], key: str, kinds: Tuple[type, ...], where: str) -> Any:
     """parent[key] if it is one of kinds (the first kind, empty, where missing or null).
     Anything else is an Error: a file of another shape must not pass for an empty setup."""
     value = parent.get(key)
@@ -2754,31 +2756,31 @@ def _part(parent: Dict[str, Any], key: str, kinds: Tuple[type, ...], where: str)
 
 
 def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
-    config = _part(item, "Config", (dict,), where)
-    image = _part(config, "Image", (str,), where) or _part(item, "Image", (str,), where)
+    config = _field(item, "Config", (dict,), where)
+    image = _field(config, "Image", (str,), where) or _field(item, "Image", (str,), where)
     env: Dict[str, str] = {}
-    for pair in _part(config, "Env", (list,), where):
+    for pair in _field(config, "Env", (list,), where):
         key, _, value = str(pair).partition("=")
         env[key] = value
     mounts = []
-    for at, mount in enumerate(_part(item, "Mounts", (list,), where)):
+    for at, mount in enumerate(_field(item, "Mounts", (list,), where)):
         if not isinstance(mount, dict):
             raise Error("%s: Mounts[%d] is not an object" % (where, at), 2)
         mounts.append(
             ContainerMount(
-                _part(mount, "Type", (str,), where),
+                _field(mount, "Type", (str,), where),
                 _clean(
-                    _part(mount, "Source", (str,), where) or _part(mount, "Name", (str,), where)
+                    _field(mount, "Source", (str,), where) or _field(mount, "Name", (str,), where)
                 ),
-                _clean(_part(mount, "Destination", (str,), where)),
+                _clean(_field(mount, "Destination", (str,), where)),
                 mount.get("RW") is not False,
             )
         )
-    labels = _part(config, "Labels", (dict,), where)
+    labels = _field(config, "Labels", (dict,), where)
     label = str(labels.get("com.docker.compose.service") or "")
     role, keyword = _role(image, label)
-    name = _part(item, "Name", (str,), where).lstrip("/")
-    user = _part(config, "User", (str,), where)
+    name = _field(item, "Name", (str,), where).lstrip("/")
+    user = _field(config, "User", (str,), where)
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
                      keyword)  # fmt: skip
 
@@ -2788,19 +2790,19 @@ def _from_compose(name: str, item: Any, where: str = "--docker") -> Container:
     if not isinstance(item, dict):
         raise Error("%s is not an object: give the output of docker compose config "
                     "--format json" % where, 2)  # fmt: skip
-    image = _part(item, "image", (str,), where)
-    environment = _part(item, "environment", (dict, list), where)
+    image = _field(item, "image", (str,), where)
+    environment = _field(item, "environment", (dict, list), where)
     if isinstance(environment, list):
         environment = dict(str(pair).partition("=")[::2] for pair in environment)
     env = {str(k): "" if v is None else str(v) for k, v in environment.items()}
     mounts = []
-    for at, volume in enumerate(_part(item, "volumes", (list,), where)):
+    for at, volume in enumerate(_field(item, "volumes", (list,), where)):
         if isinstance(volume, dict):
             mounts.append(
                 ContainerMount(
-                    _part(volume, "type", (str,), where) or "bind",
-                    _clean(_part(volume, "source", (str,), where)),
-                    _clean(_part(volume, "target", (str,), where)),
+                    _field(volume, "type", (str,), where) or "bind",
+                    _clean(_field(volume, "source", (str,), where)),
+                    _clean(_field(volume, "target", (str,), where)),
                     not volume.get("read_only", False),
                 )
             )
@@ -2809,7 +2811,7 @@ def _from_compose(name: str, item: Any, where: str = "--docker") -> Container:
         else:
             raise Error("%s: volumes[%d] is neither an object nor a string" % (where, at), 2)
     role, keyword = _role(image, name)
-    user = str(_part(item, "user", (str, int), where))
+    user = str(_field(item, "user", (str, int), where))
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
                      keyword)  # fmt: skip
 
@@ -3183,16 +3185,16 @@ def _ids_findings(
 
 
 def check_containers(
-    found: CheckResult, walk: Walk, steps: Sequence[Step], pairs: Pairs, source: str
+    found: CheckResult, walk: Walk, steps: Sequence[Step], pairs: Pairs, docker_input: str
 ) -> Tuple[CheckResult, Dict[str, Any]]:
     """Add the containers section to a host check: findings, grade, and the list."""
-    if source == "-" and sys.argv[:1] == ["-"]:
+    if docker_input == "-" and sys.argv[:1] == ["-"]:
         raise Error(
             "--docker -: the script itself came through stdin; use "
             "--docker <(docker inspect $(docker ps -q)) instead",
             2,
         )
-    containers, why_not = load_containers(source)
+    containers, why_not = load_containers(docker_input)
     sections = dict(found.sections)
     root = walk.path((DATA,))
     listed: List[Dict[str, Any]] = []
@@ -3278,7 +3280,7 @@ class Side(NamedTuple):
 
 
 class Relinked(NamedTuple):
-    keep: str  # the download's path: its inode stays
+    download: str  # the download's path: its inode stays
     replace: str  # the library path that becomes a hardlink of it
     bytes: int
     takes_on: str  # the owner, mode and mtime the library name takes on
@@ -3287,13 +3289,13 @@ class Relinked(NamedTuple):
 
 class Skipped(NamedTuple):
     path: str
-    keep: str
+    download: str
     reason: str
     errno: str  # the errno's name, or ""
 
 
 class RelinkResult(NamedTuple):
-    pairs: List[Relinked]
+    relinked: List[Relinked]
     skipped: List[Skipped]
     leftovers: int  # temp names of a killed run, removed (or, dry run, to remove)
     unreadable: List[str]  # folders that could not be opened or listed: not looked in
@@ -3303,7 +3305,7 @@ def index_files(
     walk: Walk,
     top: Tuple[str, ...],
     min_size: int,
-    keep: Callable[[os.stat_result], bool],
+    wanted: Callable[[os.stat_result], bool],
     poll: Callable[[], None],
     unreadable: List[str],
 ) -> Iterator[Tuple[FileEntry, os.stat_result]]:
@@ -3334,7 +3336,7 @@ def index_files(
                 folders.append(name)
             elif st is None:
                 continue
-            elif st.st_size >= min_size and keep(st):
+            elif st.st_size >= min_size and wanted(st):
                 entry = FileEntry(parts, name, st.st_size, st.st_dev, st.st_ino, st.st_nlink,
                                   st.st_mtime_ns)  # fmt: skip
                 yield entry, st
@@ -3356,34 +3358,42 @@ def index_files(
                 parts, fd = above + (name,), child
 
 
-def access_lost(keep: os.stat_result, copy: os.stat_result) -> str:
+def access_lost(download: os.stat_result, copy: os.stat_result) -> str:
     """Who would lose read or write access if the copy's name took the download's
     owner and mode ('' for nobody): the copy's owner, its group, everyone else."""
-    keep_mode, copy_mode = stat.S_IMODE(keep.st_mode), stat.S_IMODE(copy.st_mode)
+    download_mode, copy_mode = stat.S_IMODE(download.st_mode), stat.S_IMODE(copy.st_mode)
 
     def bits(mode: int, shift: int) -> int:
         return (mode >> shift) & 0o6  # read and write; media files need no x
 
-    if copy.st_uid == keep.st_uid:
-        owner_has = bits(keep_mode, 6)
-    elif copy.st_gid == keep.st_gid:
-        owner_has = bits(keep_mode, 3)
+    if copy.st_uid == download.st_uid:
+        owner_has = bits(download_mode, 6)
+    elif copy.st_gid == download.st_gid:
+        owner_has = bits(download_mode, 3)
     else:
-        owner_has = bits(keep_mode, 0)
-    group_has = bits(keep_mode, 3) if copy.st_gid == keep.st_gid else bits(keep_mode, 0)
+        owner_has = bits(download_mode, 0)
+    group_has = bits(download_mode, 3) if copy.st_gid == download.st_gid else bits(download_mode, 0)
     # root reads and writes whatever the mode: a copy of root's (a cp run as root)
     # can't lose its owner anything
     owner_needs = bits(copy_mode, 6) if copy.st_uid != 0 else 0
     for who, has, needs in (
         ("its owner (uid %d)" % copy.st_uid, owner_has, owner_needs),
         ("its group (gid %d)" % copy.st_gid, group_has, bits(copy_mode, 3)),
-        ("other users", bits(keep_mode, 0), bits(copy_mode, 0)),
+        ("other users", bits(download_mode, 0), bits(copy_mode, 0)),
     ):
         if has & needs != needs:
             return (
                 "%s would lose access: the download is %d:%d %04o, the copy %d:%d %04o; "
                 "make them match (chown/chmod) and run again"
-                % (who, keep.st_uid, keep.st_gid, keep_mode, copy.st_uid, copy.st_gid, copy_mode)
+                % (
+                    who,
+                    download.st_uid,
+                    download.st_gid,
+                    download_mode,
+                    copy.st_uid,
+                    copy.st_gid,
+                    copy_mode,
+                )
             )
     return ""
 
@@ -3499,16 +3509,16 @@ def find_and_relink(
     removed = _remove_leftovers(walk, leftovers, args.dry_run)
     progress.total = sum(2 * c.size for c in copies)
     comparer = Comparer(progress, signals.poll)
-    pairs: List[Relinked] = []
+    relinked: List[Relinked] = []
     skipped: List[Skipped] = []
     for copy in copies:
         signals.poll()
         outcome = _relink_one(walk, copy, downloads[copy.size], comparer, too_young, args.dry_run)
         if isinstance(outcome, Relinked):
-            pairs.append(outcome)
+            relinked.append(outcome)
         elif outcome is not None:
             skipped.append(outcome)
-    return RelinkResult(pairs, skipped, removed, unreadable)
+    return RelinkResult(relinked, skipped, removed, unreadable)
 
 
 def _remove_leftovers(walk: Walk, leftovers: Sequence[FileEntry], dry_run: bool) -> int:
@@ -3569,21 +3579,21 @@ def _relink_one(
         return None
     try:
         # Downloads on the copy's filesystem first: one elsewhere can only be a skip.
-        for keep in sorted(candidates, key=lambda entry: entry.dev != copy.dev):
-            keep_path = walk.path(keep.parts + (keep.name,))
-            keep_dir = _open_path(walk, keep.parts)
-            if keep_dir is None:
+        for download in sorted(candidates, key=lambda entry: entry.dev != copy.dev):
+            download_path = walk.path(download.parts + (download.name,))
+            download_dir = _open_path(walk, download.parts)
+            if download_dir is None:
                 continue
             try:
                 outcome = _try_pair(
                     Side(copy, copy_dir, copy_path),
-                    Side(keep, keep_dir, keep_path),
+                    Side(download, download_dir, download_path),
                     comparer,
                     too_young,
                     dry_run,
                 )
             finally:
-                os.close(keep_dir)
+                os.close(download_dir)
             if outcome is not None:
                 return outcome
         return None
@@ -3591,22 +3601,24 @@ def _relink_one(
         os.close(copy_dir)
 
 
-def _skip(copy_path: str, keep_path: str, reason: str, number: int = 0) -> Skipped:
+def _skip(copy_path: str, download_path: str, reason: str, number: int = 0) -> Skipped:
     name = errno.errorcode.get(number, "") if number else ""
-    return Skipped(copy_path, keep_path, reason, name)
+    return Skipped(copy_path, download_path, reason, name)
 
 
 def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they must hold
-    copy_side: "Side", keep_side: "Side", comparer: Comparer, too_young: float, dry_run: bool
+    copy_side: "Side", download_side: "Side", comparer: Comparer, too_young: float, dry_run: bool
 ) -> Any:
     """None where the bytes differ (try the next download), else the outcome."""
     copy, copy_dir, copy_path = copy_side
-    keep, keep_dir, keep_path = keep_side
+    download, download_dir, download_path = download_side
     flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | getattr(os, "O_NOATIME", 0)
     try:
-        keep_fd = os.open(keep.name, flags, dir_fd=keep_dir)
+        download_fd = os.open(download.name, flags, dir_fd=download_dir)
     except PermissionError:  # pragma: no cover - O_NOATIME needs ownership (not as root)
-        keep_fd = os.open(keep.name, flags & ~getattr(os, "O_NOATIME", 0), dir_fd=keep_dir)
+        download_fd = os.open(
+            download.name, flags & ~getattr(os, "O_NOATIME", 0), dir_fd=download_dir
+        )
     except OSError:
         return None
     try:
@@ -3615,46 +3627,46 @@ def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they m
         except OSError:
             return None
         try:
-            keep_st, copy_st = os.fstat(keep_fd), os.fstat(copy_fd)
-            if not _unchanged(keep_st, keep) or not _unchanged(copy_st, copy, nlink=1):
+            download_st, copy_st = os.fstat(download_fd), os.fstat(copy_fd)
+            if not _unchanged(download_st, download) or not _unchanged(copy_st, copy, nlink=1):
                 return None  # pragma: no cover - changed since the index: next run
-            if copy.dev != keep.dev:  # no link can cross: the ends tell a copy, and spare
-                if not comparer.ends(keep_fd, copy_fd, copy.size):  # reading a TB for a skip
+            if copy.dev != download.dev:  # no link can cross: the ends tell a copy, and spare
+                if not comparer.ends(download_fd, copy_fd, copy.size):  # reading a TB for a skip
                     return None
                 comparer.progress.total -= 2 * max(0, copy.size - 2 * BLOCK)  # not read
-                return _skip(copy_path, keep_path, errno_fix("link", errno.EXDEV), errno.EXDEV)
-            if max(keep_st.st_mtime, copy_st.st_mtime) > too_young:
-                if not comparer.same(keep_fd, copy_fd, copy.size):
+                return _skip(copy_path, download_path, errno_fix("link", errno.EXDEV), errno.EXDEV)
+            if max(download_st.st_mtime, copy_st.st_mtime) > too_young:
+                if not comparer.same(download_fd, copy_fd, copy.size):
                     return None
-                return _skip(copy_path, keep_path, "changed too recently (--min-age): "
+                return _skip(copy_path, download_path, "changed too recently (--min-age): "
                              "it may still be written")  # fmt: skip
-            if not comparer.same(keep_fd, copy_fd, copy.size):
+            if not comparer.same(download_fd, copy_fd, copy.size):
                 return None
-            after_keep, after_copy = os.fstat(keep_fd), os.fstat(copy_fd)
-            if not _unchanged(after_keep, keep) or not _unchanged(after_copy, copy, nlink=1):
-                return _skip(copy_path, keep_path, "changed while it was compared")
+            after_keep, after_copy = os.fstat(download_fd), os.fstat(copy_fd)
+            if not _unchanged(after_keep, download) or not _unchanged(after_copy, copy, nlink=1):
+                return _skip(copy_path, download_path, "changed while it was compared")
             frees = own_bytes(copy_fd, copy.size)
             # Checked before any link: in such a folder the temp name could never go.
             held = [(chattr_flag(copy_dir), "its folder"), (chattr_flag(copy_fd), "the copy")]
-            same_acl = acl_of(keep_fd) == acl_of(copy_fd)
+            same_acl = acl_of(download_fd) == acl_of(copy_fd)
         finally:
             os.close(copy_fd)
     finally:
-        os.close(keep_fd)
+        os.close(download_fd)
     for what, place in held:
         if what:
             reason = "%s is %s (chattr +%s): not even root may replace the copy; chattr -%s " \
                 "lifts it" % (place, what, what[0], what[0])  # fmt: skip
-            return _skip(copy_path, keep_path, reason, errno.EPERM)
+            return _skip(copy_path, download_path, reason, errno.EPERM)
     if not same_acl:
-        return _skip(copy_path, keep_path, ACL_DIFFERS)
-    lost = access_lost(keep_st, copy_st)
+        return _skip(copy_path, download_path, ACL_DIFFERS)
+    lost = access_lost(download_st, copy_st)
     if lost:
-        return _skip(copy_path, keep_path, lost)
-    pair = Relinked(keep_path, copy_path, copy.size, _takes_on(keep_st), frees)
+        return _skip(copy_path, download_path, lost)
+    pair = Relinked(download_path, copy_path, copy.size, _takes_on(download_st), frees)
     if dry_run:
         return pair
-    return _replace(copy_side, keep_side, keep_st, comparer) or pair
+    return _link_over(copy_side, download_side, download_st, comparer) or pair
 
 
 def own_bytes(fd: int, size: int) -> int:
@@ -3708,8 +3720,8 @@ def _takes_on(st: os.stat_result) -> str:
     )
 
 
-def _replace(
-    copy_side: "Side", keep_side: "Side", keep_st: os.stat_result, comparer: Comparer
+def _link_over(
+    copy_side: "Side", download_side: "Side", download_st: os.stat_result, comparer: Comparer
 ) -> Optional[Skipped]:
     """link(download -> temp beside the copy), confirm, rename(temp -> copy); None when done.
 
@@ -3720,37 +3732,39 @@ def _replace(
     every failure; the copy's path never goes missing.
     """
     copy, copy_dir, copy_path = copy_side
-    keep, keep_dir, keep_path = keep_side
+    download, download_dir, download_path = download_side
     temp = "%s%d-%s" % (RELINK_PREFIX, os.getpid(), os.urandom(6).hex())
     try:
-        os.link(keep.name, temp, src_dir_fd=keep_dir, dst_dir_fd=copy_dir, follow_symlinks=False)
+        os.link(
+            download.name, temp, src_dir_fd=download_dir, dst_dir_fd=copy_dir, follow_symlinks=False
+        )
     except OSError as exc:
-        return _failed(copy_path, keep_path, exc)
+        return _failed(copy_path, download_path, exc)
     try:
         made = os.stat(temp, dir_fd=copy_dir, follow_symlinks=False)
-        if made.st_nlink < keep_st.st_nlink + 1 or stat.S_ISLNK(made.st_mode):
+        if made.st_nlink < download_st.st_nlink + 1 or stat.S_ISLNK(made.st_mode):
             fstype = fstype_of(copy_dir, os.path.dirname(copy_path)) or "this filesystem"
             if stat.S_ISLNK(made.st_mode):
                 how = "a symlink on %s (%s)" % (fstype, UNION_SYMLINK)
             else:
                 how = "a copy on %s (its link count did not rise)" % fstype
-            return _skip(copy_path, keep_path, "the link arrived as %s: undone" % how)
-        if (made.st_size, made.st_mtime_ns) != (keep.size, keep.mtime_ns):  # written since
-            return _skip(copy_path, keep_path, "the download changed after it was compared: "
+            return _skip(copy_path, download_path, "the link arrived as %s: undone" % how)
+        if (made.st_size, made.st_mtime_ns) != (download.size, download.mtime_ns):  # written since
+            return _skip(copy_path, download_path, "the download changed after it was compared: "
                          "left alone")  # fmt: skip
-        if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, comparer):
-            return _skip(copy_path, keep_path, "the linked name's bytes are not the copy's (the "
-                         "download or the copy changed meanwhile): undone")  # fmt: skip
+        if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer):
+            return _skip(copy_path, download_path, "the linked name's bytes are not the "
+                         "copy's (the download or the copy changed meanwhile): undone")  # fmt: skip
         now = os.stat(copy.name, dir_fd=copy_dir, follow_symlinks=False)
         if not _unchanged(now, copy, nlink=1):
-            return _skip(copy_path, keep_path, "changed just before the replace: left alone")
+            return _skip(copy_path, download_path, "changed just before the replace: left alone")
         try:
             os.rename(temp, copy.name, src_dir_fd=copy_dir, dst_dir_fd=copy_dir)
         except OSError as exc:
-            return _failed(copy_path, keep_path, exc, replacing=True)
+            return _failed(copy_path, download_path, exc, replacing=True)
         temp = ""
     except OSError as exc:
-        return _failed(copy_path, keep_path, exc)
+        return _failed(copy_path, download_path, exc)
     finally:
         if temp:
             try:
@@ -3760,7 +3774,7 @@ def _replace(
     return None
 
 
-def _failed(copy_path: str, keep_path: str, exc: OSError, replacing: bool = False) -> Skipped:
+def _failed(copy_path: str, download_path: str, exc: OSError, replacing: bool = False) -> Skipped:
     """The skip for a failed link (or, replacing, a failed rename over the copy)."""
     number = exc.errno or 0
     if replacing:
@@ -3771,7 +3785,7 @@ def _failed(copy_path: str, keep_path: str, exc: OSError, replacing: bool = Fals
         reason = ROOT_LINK_EPERM
     else:
         reason = errno_fix("link", number) or exc.strerror or ""
-    return _skip(copy_path, keep_path, reason, number)
+    return _skip(copy_path, download_path, reason, number)
 
 
 def _temp_is_the_copy(temp: str, copy_side: "Side", comparer: Comparer) -> bool:
@@ -4167,18 +4181,18 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
 
     out.line("relink of %s%s" % (root, " (dry run: nothing is changed)" if dry_run else ""))
     verb = "would relink" if dry_run else "relinked"
-    for pair in result.pairs:
+    for pair in result.relinked:
         out.line("  %s: %s" % (verb, rel(pair.replace)))
         shared = ""
         if pair.frees != pair.bytes:
             shared = "; frees %s: a reflink or a snapshot shares the rest" % human_size(pair.frees)
         out.line("      = %s (%s%s; takes on %s)"
-                 % (rel(pair.keep), human_size(pair.bytes), shared, pair.takes_on))  # fmt: skip
+                 % (rel(pair.download), human_size(pair.bytes), shared, pair.takes_on))  # fmt: skip
     # A broken past skips thousands for one reason.
     for shown, more in fold(result.skipped, lambda item: (item.reason, item.errno)):
         for item in shown:
             out.line("  skipped: %s" % rel(item.path))
-            out.line("      = %s: %s%s" % (rel(item.keep), item.reason,
+            out.line("      = %s: %s%s" % (rel(item.download), item.reason,
                                            " (%s)" % item.errno if item.errno else ""))  # fmt: skip
         if more:
             out.line("  ... and %d more skipped for the same reason (--json lists each)" % more)
@@ -4195,20 +4209,20 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
         if len(result.unreadable) > REPORT_SAME:
             out.line("      ... and %d more (--json lists each)"
                      % (len(result.unreadable) - REPORT_SAME))  # fmt: skip
-    total = sum(pair.frees for pair in result.pairs)
-    held = sum(pair.bytes for pair in result.pairs) - total
+    total = sum(pair.frees for pair in result.relinked)
+    held = sum(pair.bytes for pair in result.relinked) - total
     also = "; %s more stays with a reflink or snapshot" % human_size(held) if held else ""
     if dry_run:
         out.line(
             "result: would relink %d cop%s, %s to release%s; %d skipped"
-            % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
+            % (len(result.relinked), "y" if len(result.relinked) == 1 else "ies", human_size(total),
                also, len(result.skipped))
         )  # fmt: skip
     else:
         out.line(
             "result: %d cop%s relinked, %s released (once no program holds the old files open "
             "and no snapshot keeps them%s); %d skipped"
-            % (len(result.pairs), "y" if len(result.pairs) == 1 else "ies", human_size(total),
+            % (len(result.relinked), "y" if len(result.relinked) == 1 else "ies", human_size(total),
                also, len(result.skipped))
         )  # fmt: skip
 
@@ -4219,18 +4233,18 @@ def relink_json(dry_run: bool, result: RelinkResult) -> str:
             "dry_run": dry_run,
             "pairs": [
                 {
-                    "keep": pair.keep,
+                    "keep": pair.download,
                     "replace": pair.replace,
                     "bytes": pair.bytes,
                     "frees": pair.frees,
                 }
-                for pair in result.pairs
+                for pair in result.relinked
             ],
-            "bytes_reclaimed": sum(pair.frees for pair in result.pairs),
+            "bytes_reclaimed": sum(pair.frees for pair in result.relinked),
             "skipped": [
                 {
                     "path": item.path,
-                    "keep": item.keep,
+                    "keep": item.download,
                     "reason": item.reason,
                     "errno": item.errno or None,
                 }
@@ -4391,21 +4405,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def mode_of(args: argparse.Namespace) -> str:
-    for mode in MODES[1:]:
-        if getattr(args, mode):
-            return mode
+def chosen_mode(args: argparse.Namespace) -> str:
+    """The run mode the options name: create, check, compose or relink."""
+    for name in MODES[1:]:
+        if getattr(args, name):
+            return name
     return "create"
 
 
-def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    """The mode, after refusing every option that the mode does not use (exit 2)."""
-    mode = mode_of(args)
+def checked_mode(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The run mode, after refusing every option that the mode does not use (exit 2)."""
+    run_mode = chosen_mode(args)
     for option, modes in OPTION_MODES.items():
         value = getattr(args, option[2:].replace("-", "_"))
-        if value not in (None, False, []) and mode not in modes:
-            parser.error("%s does not go with %s" % (option, MODE_NAMES[mode]))
-    return mode
+        if value not in (None, False, []) and run_mode not in modes:
+            parser.error("%s does not go with %s" % (option, MODE_NAMES[run_mode]))
+    return run_mode
 
 
 # -- the modes: create, --check and --relink from start to end, and main() -------------
@@ -4619,18 +4634,18 @@ def relink(
     return 1 if any(item.errno for item in result.skipped) else 0
 
 
-def run(args: argparse.Namespace, mode: str, out: Output, err: Output, signals: Signals) -> int:
-    if mode == "compose":  # works before the path exists: it only prints
+def run(args: argparse.Namespace, run_mode: str, out: Output, err: Output, signals: Signals) -> int:
+    if run_mode == "compose":  # works before the path exists: it only prints
         out.lines(compose_snippet(os.path.abspath(os.path.expanduser(args.path))))
         return 0
     walk = open_base(args.path)
     try:
         check_name_lengths(walk, args.add_category)
         folders = list_folders(with_categories(TREE, args.add_category))
-        if mode == "relink":
+        if run_mode == "relink":
             return relink(walk, folders, args, out, err, signals)
-        steps = plan(walk, folders, args.owner, args.mode, need_stat=mode == "check")
-        if mode == "check":
+        steps = plan(walk, folders, args.owner, args.mode, need_stat=run_mode == "check")
+        if run_mode == "check":
             found = found_categories(walk, folders)  # their pairs are probed too
             more = plan(walk, found, args.owner, args.mode, need_stat=True)
             folders, steps = folders + found, steps + more
@@ -4648,11 +4663,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
     parser = build_parser()
     args = parser.parse_args(argv)
-    mode = check_options(parser, args)
+    run_mode = checked_mode(parser, args)
     code = 0
     with Signals() as signals:
         try:
-            code = run(args, mode, out, err, signals)
+            code = run(args, run_mode, out, err, signals)
         except Error as exc:
             err.line("error: %s" % exc)
             if exc.before:

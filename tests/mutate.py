@@ -125,12 +125,12 @@ MUTATIONS = [
     ),
     (
         "relink ignores the access rule",
-        "    lost = access_lost(keep_st, copy_st)",
+        "    lost = access_lost(download_st, copy_st)",
         "    lost = ''",
     ),
     (
         "relink touches young files",
-        "            if max(keep_st.st_mtime, copy_st.st_mtime) > too_young:",
+        "            if max(download_st.st_mtime, copy_st.st_mtime) > too_young:",
         "            if False:",
     ),
     (
@@ -180,22 +180,23 @@ MUTATIONS = [
     ),
     (
         "relink trusts a temp name of another inode (_temp_is_the_copy)",
-        "if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, comparer):",
-        "if made.st_ino != keep.ino and False:",
+        "if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer):",
+        "if made.st_ino != download.ino and False:",
     ),
     (
         "relink undoes every link through FUSE (inode numbers alone)",
-        "if made.st_ino != keep.ino and not _temp_is_the_copy(temp, copy_side, comparer):",
-        "if made.st_ino != keep.ino:",
+        "if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer):",
+        "if made.st_ino != download.ino:",
     ),
     (
         "relink gives the library a download written after the compare",
-        "if (made.st_size, made.st_mtime_ns) != (keep.size, keep.mtime_ns):  # written since",
+        "if (made.st_size, made.st_mtime_ns) != (download.size, download.mtime_ns):  # written "
+        "since",
         "if False:  # written since",
     ),
     (
         "relink drops the copy's ACL (acl_of)",
-        "same_acl = acl_of(keep_fd) == acl_of(copy_fd)",
+        "same_acl = acl_of(download_fd) == acl_of(copy_fd)",
         "same_acl = True",
     ),
     (
@@ -235,8 +236,8 @@ MUTATIONS = [
     ),
     (
         "relink tries a download on another filesystem first (_relink_one)",
-        "for keep in sorted(candidates, key=lambda entry: entry.dev != copy.dev):",
-        "for keep in candidates:",
+        "for download in sorted(candidates, key=lambda entry: entry.dev != copy.dev):",
+        "for download in candidates:",
     ),
     (
         "a reflinked copy counted as freed (own_bytes)",
@@ -254,9 +255,9 @@ MUTATIONS = [
         "    return as_utf8(text)",
     ),
     (
-        "a failed rename blamed on the link (_replace)",
-        "            return _failed(copy_path, keep_path, exc, replacing=True)",
-        "            return _failed(copy_path, keep_path, exc)",
+        "a failed rename blamed on the link (_link_over)",
+        "            return _failed(copy_path, download_path, exc, replacing=True)",
+        "            return _failed(copy_path, download_path, exc)",
     ),
     (
         "root told to run as root for a refused link (_failed)",
@@ -269,7 +270,7 @@ MUTATIONS = [
         "            pass",
     ),
     (
-        "a --docker file of another shape taken as empty (_part)",
+        "a --docker file of another shape taken as empty (_field)",
         "    if not isinstance(value, kinds):\n        raise Error(",
         "    if not isinstance(value, kinds):\n        return kinds[0]()\n        raise Error(",
     ),

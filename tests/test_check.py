@@ -456,7 +456,7 @@ def test_read_mountinfo_and_mount_of():
     mounts = cms.read_mountinfo(text)
     assert [m.point for m in mounts] == ["/", "/mnt/my disk", "/mnt/my", "/mnt/my disk"]
     assert mounts[1] == cms.Mount("/mnt/my disk", "/sub", "xfs", "/dev/sdb1")
-    assert cms.mount_of("/mnt/my disk/x", mounts).source == "over"  # the last mount wins
+    assert cms.mount_of("/mnt/my disk/x", mounts).device == "over"  # the last mount wins
     assert cms.mount_of("/mnt/my/x", mounts).fstype == "tmpfs"
     assert cms.mount_of("/mnt/mydisk", mounts).point == "/"
     assert cms.mount_of("/srv", []) is None
