@@ -957,6 +957,43 @@ def open_below(parent: int, name: str) -> Optional[int]:
         return None
 
 
+def folders_below(
+    fd: int, top: Tuple[str, ...] = ()
+) -> Iterator[Tuple[Tuple[str, ...], int, List[str]]]:
+    """Each folder of a subtree, depth first: (its parts, top's first; its descriptor, or
+    -1 where it could not be opened; a list the caller fills with the names of the
+    sub-folders to go into).  fd is the subtree's open top, closed here.
+
+    A folder is opened only when its turn comes and closed once its sub-folders are
+    done: the descriptors held grow with the depth, not with the width (media/tv holds
+    thousands of shows, and 1024 descriptors is a common limit).
+    """
+    parts = top
+    stack: List[Tuple[Tuple[str, ...], int, List[str]]] = []  # a folder, its fd, what's left
+    try:
+        while fd >= 0:
+            below: List[str] = []
+            yield parts, fd, below
+            stack.append((parts, fd, below))
+            fd = -1
+            while stack and fd < 0:  # the next folder to read, or -1 when none is left
+                above, above_fd, left = stack[-1]
+                if not left:
+                    os.close(above_fd)
+                    stack.pop()
+                    continue
+                name = left.pop()
+                child = open_below(above_fd, name)
+                parts = above + (name,)
+                if child is None:
+                    yield parts, -1, []
+                else:
+                    fd = child
+    finally:  # stopped early (a signal): nothing stays open
+        for _, held, _ in stack:
+            os.close(held)
+
+
 class Mount(NamedTuple):
     point: str
     root: str  # the part of the source filesystem mounted there ("/" unless a bind)
@@ -2369,12 +2406,13 @@ def _sum_lone_files(  # noqa: PLR0912 - the audit's hot loop, inlined on purpose
     """
     parent_pid = progress.parent
     files = nbytes = unreadable = 0
-    fd = open_below(parent, name)
-    if fd is None:
+    top = open_below(parent, name)
+    if top is None:
         return 0, 0, 1
-    stack: List[Tuple[int, List[str]]] = []
-    while True:
-        pending: List[str] = []
+    for _, fd, below in folders_below(top):
+        if fd < 0:
+            unreadable += 1
+            continue
         seen = 0
         try:
             if SCANDIR_FD:
@@ -2383,7 +2421,7 @@ def _sum_lone_files(  # noqa: PLR0912 - the audit's hot loop, inlined on purpose
                         seen += 1
                         if entry.is_dir(follow_symlinks=False):
                             if entry.name != NAS_METADATA:
-                                pending.append(entry.name)
+                                below.append(entry.name)
                         elif entry.is_file(follow_symlinks=False):
                             try:
                                 st = entry.stat(follow_symlinks=False)
@@ -2396,7 +2434,7 @@ def _sum_lone_files(  # noqa: PLR0912 - the audit's hot loop, inlined on purpose
                 for child, is_dir, lone in folder_entries(fd):
                     seen += 1
                     if is_dir:
-                        pending.append(child)
+                        below.append(child)
                     elif lone is not None:
                         files, nbytes = files + 1, nbytes + lone.st_size
         except OSError:
@@ -2404,21 +2442,7 @@ def _sum_lone_files(  # noqa: PLR0912 - the audit's hot loop, inlined on purpose
         progress.tick(seen)
         if parent_pid is not None and os.getppid() != parent_pid:  # pragma: no cover
             os._exit(1)  # the parent is gone: stop walking
-        stack.append((fd, pending))
-        fd = -1
-        while stack and fd < 0:
-            top_fd, top_pending = stack[-1]
-            if not top_pending:
-                os.close(top_fd)
-                stack.pop()
-                continue
-            child_fd = open_below(top_fd, top_pending.pop())
-            if child_fd is None:
-                unreadable += 1
-            else:
-                fd = child_fd
-        if fd < 0:
-            return files, nbytes, unreadable
+    return files, nbytes, unreadable
 
 
 # -- --check (host): every section together --------------------------------------------
@@ -3312,28 +3336,24 @@ def index_files(
     """Every regular file of at least min_size below top (symlinks never followed);
     poll runs before each folder (a library's walk can be long); a folder that can't
     be opened or listed goes into unreadable.
-
-    A folder is opened only when its turn comes: the descriptors held grow with the
-    depth, not with the width (media/tv holds thousands of shows, and 1024 descriptors
-    is a common limit).
     """
     try:
-        fd = walk.open(top)
+        top_fd = os.open(".", DIR_FLAGS, dir_fd=walk.open(top))  # the walk closes its own
     except Error:
         return
-    parts, fd = top, os.open(".", DIR_FLAGS, dir_fd=fd)
-    stack: List[Tuple[Tuple[str, ...], int, List[str]]] = []  # a folder, its fd, what's left
-    while fd >= 0:
-        poll()  # a stop here leaves a few descriptors to the exit that follows
+    for parts, fd, below in folders_below(top_fd, top):
+        if fd < 0:
+            unreadable.append(walk.path(parts))
+            continue
+        poll()  # a stop here closes what the walk holds open
         try:
             entries = list(folder_entries(fd, lone_only=False))
         except OSError:
             entries = []
             unreadable.append(walk.path(parts))
-        folders = []
         for name, is_dir, st in entries:
             if is_dir:
-                folders.append(name)
+                below.append(name)
             elif st is None:
                 continue
             elif st.st_size >= min_size and wanted(st):
@@ -3342,20 +3362,6 @@ def index_files(
                 yield entry, st
             elif name.startswith(RELINK_PREFIX):
                 yield FileEntry(parts, name, -1, st.st_dev, st.st_ino, st.st_nlink, 0), st
-        stack.append((parts, fd, folders))
-        fd = -1
-        while stack and fd < 0:  # the next folder to read, or -1 when none is left
-            above, above_fd, left = stack[-1]
-            if not left:
-                os.close(above_fd)
-                stack.pop()
-                continue
-            name = left.pop()
-            child = open_below(above_fd, name)
-            if child is None:
-                unreadable.append(walk.path(above + (name,)))
-            else:
-                parts, fd = above + (name,), child
 
 
 def access_lost(download: os.stat_result, copy: os.stat_result) -> str:

@@ -280,18 +280,17 @@ MUTATIONS = [
         "    owner_needs = bits(copy_mode, 6)",
     ),
     (
-        "relink's walk opens every subfolder at once (index_files)",
-        "            name = left.pop()\n            child = open_below(above_fd, name)",
-        "            name = left.pop()\n            child = open_below(above_fd, name)\n"
-        "            held = [open_below(above_fd, other) for other in left]\n"
-        "            if None in held:\n                left.clear()\n"
-        "            [os.close(fd) for fd in held if fd is not None]",
+        "the walk opens every subfolder at once (folders_below)",
+        "                name = left.pop()\n                child = open_below(above_fd, name)",
+        "                name = left.pop()\n                child = open_below(above_fd, name)\n"
+        "                held = [open_below(above_fd, other) for other in left]\n"
+        "                if None in held:\n                    left.clear()\n"
+        "                [os.close(fd) for fd in held if fd is not None]",
     ),
     (
         "folders the relink could not read left unnamed (index_files)",
-        "            if child is None:\n"
-        "                unreadable.append(walk.path(above + (name,)))",
-        "            if child is None:\n                pass",
+        "        if fd < 0:\n            unreadable.append(walk.path(parts))\n",
+        "        if fd < 0:\n",
     ),
     (
         "categories made on disk not probed (found_categories)",
