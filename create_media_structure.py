@@ -51,6 +51,7 @@ from typing import (
     Set,
     Tuple,
     TypeVar,
+    Union,
 )
 
 __version__ = "2.0.0"
@@ -2014,14 +2015,16 @@ def _clean_after_probes(
             pass
 
 
-def _probe_in_child(walk: Walk, probes: ProbePlan, uid: int, gid: int, groups: List[int]) -> Any:
+def _probe_in_child(
+    walk: Walk, probes: ProbePlan, uid: int, gid: int, groups: List[int]
+) -> Union[str, List[ProbeResult]]:
     """Fork, become uid:gid with groups, probe by path as that user: results or why not.
 
     The child keeps none of our folder descriptors, so every folder above the
     tree must let the user through, as it must let the container.
     """
 
-    def as_the_user() -> Any:  # pragma: no cover - the child; tested through the parent
+    def as_the_user() -> Union[str, List[ProbeResult]]:  # pragma: no cover - the child
         for fd in walk.fds.values():
             os.close(fd)
         try:
@@ -2038,7 +2041,7 @@ def _probe_in_child(walk: Walk, probes: ProbePlan, uid: int, gid: int, groups: L
         child = fork_child(as_the_user, ("SIGINT", "SIGTERM", "SIGHUP"))
     except OSError as exc:
         return "could not start a process to run as uid %d (%s)" % (uid, exc.strerror)
-    result = join_child(child)
+    result: Optional[List[ProbeResult]] = join_child(child)
     return "the probe process as uid %d failed" % uid if result is None else result
 
 
@@ -2678,18 +2681,19 @@ def _remote_docker_host() -> str:
 
 def _run_docker() -> str:
     """`docker ps -q`, then `docker inspect` of those: the JSON text."""
-    import subprocess
-
-    ids = _docker(["ps", "-q"], subprocess)
+    ids = _docker(["ps", "-q"])
     if not ids.split():
         return ""
-    return _docker(["inspect"] + ids.split(), subprocess)
+    return _docker(["inspect"] + ids.split())
 
 
-def _docker(args: List[str], subprocess: Any) -> str:
+def _docker(args: List[str]) -> str:
+    import subprocess
+
     try:
         proc = subprocess.run(
             ["docker"] + args,
+            check=False,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -3208,9 +3212,16 @@ def _ids_findings(
     return findings
 
 
+class Judged(NamedTuple):
+    """A container as the containers section lists it."""
+
+    container: Container
+    verdict: str  # its grade, or why it was not judged
+
+
 def check_containers(
     found: CheckResult, walk: Walk, steps: Sequence[Step], pairs: Pairs, docker_input: str
-) -> Tuple[CheckResult, Dict[str, Any]]:
+) -> Tuple[CheckResult, List[Judged]]:
     """Add the containers section to a host check: findings, grade, and the list."""
     if docker_input == "-" and sys.argv[:1] == ["-"]:
         raise Error(
@@ -3221,7 +3232,7 @@ def check_containers(
     containers, why_not = load_containers(docker_input)
     sections = dict(found.sections)
     root = walk.path((DATA,))
-    listed: List[Dict[str, Any]] = []
+    judged: List[Judged] = []
     findings = list(found.findings)
     if why_not or not containers:
         sections["containers"] = why_not or "not checked: no containers"
@@ -3241,14 +3252,9 @@ def check_containers(
                     "ignored: no media paths")  # fmt: skip
             else:
                 verdict = grade(severities)
-            listed.append({
-                "name": container.name, "image": container.image, "role": container.role,
-                "mounts": [{"type": m.type, "host": m.host, "container": m.container,
-                            "rw": m.rw} for m in container.mounts],
-                "verdict": verdict,
-            })  # fmt: skip
+            judged.append(Judged(container, verdict))
         sections["containers"] = grade({f.severity for f in mine})
-    return found._replace(findings=findings, sections=sections), {"containers": listed}
+    return found._replace(findings=findings, sections=sections), judged
 
 
 # -- --relink: copies in media/ become hardlinks of the download -----------------------
@@ -3576,7 +3582,7 @@ def _relink_one(
     comparer: Comparer,
     too_young: float,
     dry_run: bool,
-) -> Any:
+) -> Optional[Union[Relinked, Skipped]]:
     """Prove one copy equal to a download and (unless dry_run) link it: a Relinked, a
     Skipped, or None where no download has its bytes."""
     copy_path = walk.path(copy.parts + (copy.name,))
@@ -3614,7 +3620,7 @@ def _skip(copy_path: str, download_path: str, reason: str, number: int = 0) -> S
 
 def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they must hold
     copy_side: "Side", download_side: "Side", comparer: Comparer, too_young: float, dry_run: bool
-) -> Any:
+) -> Optional[Union[Relinked, Skipped]]:
     """None where the bytes differ (try the next download), else the outcome."""
     copy, copy_dir, copy_path = copy_side
     download, download_dir, download_path = download_side
@@ -4019,7 +4025,7 @@ def report_check(
     owner: Optional[Owner],
     found: CheckResult,
     out: Output,
-    extra: Optional[Dict[str, Any]] = None,
+    judged: Optional[List[Judged]] = None,
 ) -> None:
     """The --check report as text: each section's grade, its findings with fixes."""
     out.line("check of %s" % root)
@@ -4027,11 +4033,11 @@ def report_check(
         title, healthy = CHECK_TITLES[section]
         mine = [item for item in found.findings if item.section == section]
         mine.sort(key=lambda item: item.severity != PROBLEM)  # problems first, in order
-        if section == "containers" and extra and extra.get("containers"):
+        if section == "containers" and judged:
             out.line("%-12s %s" % (title, _count(
                 sum(i.severity == PROBLEM for i in mine), "problem",
                 sum(i.severity == WARNING for i in mine), "warning") or "ok"))  # fmt: skip
-            report_containers(extra, out)
+            report_containers(judged, out)
             _report_findings(mine, out)
             continue
         if grade == "ok":
@@ -4116,16 +4122,16 @@ def _count(first: int, first_name: str, second: int, second_name: str) -> str:
     return ", ".join(said)
 
 
-def report_containers(extra: Dict[str, Any], out: "Output") -> None:
+def report_containers(judged: Sequence[Judged], out: Output) -> None:
     """One block per container: role, its data mounts host -> container, verdict."""
-    for item in extra.get("containers", []):
-        out.line("  %s (%s, %s): %s" % (item["name"], item["role"], item["image"], item["verdict"]))
-        for mount in item["mounts"]:
-            out.line("      %s -> %s%s" % (mount["host"], mount["container"],
-                                           "" if mount["rw"] else " (read-only)"))  # fmt: skip
+    for container, verdict in judged:
+        out.line("  %s (%s, %s): %s" % (container.name, container.role, container.image, verdict))
+        for mount in container.mounts:
+            out.line("      %s -> %s%s" % (mount.host, mount.container,
+                                           "" if mount.rw else " (read-only)"))  # fmt: skip
 
 
-def check_json(root: str, found: CheckResult, extra: Optional[Dict[str, Any]] = None) -> str:
+def check_json(root: str, found: CheckResult, judged: Optional[List[Judged]] = None) -> str:
     """The --check result as one JSON document, for cron jobs and monitoring."""
     document: Dict[str, Any] = {
         "data_root": root,
@@ -4149,7 +4155,20 @@ def check_json(root: str, found: CheckResult, extra: Optional[Dict[str, Any]] = 
             for result in found.audits
         ],
     }
-    document.update(extra or {})
+    if judged is not None:  # with --docker
+        document["containers"] = [
+            {
+                "name": container.name,
+                "image": container.image,
+                "role": container.role,
+                "mounts": [
+                    {"type": m.type, "host": m.host, "container": m.container, "rw": m.rw}
+                    for m in container.mounts
+                ],
+                "verdict": verdict,
+            }
+            for container, verdict in judged
+        ]
     return json_text(document)
 
 
@@ -4586,13 +4605,13 @@ def check(
         note = "also checked, found on disk in complete/ and media/: " + ", ".join(unnamed)
         note += " (%s makes it in every client)" % category_option(unnamed[0])
         found = found._replace(notes=found.notes + [note])
-    extra: Dict[str, Any] = {}
+    judged: Optional[List[Judged]] = None
     if args.docker is not None:
-        found, extra = check_containers(found, walk, steps, pairs, args.docker)
+        found, judged = check_containers(found, walk, steps, pairs, args.docker)
     if args.json:
-        out.lines(check_json(root, found, extra))
+        out.lines(check_json(root, found, judged))
     elif not args.quiet:
-        report_check(root, steps, args.owner, found, out, extra)
+        report_check(root, steps, args.owner, found, out, judged)
     else:
         for item in found.findings:
             err.line("%s: %s: %s" % (item.severity, item.path, item.detail))
