@@ -12,11 +12,13 @@ from typing import Dict, Iterable, Iterator, Set, Tuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "create_media_structure.py"
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "create_media_structure.py"
 TMP = tempfile.gettempdir()  # where tmp_path lives: faults are injected only below it
-REAL_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # the tests see uid 1000 (not_root)
-sys.path.insert(0, str(ROOT))
+# Running as root for real (the tests themselves see uid 1000: not_root below).
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+needs_root = pytest.mark.skipif(not AS_ROOT, reason="needs root (mounts, chown, other users)")
+sys.path.insert(0, str(REPO))
 
 import create_media_structure as cms  # noqa: E402
 
@@ -25,7 +27,7 @@ import create_media_structure as cms  # noqa: E402
 def loop_mounted(tmp_path: Path, mkfs: str, *options: str) -> Iterator[Path]:
     """A fresh filesystem in a loop-mounted image below tmp_path, unmounted after; the
     test is skipped where that can't be (not root, no mkfs, no loop devices)."""
-    if not REAL_ROOT:
+    if not AS_ROOT:
         pytest.skip("mounting a loop device needs root")
     if shutil.which(mkfs) is None:
         pytest.skip("%s is not here (apt-get install xfsprogs btrfs-progs)" % mkfs)
@@ -124,6 +126,16 @@ def fail_on_call(monkeypatch, name, number, error, under=TMP):
 
     monkeypatch.setattr(os, name, fake)
     return calls
+
+
+@pytest.fixture
+def tree(tmp_path, run, request):
+    """A fresh tree below tmp_path, which other users may pass through, as on a NAS;
+    made with the test module's TREE_OPTIONS where it has them (the apps' owner)."""
+    os.chmod(str(tmp_path), 0o755)
+    options = getattr(request.module, "TREE_OPTIONS", [])
+    assert run("--path", str(tmp_path), "-q", *options)[0] == 0
+    return tmp_path
 
 
 @pytest.fixture(autouse=True)

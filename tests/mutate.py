@@ -331,9 +331,6 @@ def run_one(name, old, new, pytest_args):
     with tempfile.TemporaryDirectory(prefix="cms-mutant-") as top:
         copy = os.path.join(top, "repo")
         shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "*_cache", "__pycache__"))
-        shared = os.path.join(os.path.dirname(ROOT), "shared")
-        if os.path.isdir(shared):  # the tests read ../shared
-            os.symlink(shared, os.path.join(top, "shared"))
         path = os.path.join(copy, SCRIPT)
         with open(path) as handle:
             text = handle.read()

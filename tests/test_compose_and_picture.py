@@ -5,7 +5,7 @@ import zlib
 
 import pytest
 
-from conftest import ROOT, cms
+from conftest import REPO, cms
 
 EXPECTED = """\
 # docker-compose volumes for /mnt/user/data: paste each block under its service.
@@ -94,7 +94,7 @@ def png_text_chunks(path):
 
 
 def test_picture_is_drawn_from_the_current_tree():
-    chunks = png_text_chunks(ROOT / "folder_structure.png")
+    chunks = png_text_chunks(REPO / "folder_structure.png")
     assert chunks.get("create_media_structure tree") == cms.tree_text(), (
         "folder_structure.png is stale: run python3 tests/render_tree.py"
     )

@@ -19,12 +19,10 @@ from conftest import (
     expected_dirs,
     fail_on_call,
     is_ours,
+    needs_root,
     pyenv_pythons,
     snapshot,
 )
-
-ROOT = hasattr(os, "geteuid") and os.geteuid() == 0  # the real one; tests see 1000
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (chown to other users)")
 
 
 def test_the_constant_is_the_issues_tree():

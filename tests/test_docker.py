@@ -9,16 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SCRIPT, cms
+from conftest import REPO, SCRIPT, cms
 
-SAMPLE = ROOT.parent / "shared" / "docker-inspect-sample.json"
-
-
-@pytest.fixture
-def tree(tmp_path, run):
-    owner = ["--owner", "1000:1000"] if os.getuid() == 0 else []  # the apps don't run as root
-    assert run("--path", str(tmp_path), "-q", *owner)[0] == 0
-    return tmp_path
+SAMPLE = REPO / "tests" / "docker-inspect-sample.json"
+# The apps don't run as root: as root, the tree is made for the PUID/PGID of the samples.
+TREE_OPTIONS = ["--owner", "1000:1000"] if os.getuid() == 0 else []
 
 
 def ids(tree):
@@ -110,9 +105,7 @@ def test_the_guides_layout_is_healthy(tree, run):
 
 
 def test_the_real_sample(tree, run):
-    """The shared sample: containers created on a real daemon, with the tree at /srv/data."""
-    if not SAMPLE.exists():
-        pytest.skip("../shared/docker-inspect-sample.json is not beside the repository")
+    """The sample: containers created on a real daemon, with the tree at /srv/data."""
     text = SAMPLE.read_text().replace("/srv/data", str(tree / "data"))
     code, document, _ = check(run, tree, json.loads(text))
     assert code == 1
@@ -533,8 +526,6 @@ def test_stdin_when_the_script_came_through_stdin(tree, run, monkeypatch):
 
 
 def test_text_report(tree, run):
-    if not SAMPLE.exists():
-        pytest.skip("../shared/docker-inspect-sample.json is not beside the repository")
     path = tree / "c.json"
     uid, gid = ids(tree)  # the sample's apps run as 1000:1000: as the tree's owner here
     text = SAMPLE.read_text().replace("/srv/data", str(tree / "data"))

@@ -1,20 +1,20 @@
 """The README shows the script's own tree."""
 
-from conftest import ROOT, SCRIPT, cms
+from conftest import REPO, SCRIPT, cms
 
 
 def test_readme_tree_is_the_scripts_tree():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "```\n" + cms.tree_text(glyphs=cms.UNICODE_GLYPHS) + "```\n" in readme
 
 
 def test_readme_compose_is_the_scripts():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "```yaml\n" + cms.compose_snippet("/mnt/user") + "\n```\n" in readme
 
 
 def test_readme_names_every_option():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     for action in cms.build_parser()._actions:
         for flag in action.option_strings:
             assert "`%s" % flag in readme, flag
@@ -22,7 +22,7 @@ def test_readme_names_every_option():
 
 def readme_rows():
     """Each table row of the README, as its cells."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     return [[cell.strip() for cell in line.strip().strip("|").split("|")]
             for line in readme.splitlines() if line.startswith("| ")]  # fmt: skip
 

@@ -9,15 +9,7 @@ import stat
 import sys
 import time
 
-import pytest
-
 from conftest import cms, dirs_on_disk, expected_dirs
-
-
-@pytest.fixture
-def tree(tmp_path, run):
-    assert run("--path", str(tmp_path), "-q")[0] == 0
-    return tmp_path
 
 
 def test_bad_min_age(tmp_path, run):

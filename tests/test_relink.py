@@ -12,10 +12,8 @@ import time
 
 import pytest
 
-from conftest import SCRIPT, cms, loop_mounted, snapshot
+from conftest import SCRIPT, cms, loop_mounted, needs_root, snapshot
 
-ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (mounts, other owners)")
 MIB = 1024 * 1024
 OLD = time.time() - 3600  # older than --min-age's 15 minutes
 
@@ -36,12 +34,6 @@ def payload(seed, size=2 * MIB):
 def changed_at(data, where):
     index = {"start": 0, "middle": len(data) // 2, "end": len(data) - 1}[where]
     return data[:index] + bytes([data[index] ^ 1]) + data[index + 1 :]
-
-
-@pytest.fixture
-def tree(tmp_path, run):
-    assert run("--path", str(tmp_path), "-q")[0] == 0
-    return tmp_path
 
 
 def relink(run, tree, *extra):

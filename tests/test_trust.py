@@ -17,12 +17,10 @@ from conftest import (
     dirs_on_disk,
     expected_dirs,
     fail_on_call,
+    needs_root,
     pyenv_pythons,
     snapshot,
 )
-
-ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (chown to other users)")
 
 
 def mode_of(path):

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cms
-
-ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+from conftest import AS_ROOT, cms
 
 
 @pytest.fixture
@@ -41,7 +39,7 @@ def uneven_pool(run):
 
 
 def mount_pool(run, *options, sizes=()):
-    if not ROOT:
+    if not AS_ROOT:
         pytest.skip("mounting mergerfs needs root")
     if shutil.which("mergerfs") is None or not os.path.exists("/dev/fuse"):
         pytest.skip("mergerfs or /dev/fuse is not here (apt-get install mergerfs fuse3)")
