@@ -958,6 +958,21 @@ def open_below(parent: int, name: str) -> Optional[int]:
         return None
 
 
+def open_file(name: str, dir_fd: int, noatime: bool = False) -> int:
+    """Open a file of the tree to read, relative to its folder: never through a symlink,
+    and never waiting (O_NONBLOCK), so that a fifo put in a file's place can't hang the
+    run; the caller's fstat tells what it opened.  noatime: without touching its atime
+    where the system lets us (the file's owner or root)."""
+    flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+    if noatime and hasattr(os, "O_NOATIME"):
+        try:
+            return os.open(name, flags | os.O_NOATIME, dir_fd=dir_fd)
+        except PermissionError as exc:  # not its owner: EPERM for the flag, EACCES to read
+            if exc.errno != errno.EPERM:
+                raise
+    return os.open(name, flags, dir_fd=dir_fd)
+
+
 def folders_below(
     fd: int, top: Tuple[str, ...] = ()
 ) -> Iterator[Tuple[Tuple[str, ...], int, List[str]]]:
@@ -3289,6 +3304,34 @@ ACL_DIFFERS = (
 )
 
 
+UNREAD = "can't be read"  # a skip's reason: the file could not be opened
+# Leases (Linux's F_SETLEASE): a write lease on the copy is granted only where no other
+# program has it open, and breaks (with a signal) where one opens it meanwhile.
+F_SETLEASE, F_GETLEASE = 1024, 1025
+IN_USE = (
+    "in use: another program has it open (a tagger, a media server writing its tags), "
+    "and what it writes would go to the old copy; left alone: run again when it is closed"
+)
+NOT_OWNER = (
+    "can't tell whether another program has it open (a lease takes the file's "
+    "owner or root): left alone; run as root"
+)
+NO_LEASES = "no leases on %s: whether another program had the copy open was not seen"
+OPENED_MEANWHILE = (
+    "in use: another program opened it during the relink: left alone; run again when it is closed"
+)
+OPENED_WHILE_REPLACED = (
+    "in use: another program opened it just as it was replaced: put back as it was; run "
+    "again when it is closed"
+)
+FUSE_LEASE = (
+    "a lease on %s sees programs that open the copy through this mount, not "
+    "through the disks below it (/mnt/diskN, a mergerfs branch)"
+)
+ASIDE = ".was"  # the copy's second, hidden name while the rename is under way
+FSTYPES: Dict[int, str] = {}  # the type of each filesystem a copy was on, by device
+
+
 class FileEntry(NamedTuple):
     """A regular file as the index saw it: where, and what must still hold at replace time."""
 
@@ -3315,6 +3358,7 @@ class Relinked(NamedTuple):
     bytes: int
     takes_on: str  # the owner, mode and mtime the library name takes on
     frees: int  # of those bytes, the blocks the copy alone held (not a reflink's, a snapshot's)
+    unwatched: str  # "" where a lease proved nothing else had the copy open; else why not
 
 
 class Skipped(NamedTuple):
@@ -3422,6 +3466,94 @@ def acl_of(fd: int) -> List[bytes]:
     return acls
 
 
+def xattr_differs(download_fd: int, copy_fd: int) -> str:
+    """Why the copy's extended attributes would be lost or changed ("" where the user.*
+    ones match): Samba's user.DOSATTRIB, user.xdg.tags, netatalk's Finder data.  Only
+    user.* are the user's; trusted.* and security.* belong to the system."""
+
+    def user_attributes(fd: int) -> Dict[str, bytes]:
+        try:
+            names = [name for name in os.listxattr(fd) if name.startswith("user.")]
+            return {name: os.getxattr(fd, name) for name in names}
+        except (AttributeError, OSError):  # not Linux; ENOTSUP: none on this filesystem
+            return {}
+
+    mine, theirs = user_attributes(copy_fd), user_attributes(download_fd)
+    for name in sorted(set(mine) | set(theirs)):
+        if mine.get(name) != theirs.get(name):
+            where = "the copy's" if name in mine else "the download's"
+            return (
+                "%s extended attribute %s differs (getfattr -d shows both): the library "
+                "file would lose or change it; make them match (setfattr) and run again"
+                % (where, name)
+            )
+    return ""
+
+
+def take_lease(fd: int) -> str:
+    """Take a write lease on an open copy: "" where taken (nothing else has it open), IN_USE
+    or NOT_OWNER (skip the pair), else why a lease can't tell here (go on: see README)."""
+    if not sys.platform.startswith("linux") or not LeaseSignal.ready:
+        return NO_LEASES % "this system"
+    import fcntl
+
+    dev = os.fstat(fd).st_dev
+    if dev not in FSTYPES:  # one look at the mount table per filesystem
+        FSTYPES[dev] = fstype_of(fd, "") or "this filesystem"
+    try:
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EBUSY):
+            return IN_USE
+        if exc.errno in DENIED:
+            return NOT_OWNER
+        return NO_LEASES % FSTYPES[dev]
+    if FSTYPES[dev].startswith("fuse"):  # taken, but blind to opens on the disks below
+        return FUSE_LEASE % FSTYPES[dev]
+    return ""
+
+
+def lease_held(fd: int) -> bool:
+    """Whether our write lease on fd still stands: no program has opened the file since
+    (an open breaks it, and waits until we let go)."""
+    import fcntl
+
+    try:
+        return fcntl.fcntl(fd, F_GETLEASE) == fcntl.F_WRLCK
+    except OSError:  # pragma: no cover - it was granted on this fd
+        return False
+
+
+class LeaseSignal:
+    """While --relink runs, a lease break's signal (SIGIO, whose default ends the process)
+    is caught and ignored: lease_held() asks the kernel instead.  Outside the main thread,
+    where Python sets no handler, no lease is taken."""
+
+    ready = False
+
+    def __enter__(self) -> "LeaseSignal":
+        import signal
+
+        self.saved: Any = None
+        try:
+            self.saved = signal.signal(signal.SIGIO, self._note)
+            LeaseSignal.ready = True
+        except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGIO
+            pass
+        return self
+
+    @staticmethod
+    def _note(signum: int, frame: Any) -> None:
+        pass  # a break: lease_held() sees it
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if LeaseSignal.ready:
+            signal.signal(signal.SIGIO, self.saved)
+            LeaseSignal.ready = False
+
+
 class Comparer:
     """Byte-for-byte comparison of two open files, with buffers reused across files.
 
@@ -3493,7 +3625,9 @@ def find_and_relink(
     """Index the downloads, find same-size copies in media/, then prove and link each."""
     import time
 
-    min_size = MIN_SIZE if args.min_size is None else args.min_size
+    # Zero-length files are never paired, whatever --min-size says: any two are "equal",
+    # and one inode for a torrent's empty.txt and a .plexmatch would tie their edits.
+    min_size = max(1, MIN_SIZE if args.min_size is None else args.min_size)
     min_age = MIN_AGE if args.min_age is None else args.min_age
     too_young = time.time() - min_age * 60  # an mtime after this is too young
     downloads: Dict[int, List[FileEntry]] = {}
@@ -3506,30 +3640,37 @@ def find_and_relink(
                 downloads.setdefault(entry.size, []).append(entry)
     for same_size in downloads.values():  # the one with more links first, then by path
         same_size.sort(key=lambda e: (-e.nlink, e.parts, e.name))
-    copies: List[FileEntry] = []
-    leftovers: List[FileEntry] = []
-    for entry, _ in index_files(
-        walk,
-        (DATA, MEDIA),
-        min_size,
-        lambda st: st.st_nlink == 1 and st.st_size in downloads,
-        signals.poll,
-        unreadable,
-    ):
-        (copies if entry.size >= 0 else leftovers).append(entry)
-    copies.sort(key=lambda e: (e.parts, e.name))
+
+    def library() -> Tuple[List[FileEntry], List[FileEntry]]:
+        """The copies in media/ (by folder and name), and the temp names left there."""
+        copies: List[FileEntry] = []
+        leftovers: List[FileEntry] = []
+        wanted = lambda st: st.st_nlink == 1 and st.st_size in downloads  # noqa: E731
+        for entry, _ in index_files(walk, (DATA, MEDIA), min_size, wanted, signals.poll, seen):
+            (copies if entry.size >= 0 else leftovers).append(entry)
+        copies.sort(key=lambda e: (e.parts, e.name))
+        return copies, leftovers
+
+    seen: List[str] = []  # the folders of media/ that could not be read
+    copies, leftovers = library()
+    unreadable += seen
     removed = _remove_leftovers(walk, leftovers, args.dry_run)
+    if removed and not args.dry_run:  # a copy a killed run left a second name of is one again
+        copies, _ = library()
     progress.total = sum(2 * c.size for c in copies)
     comparer = Comparer(progress, signals.poll)
     relinked: List[Relinked] = []
     skipped: List[Skipped] = []
-    for copy in copies:
-        signals.poll()
-        outcome = _relink_one(walk, copy, downloads[copy.size], comparer, too_young, args.dry_run)
-        if isinstance(outcome, Relinked):
-            relinked.append(outcome)
-        elif outcome is not None:
-            skipped.append(outcome)
+    with LeaseSignal():
+        for copy in copies:
+            signals.poll()
+            outcome = _relink_one(
+                walk, copy, downloads[copy.size], comparer, too_young, args.dry_run
+            )
+            if isinstance(outcome, Relinked):
+                relinked.append(outcome)
+            elif outcome is not None:
+                skipped.append(outcome)
     return RelinkResult(relinked, skipped, removed, unreadable)
 
 
@@ -3589,6 +3730,7 @@ def _relink_one(
     copy_dir = _open_path(walk, copy.parts)
     if copy_dir is None:
         return None
+    unread: Optional[Skipped] = None  # a file that could not be read: said if nothing matches
     try:
         # Downloads on the copy's filesystem first: one elsewhere can only be a skip.
         for download in sorted(candidates, key=lambda entry: entry.dev != copy.dev):
@@ -3606,9 +3748,15 @@ def _relink_one(
                 )
             finally:
                 os.close(download_dir)
-            if outcome is not None:
+            if (
+                isinstance(outcome, Skipped)
+                and outcome.errno == "EACCES"
+                and UNREAD in outcome.reason
+            ):
+                unread = unread or outcome
+            elif outcome is not None:
                 return outcome
-        return None
+        return unread
     finally:
         os.close(copy_dir)
 
@@ -3624,24 +3772,25 @@ def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they m
     """None where the bytes differ (try the next download), else the outcome."""
     copy, copy_dir, copy_path = copy_side
     download, download_dir, download_path = download_side
-    flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | getattr(os, "O_NOATIME", 0)
     try:
-        download_fd = os.open(download.name, flags, dir_fd=download_dir)
-    except PermissionError:  # pragma: no cover - O_NOATIME needs ownership (not as root)
-        download_fd = os.open(
-            download.name, flags & ~getattr(os, "O_NOATIME", 0), dir_fd=download_dir
-        )
-    except OSError:
-        return None
+        download_fd = open_file(download.name, download_dir, noatime=True)
+    except OSError as exc:  # gone (None: the next run sees), or not ours to read
+        if exc.errno not in DENIED:
+            return None
+        return _skip(copy_path, download_path, "the download %s: %s; run as its owner or as "
+                     "root" % (UNREAD, exc.strerror), errno.EACCES)  # fmt: skip
     try:
         try:
-            copy_fd = os.open(copy.name, flags & ~getattr(os, "O_NOATIME", 0), dir_fd=copy_dir)
-        except OSError:
-            return None
+            copy_fd = open_file(copy.name, copy_dir)
+        except OSError as exc:
+            if exc.errno not in DENIED:
+                return None
+            return _skip(copy_path, download_path, "the copy %s: %s; run as its owner or as "
+                         "root" % (UNREAD, exc.strerror), errno.EACCES)  # fmt: skip
         try:
             download_st, copy_st = os.fstat(download_fd), os.fstat(copy_fd)
             if not _unchanged(download_st, download) or not _unchanged(copy_st, copy, nlink=1):
-                return None  # pragma: no cover - changed since the index: next run
+                return None  # changed since the index (a fifo now, say): the next run sees
             if copy.dev != download.dev:  # no link can cross: the ends tell a copy, and spare
                 if not comparer.ends(download_fd, copy_fd, copy.size):  # reading a TB for a skip
                     return None
@@ -3661,24 +3810,38 @@ def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they m
             # Checked before any link: in such a folder the temp name could never go.
             held = [(chattr_flag(copy_dir), "its folder"), (chattr_flag(copy_fd), "the copy")]
             same_acl = acl_of(download_fd) == acl_of(copy_fd)
+            xattr = xattr_differs(download_fd, copy_fd)
+            for what, place in held:
+                if what:
+                    reason = "%s is %s (chattr +%s): not even root may replace the copy; " \
+                        "chattr -%s lifts it" % (place, what, what[0], what[0])  # fmt: skip
+                    return _skip(copy_path, download_path, reason, errno.EPERM)
+            if not same_acl:
+                return _skip(copy_path, download_path, ACL_DIFFERS)
+            if xattr:
+                return _skip(copy_path, download_path, xattr)
+            lost = access_lost(download_st, copy_st)
+            if lost:
+                return _skip(copy_path, download_path, lost)
+            # From here to the rename, a lease shows whether another program has the copy
+            # open (a tagger writing it): its writes would go to the old copy.
+            unwatched = take_lease(copy_fd)
+            if unwatched in (IN_USE, NOT_OWNER):
+                return _skip(copy_path, download_path, unwatched)
+            pair = Relinked(
+                download_path, copy_path, copy.size, _takes_on(download_st), frees, unwatched
+            )
+            if dry_run:
+                return pair
+            watched = sys.platform.startswith("linux") and lease_held(copy_fd)
+            return (
+                _link_over(copy_side, download_side, download_st, comparer, copy_fd, watched)
+                or pair
+            )
         finally:
-            os.close(copy_fd)
+            os.close(copy_fd)  # which ends a lease
     finally:
         os.close(download_fd)
-    for what, place in held:
-        if what:
-            reason = "%s is %s (chattr +%s): not even root may replace the copy; chattr -%s " \
-                "lifts it" % (place, what, what[0], what[0])  # fmt: skip
-            return _skip(copy_path, download_path, reason, errno.EPERM)
-    if not same_acl:
-        return _skip(copy_path, download_path, ACL_DIFFERS)
-    lost = access_lost(download_st, copy_st)
-    if lost:
-        return _skip(copy_path, download_path, lost)
-    pair = Relinked(download_path, copy_path, copy.size, _takes_on(download_st), frees)
-    if dry_run:
-        return pair
-    return _link_over(copy_side, download_side, download_st, comparer) or pair
 
 
 def own_bytes(fd: int, size: int) -> int:
@@ -3732,8 +3895,13 @@ def _takes_on(st: os.stat_result) -> str:
     )
 
 
-def _link_over(
-    copy_side: "Side", download_side: "Side", download_st: os.stat_result, comparer: Comparer
+def _link_over(  # noqa: PLR0912 - each step of the replace, and its undoing
+    copy_side: "Side",
+    download_side: "Side",
+    download_st: os.stat_result,
+    comparer: Comparer,
+    copy_fd: int,
+    watched: bool,
 ) -> Optional[Skipped]:
     """link(download -> temp beside the copy), confirm, rename(temp -> copy); None when done.
 
@@ -3741,11 +3909,14 @@ def _link_over(
     Through FUSE (mergerfs, Unraid's shfs) two names of one file may show two inode
     numbers: there the temp name's bytes are compared with the copy's once more, so
     what the library path gets is proven either way.  The temp name is removed on
-    every failure; the copy's path never goes missing.
+    every failure; the copy's path never goes missing.  Where a lease on copy_fd is
+    held, the copy keeps a second hidden name until the rename is done: a program that
+    opened the copy meanwhile (the lease breaks) gets it put back at its path.
     """
     copy, copy_dir, copy_path = copy_side
     download, download_dir, download_path = download_side
-    temp = "%s%d-%s" % (RELINK_PREFIX, os.getpid(), os.urandom(6).hex())
+    token = "%s%d-%s" % (RELINK_PREFIX, os.getpid(), os.urandom(6).hex())
+    temp, aside = token, ""
     try:
         os.link(
             download.name, temp, src_dir_fd=download_dir, dst_dir_fd=copy_dir, follow_symlinks=False
@@ -3764,25 +3935,38 @@ def _link_over(
         if (made.st_size, made.st_mtime_ns) != (download.size, download.mtime_ns):  # written since
             return _skip(copy_path, download_path, "the download changed after it was compared: "
                          "left alone")  # fmt: skip
-        if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer):
+        if made.st_ino != download.ino and not _temp_is_the_copy(
+            temp, copy_side, comparer, copy_fd
+        ):
             return _skip(copy_path, download_path, "the linked name's bytes are not the "
                          "copy's (the download or the copy changed meanwhile): undone")  # fmt: skip
         now = os.stat(copy.name, dir_fd=copy_dir, follow_symlinks=False)
         if not _unchanged(now, copy, nlink=1):
             return _skip(copy_path, download_path, "changed just before the replace: left alone")
+        if watched and not lease_held(copy_fd):  # opened since the compare: it waits for us
+            return _skip(copy_path, download_path, OPENED_MEANWHILE)
+        if watched:
+            os.link(copy.name, token + ASIDE, src_dir_fd=copy_dir, dst_dir_fd=copy_dir,
+                    follow_symlinks=False)  # fmt: skip
+            aside = token + ASIDE
         try:
             os.rename(temp, copy.name, src_dir_fd=copy_dir, dst_dir_fd=copy_dir)
         except OSError as exc:
             return _failed(copy_path, download_path, exc, replacing=True)
         temp = ""
+        if aside and not lease_held(copy_fd):  # opened meanwhile: put the copy back
+            os.rename(aside, copy.name, src_dir_fd=copy_dir, dst_dir_fd=copy_dir)
+            aside = ""
+            return _skip(copy_path, download_path, OPENED_WHILE_REPLACED)
     except OSError as exc:
         return _failed(copy_path, download_path, exc)
     finally:
-        if temp:
-            try:
-                os.unlink(temp, dir_fd=copy_dir)
-            except OSError:
-                pass
+        for name in (temp, aside):
+            if name:
+                try:
+                    os.unlink(name, dir_fd=copy_dir)
+                except OSError:
+                    pass
     return None
 
 
@@ -3800,19 +3984,16 @@ def _failed(copy_path: str, download_path: str, exc: OSError, replacing: bool = 
     return _skip(copy_path, download_path, reason, number)
 
 
-def _temp_is_the_copy(temp: str, copy_side: "Side", comparer: Comparer) -> bool:
+def _temp_is_the_copy(temp: str, copy_side: "Side", comparer: Comparer, copy_fd: int) -> bool:
     """The temp name holds the copy's bytes, byte for byte (its size and mtime, the
-    download's, were checked before; the copy's own re-check follows in _replace)."""
+    download's, were checked before; the copy's own re-check follows in _link_over).
+    The copy is read through the descriptor already open: opening it again would
+    break our own lease."""
     copy, copy_dir, _ = copy_side
-    flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC
-    temp_fd = os.open(temp, flags, dir_fd=copy_dir)
+    temp_fd = open_file(temp, copy_dir)
     try:
-        copy_fd = os.open(copy.name, flags, dir_fd=copy_dir)
-        try:
-            comparer.progress.total += 2 * copy.size
-            return comparer.same(temp_fd, copy_fd, copy.size)
-        finally:
-            os.close(copy_fd)
+        comparer.progress.total += 2 * copy.size
+        return comparer.same(temp_fd, copy_fd, copy.size)
     finally:
         os.close(temp_fd)
 
@@ -4221,6 +4402,10 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
                                            " (%s)" % item.errno if item.errno else ""))  # fmt: skip
         if more:
             out.line("  ... and %d more skipped for the same reason (--json lists each)" % more)
+    unwatched = [pair for pair in result.relinked if pair.unwatched]
+    if unwatched:
+        out.line("  note: %d of these: %s (README: --relink on FUSE and network shares)"
+                 % (len(unwatched), unwatched[0].unwatched))  # fmt: skip
     if result.leftovers:
         out.line(
             "  %s %d temp name(s) that an interrupted run left"
@@ -4262,6 +4447,7 @@ def relink_json(dry_run: bool, result: RelinkResult) -> str:
                     "replace": pair.replace,
                     "bytes": pair.bytes,
                     "frees": pair.frees,
+                    "unwatched": pair.unwatched or None,
                 }
                 for pair in result.relinked
             ],

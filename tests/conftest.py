@@ -138,6 +138,16 @@ def tree(tmp_path, run, request):
     return tmp_path
 
 
+@pytest.fixture
+def public_tmp():
+    """A folder every user may pass through (pytest's own tmp_path is root's 0700)."""
+    path = tempfile.mkdtemp(prefix="cms-test-")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    subprocess.run(["umount", "-R", "-l", path], stderr=subprocess.DEVNULL, check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def not_root(monkeypatch):
     """CI runs as root; the tests see a plain user unless they say otherwise."""

@@ -180,12 +180,14 @@ MUTATIONS = [
     ),
     (
         "relink trusts a temp name of another inode (_temp_is_the_copy)",
-        "if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer):",
+        "if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer, "
+        "copy_fd):",
         "if made.st_ino != download.ino and False:",
     ),
     (
         "relink undoes every link through FUSE (inode numbers alone)",
-        "if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer):",
+        "if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer, "
+        "copy_fd):",
         "if made.st_ino != download.ino:",
     ),
     (

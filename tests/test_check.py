@@ -17,18 +17,6 @@ PAIRS = 18  # 3 sources x 6 categories (books, movies, music, tv, anime/movies, 
 IMPORT_FOLDERS = 3 + PAIRS + 6  # incomplete/ of each source, complete/<cat>, media/<cat>
 
 
-@pytest.fixture
-def public_tmp():
-    """A folder every user may pass through (pytest's own tmp_path is root's 0700)."""
-    import tempfile
-
-    path = tempfile.mkdtemp(prefix="cms-test-")
-    os.chmod(path, 0o755)
-    yield __import__("pathlib").Path(path)
-    subprocess.run(["umount", "-R", "-l", path], stderr=subprocess.DEVNULL, check=False)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def probe_files(base):
     found = []
     for _, dirnames, filenames in os.walk(str(base)):

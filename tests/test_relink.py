@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -579,7 +580,10 @@ def written_before_the_link(monkeypatch, path):
 
 
 def test_a_copy_changed_between_compare_and_replace(tree, run, monkeypatch):
+    """Where no lease can be had (FUSE, NFS), a write just before the replace is seen by
+    the copy's stat.  (With a lease, the writer's open waits for the relink: below.)"""
     keep, copy, film = one_pair(tree)
+    monkeypatch.setattr(cms, "take_lease", lambda fd: cms.NO_LEASES % "fuse.mergerfs")
     written_before_the_link(monkeypatch, copy)
     code, document, _ = relink(run, tree)
     assert document["skipped"][0]["reason"] == "changed just before the replace: left alone"
@@ -812,3 +816,182 @@ def test_sigkill_at_any_point_loses_nothing(tree, call, when):
 def test_check_points_to_relink(tree, run, library):
     code, out, _ = run("--path", str(tree), "--check")
     assert "--relink --dry-run shows which" in out
+
+
+def test_zero_length_files_are_never_paired(tree, run):
+    """--min-size 0 welded a download's empty.txt, a watched.marker and a .plexmatch into
+    one inode: editing one then rewrote the others."""
+    data = tree / "data"
+    empty = write(data / "torrents/complete/tv/Show/empty.txt", b"")
+    marker = write(data / "media/tv/Show/watched.marker", b"")
+    plexmatch = write(data / "media/tv/Show/.plexmatch", b"")
+    keep, copy, film = one_pair(tree)
+    code, document, _ = relink(run, tree, "--min-size", "0")
+    assert code == 0 and [p["replace"] for p in document["pairs"]] == [str(copy)]
+    assert [os.stat(str(p)).st_nlink for p in (empty, marker, plexmatch)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("who", ["copy", "download"])
+def test_a_user_attribute_that_differs_skips_the_pair(tree, run, who):
+    """Samba's user.DOSATTRIB, user.xdg.tags: the library file would lose or change them."""
+    keep, copy, film = one_pair(tree)
+    try:
+        os.setxattr(str(copy if who == "copy" else keep), "user.DOSATTRIB", b"0x20")
+    except OSError:
+        pytest.skip("no user extended attributes on this filesystem")
+    ino = inode(copy)
+    code, document, _ = relink(run, tree)
+    assert code == 0 and document["pairs"] == []
+    (skip,) = document["skipped"]
+    assert skip["reason"].startswith("the %s's extended attribute user.DOSATTRIB differs" % who)
+    assert inode(copy) == ino
+    os.setxattr(str(keep if who == "copy" else copy), "user.DOSATTRIB", b"0x20")
+    code, document, _ = relink(run, tree)  # the same attributes: relinked
+    assert code == 0 and len(document["pairs"]) == 1 and inode(copy) == inode(keep)
+
+
+@pytest.mark.parametrize("who", ["copy", "download"])
+def test_an_unreadable_file_is_one_skipped_pair(tree, run, monkeypatch, who):
+    """Not root, a download it can't read was a PermissionError traceback that stopped
+    the whole run: now that pair is skipped with its reason, every other pair done."""
+    keep, copy, film = one_pair(tree)
+    data = tree / "data"
+    other = payload(12)
+    other_keep = write(data / "torrents/complete/tv/S/e.mkv", other)
+    other_copy = write(data / "media/tv/S/e.mkv", other)
+    denied = copy if who == "copy" else keep
+    real_open = cms.open_file
+
+    def open_file(name, dir_fd, noatime=False):
+        if os.path.join(os.readlink("/proc/self/fd/%d" % dir_fd), name) == str(denied):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+        return real_open(name, dir_fd, noatime)
+
+    monkeypatch.setattr(cms, "open_file", open_file)
+    code, document, _ = relink(run, tree)
+    assert code == 1  # the user is told by the exit code too
+    assert [p["replace"] for p in document["pairs"]] == [str(other_copy)]
+    (skip,) = document["skipped"]
+    assert (skip["path"], skip["errno"]) == (str(copy), "EACCES")
+    assert skip["reason"].startswith("the %s can't be read: Permission denied" % who)
+    assert inode(other_copy) == inode(other_keep) and copy.read_bytes() == film
+
+
+@needs_root
+def test_an_unreadable_download_as_a_plain_user(public_tmp, run):
+    """The same for real: run as a plain user (as root, in a child that becomes one)."""
+    tree = public_tmp
+    assert run("--path", str(tree), "-q")[0] == 0
+    keep, copy, film = one_pair(tree)
+    data = tree / "data"
+    other = payload(12)
+    write(data / "torrents/complete/tv/S/e.mkv", other)
+    other_copy = write(data / "media/tv/S/e.mkv", other)
+    subprocess.run(["chown", "-R", "4242:4242", str(data)], check=True)
+    os.chmod(str(keep), 0o600)
+    os.chown(str(keep), 4343, 4343)  # a client's download, not readable by the library's user
+    proc = subprocess.run(
+        ["setpriv", "--reuid", "4242", "--regid", "4242", "--clear-groups", sys.executable,
+         str(SCRIPT), "--path", str(tree), "--relink", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+    )  # fmt: skip
+    assert proc.stderr == b""  # no traceback
+    document = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert [p["replace"] for p in document["pairs"]] == [str(other_copy)]
+    assert [(s["path"], s["errno"]) for s in document["skipped"]] == [(str(copy), "EACCES")]
+    assert copy.read_bytes() == film
+
+
+def test_a_copy_held_open_is_in_use(tree, run):
+    """A tagger has the library file open to write: relinked, its writes would land in
+    the old copy.  The write lease can't be had, so the pair is left alone."""
+    keep, copy, film = one_pair(tree)
+    with open(str(copy), "r+b") as tagger:
+        code, document, _ = relink(run, tree)
+        tagger.write(b"TAG")
+    assert code == 0 and document["pairs"] == []
+    assert [s["reason"] for s in document["skipped"]] == [cms.IN_USE]
+    assert copy.read_bytes()[:3] == b"TAG" and os.stat(str(keep)).st_nlink == 1
+
+
+def opened_by_a_writer_at(monkeypatch, call, path):
+    """At the first os.<call> of the relink, another process opens path to write (its
+    open waits on the lease: the lease's signal says when it does) and, once it may,
+    writes b"TAG" at its start.  Returns the process, to wait for."""
+    import signal
+
+    real = getattr(os, call)
+    started = []
+
+    def writer_then_call(*args, **kwargs):
+        if not started:
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGIO])
+            try:
+                started.append(subprocess.Popen([
+                    sys.executable, "-c",
+                    "import sys; f = open(sys.argv[1], 'r+b'); f.write(b'TAG'); f.close()",
+                    str(path)]))  # fmt: skip
+                assert signal.sigtimedwait([signal.SIGIO], 60) is not None  # it waits now
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGIO])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, call, writer_then_call)
+    return started
+
+
+@pytest.mark.parametrize("call, reason", [("link", "OPENED_MEANWHILE"),
+                                          ("rename", "OPENED_WHILE_REPLACED")])  # fmt: skip
+def test_a_copy_opened_during_the_relink_keeps_its_writes(tree, run, monkeypatch, call, reason):
+    """A tagger opens the copy after the compare (before the link, or just before the
+    rename over it): its open waits on the lease, the relink sees the lease break and
+    leaves (or puts back) the copy, and the tag lands in the library file."""
+    keep, copy, film = one_pair(tree)
+    ino = inode(copy)
+    writer = opened_by_a_writer_at(monkeypatch, call, copy)
+    code, document, _ = relink(run, tree)
+    assert writer and writer[0].wait(60) == 0
+    assert code == 0 and document["pairs"] == []
+    assert [s["reason"] for s in document["skipped"]] == [getattr(cms, reason)]
+    assert inode(copy) == ino and copy.read_bytes() == b"TAG" + film[3:]
+    assert os.stat(str(keep)).st_nlink == 1 and temp_names(tree) == []
+
+
+def test_a_fifo_in_a_copys_place_never_hangs_the_run(tree):
+    """The container's user swaps a library file for a fifo after the index: the root cron
+    job's open used to block for good (deaf to SIGINT, SIGTERM, SIGHUP), and every later
+    --relink said another one was running.  In a child process: a hang fails the test."""
+    keep, copy, film = one_pair(tree)
+    driver = (
+        "import os, sys; sys.path.insert(0, %r); import create_media_structure as cms\n"
+        "real = cms._try_pair\n"
+        "def swap(copy_side, *rest):\n"
+        "    path = copy_side.path\n"
+        "    os.rename(path, path + '.real'); os.mkfifo(path)\n"
+        "    return real(copy_side, *rest)\n"
+        "cms._try_pair = swap\n"
+        "sys.exit(cms.main(['--path', %r, '--relink', '--json']))\n"
+    ) % (str(SCRIPT.parent), str(tree))
+    proc = subprocess.run([sys.executable, "-c", driver], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=120, check=False)  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert json.loads(proc.stdout)["pairs"] == []
+    assert stat.S_ISFIFO(os.lstat(str(copy)).st_mode) and os.stat(str(keep)).st_nlink == 1
+
+
+def test_where_no_lease_can_be_had_the_report_says_so(tree, run, monkeypatch):
+    """NFS, SMB: no leases, so nothing shows a program that has the copy open; the pair is
+    done (README: why) and the report says what was not seen."""
+    keep, copy, film = one_pair(tree)
+    monkeypatch.setattr(cms, "take_lease", lambda fd: cms.NO_LEASES % "nfs4")
+    code, out, _ = run("--path", str(tree), "--relink")
+    assert code == 0 and inode(copy) == inode(keep)
+    assert (
+        "  note: 1 of these: no leases on nfs4: whether another program had the copy "
+        "open was not seen (README: --relink on FUSE and network shares)" in out.splitlines()
+    )
+    os.unlink(str(copy))
+    write(copy, film)
+    code, document, _ = relink(run, tree)
+    assert document["pairs"][0]["unwatched"] == cms.NO_LEASES % "nfs4"

@@ -283,6 +283,8 @@ def test_relink_through_mergerfs(pool, run):
     document = json.loads(out)
     assert code == 0, document["skipped"]
     assert [p["replace"] for p in document["pairs"]] == [str(copy)]
+    # The lease sees opens through the pool, not a writer on a branch: the report says so.
+    assert document["pairs"][0]["unwatched"] == cms.FUSE_LEASE % "fuse.mergerfs"
     on_disk = {
         os.path.relpath(os.path.join(folder, name), str(branch)): os.lstat(
             os.path.join(folder, name)
