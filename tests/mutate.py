@@ -120,8 +120,10 @@ MUTATIONS = [
     ),
     (
         "relink keeps a failed temp name",
-        "        if temp:\n            try:\n                os.unlink(temp, dir_fd=copy_dir)",
-        "        if False:\n            try:\n                os.unlink(temp, dir_fd=copy_dir)",
+        "            if name:\n                try:\n"
+        "                    os.unlink(name, dir_fd=copy_dir)",
+        "            if False:\n                try:\n"
+        "                    os.unlink(name, dir_fd=copy_dir)",
     ),
     (
         "relink ignores the access rule",
@@ -180,14 +182,14 @@ MUTATIONS = [
     ),
     (
         "relink trusts a temp name of another inode (_temp_is_the_copy)",
-        "if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer, "
-        "copy_fd):",
+        "if made.st_ino != download.ino and not _temp_is_the_copy(\n"
+        "            temp, copy_side, comparer, copy_fd\n        ):",
         "if made.st_ino != download.ino and False:",
     ),
     (
         "relink undoes every link through FUSE (inode numbers alone)",
-        "if made.st_ino != download.ino and not _temp_is_the_copy(temp, copy_side, comparer, "
-        "copy_fd):",
+        "if made.st_ino != download.ino and not _temp_is_the_copy(\n"
+        "            temp, copy_side, comparer, copy_fd\n        ):",
         "if made.st_ino != download.ino:",
     ),
     (
@@ -325,6 +327,39 @@ MUTATIONS = [
         '            held = [(chattr_flag(copy_dir), "its folder"), '
         '(chattr_flag(copy_fd), "the copy")]',
         '            held = [(chattr_flag(copy_fd), "the copy")]',
+    ),
+    (
+        "zero-length files paired (find_and_relink)",
+        "    min_size = max(1, MIN_SIZE if args.min_size is None else args.min_size)",
+        "    min_size = MIN_SIZE if args.min_size is None else args.min_size",
+    ),
+    (
+        "a copy's user.* attributes dropped (xattr_differs)",
+        "            if xattr:\n",
+        "            if False:\n",
+    ),
+    (
+        "a copy another program has open relinked (take_lease)",
+        "            if unwatched in (IN_USE, NOT_OWNER):",
+        "            if False:",
+    ),
+    (
+        "a copy opened just as it was replaced not put back (_link_over)",
+        "        if aside and not lease_held(copy_fd):",
+        "        if False:",
+    ),
+    (
+        "a fifo in a file's place blocks the run (open_file)",
+        '    flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)',
+        "    flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC",
+    ),
+    (
+        "an unreadable download stops the run (_try_pair)",
+        '        return _skip(copy_path, download_path, "the download %s: %s; run as its owner '
+        'or as "',
+        "        raise\n"
+        '        return _skip(copy_path, download_path, "the download %s: %s; run as its owner '
+        'or as "',
     ),
 ]
 
