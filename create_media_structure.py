@@ -2642,19 +2642,12 @@ def load_containers(
         if not text.strip():
             return [], ""
     else:
-        try:
-            if docker_input == "-":
-                stream = stdin or sys.stdin
-                if stream is None:  # started with fd 0 closed
-                    raise OSError(errno.EBADF, "standard input is closed")
-                text = stream.read()
-            else:
-                with open(docker_input, "rb") as handle:
-                    text = handle.read().decode("utf-8", "surrogateescape")
-        except OSError as exc:
-            raise Error("%s: %s" % (where, exc.strerror), 2)
+        text = _read_saved(docker_input, stdin, where)
     try:
         document = json.loads(text)
+    except RecursionError:  # hostile or broken: nested deeper than Python's stack
+        raise Error("%s: JSON nested too deep to be docker's; give the output of docker "
+                    "inspect or of docker compose config --format json" % where, 2)  # fmt: skip
     except ValueError as exc:
         if any(line.startswith("services:") for line in text.splitlines()):
             raise Error(
@@ -2681,6 +2674,20 @@ def load_containers(
         "json (an object with services)" % where,
         2,
     )
+
+
+def _read_saved(docker_input: str, stdin: Optional[IO[str]], where: str) -> str:
+    """The text of a saved --docker file, or of stdin ('-')."""
+    try:
+        if docker_input == "-":
+            stream = stdin or sys.stdin
+            if stream is None:  # started with fd 0 closed
+                raise OSError(errno.EBADF, "standard input is closed")
+            return stream.read()
+        with open(docker_input, "rb") as handle:
+            return handle.read().decode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise Error("%s: %s" % (where, exc.strerror), 2)
 
 
 def _remote_docker_host() -> str:
@@ -2758,7 +2765,9 @@ def _bare_id(image: str) -> bool:
 
 def _is_data_mount(mount: ContainerMount) -> bool:
     target = mount.container.rstrip("/") or "/"
-    if mount.type == "tmpfs" or target in STATE_PATHS:
+    # Only binds and volumes hold data: tmpfs, an image mounted read-only (podman, docker
+    # 28's type=image), a named pipe are no folder of the host's.
+    if mount.type not in ("bind", "volume") or target in STATE_PATHS:
         return False
     if any(inside(target, path) for path in SYSTEM_PATHS):
         return False

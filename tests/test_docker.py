@@ -1,5 +1,6 @@
 """--check --docker: the containers' real configuration, judged by role."""
 
+import io
 import json
 import os
 import stat
@@ -624,3 +625,32 @@ def test_piped_script_with_a_process_substitution_file(tree):
         stderr=subprocess.PIPE,
     )
     assert (proc.returncode, proc.stderr) == (0, b"")
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_json_nested_too_deep_is_one_line(tree, run, monkeypatch, how):
+    """100,000 levels of [ were a RecursionError traceback."""
+    text = "[" * 100000 + "]" * 100000
+    if how == "file":
+        path = tree / "deep.json"
+        path.write_text(text)
+        code, out, err = run("--path", str(tree), "--check", "--docker", str(path))
+    else:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+        code, out, err = run("--path", str(tree), "--check", "--docker", "-")
+    assert code == 2 and out == ""
+    assert err.startswith("error: --docker ") and "nested too deep" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_image_mount_is_no_data_mount(tree, run):
+    """podman's and docker 28's --mount type=image: a read-only image, not a host folder
+    (it was judged as a host path outside the tree: a problem)."""
+    layout = trash_layout(tree)
+    layout[2]["Mounts"].append(
+        {"Type": "image", "Source": "sha256:0123456789ab", "Destination": "/models", "RW": False}
+    )
+    code, document, _ = check(run, tree, layout)
+    assert code == 0 and found(document) == []
+    sonarr = next(c for c in document["containers"] if c["name"] == "sonarr")
+    assert [m["container"] for m in sonarr["mounts"]] == ["/data"]
