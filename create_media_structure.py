@@ -3605,7 +3605,7 @@ class Comparer:
             if want == CHUNK:
                 if self.one != self.two:
                     return False
-            elif memoryview(self.one)[:want] != memoryview(self.two)[:want]:
+            elif self.one[:want] != self.two[:want]:  # memcmp (a memoryview: per element)
                 return False
             offset += want
         return True

@@ -333,6 +333,94 @@ def drop_caches():
         return False
 
 
+def make_mixed_tree(base, pairs, near, seed=7):
+    """The relink issue's tree: pairs of 1-12 MiB files (a download and its copy) and
+    same-size near-duplicates (a download and a library file of its size that differs
+    at one random byte).  Returns the floor: both files of each pair once, and each
+    near-duplicate up to its first difference."""
+    import random
+
+    rng = random.Random(seed)
+    wait([sys.executable, SCRIPT, "--path", base, "-q"])
+    data = os.path.join(base, "data")
+    old = time.time() - 7200
+    floor = 0
+    for index in range(pairs + near):
+        size = rng.randint(1, 12) * 1024 * 1024 + rng.randint(0, 1023)
+        body = bytearray(os.urandom(size))
+        source = cms.SOURCES[index % 3]
+        kind = "P" if index < pairs else "N"
+        download = os.path.join(data, source, "complete", "movies", "%s%d" % (kind, index), "f")
+        copy = os.path.join(data, "media", "movies", "%s%d" % (kind, index), "f.mkv")
+        for path in (download, copy):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(body)
+            os.utime(path, (old, old))
+            if kind == "N" and path == download:
+                flip = rng.randrange(size)
+                body[flip] ^= 1
+                floor += 2 * (flip + 1)
+        if kind == "P":
+            floor += 2 * size
+    return floor
+
+
+def bench_relink_mixed(pairs, near, rounds=3):
+    """--relink --dry-run against jdupes on the mixed tree, warm and cold: the median of
+    rounds that alternate the two, each cold run after the page cache is dropped."""
+    jdupes = shutil.which("jdupes")
+    base = tempfile.mkdtemp(prefix="cms-bench-mixed-")
+    try:
+        floor = make_mixed_tree(base, pairs, near)
+        data = os.path.join(base, "data")
+        folders = [os.path.join(data, s, "complete") for s in cms.SOURCES]
+        folders.append(os.path.join(data, "media"))
+        script = [SCRIPT, "--path", base, "--relink", "--dry-run", "--json"]
+        print()
+        print(
+            "--relink --dry-run against jdupes -r -m: %d pairs of 1-12 MiB, %d same-size "
+            "near-duplicates; median of %d alternating rounds" % (pairs, near, rounds)
+        )
+        for cold in (False, True):
+            if cold and not drop_caches():
+                print("  cold cache: /proc/sys/vm/drop_caches is not writable here")
+                continue
+            if not cold:  # warm both up first
+                measured(script)
+                if jdupes:
+                    wait([jdupes, "-r", "-m", "-q"] + folders)
+            mine, theirs, reads = [], [], []
+            for _ in range(rounds):
+                if cold:
+                    drop_caches()
+                seconds, rchar, _ = measured(script)
+                mine.append(seconds)
+                reads.append(rchar)
+                if jdupes:
+                    if cold:
+                        drop_caches()
+                    theirs.append(wait([jdupes, "-r", "-m", "-q"] + folders)[0])
+            line = "  %s: --relink --dry-run %.2f s" % ("cold" if cold else "warm",
+                                                        statistics.median(mine))  # fmt: skip
+            if theirs:
+                line += ", jdupes %.2f s: %.2fx" % (
+                    statistics.median(theirs),
+                    statistics.median(mine) / statistics.median(theirs),
+                )
+            print(line)
+            print(
+                "        bytes read %.0f MiB, floor %.0f MiB: %.3fx"
+                % (
+                    statistics.median(reads) / 2**20,
+                    floor / 2**20,
+                    statistics.median(reads) / floor,
+                )
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def bench_relink(mib, repeat=5):  # noqa: PLR0912 - one benchmark, step by step
     jdupes = shutil.which("jdupes")
     base = tempfile.mkdtemp(prefix="cms-bench-relink-")
@@ -417,15 +505,23 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--million", action="store_true", help="--check at 1,000,000 files too")
     parser.add_argument("--relink-mib", type=int, default=3072)
-    parser.add_argument("--only", default="create,check,relink")
+    parser.add_argument("--only", default="create,check,relink,mixed")
+    parser.add_argument(
+        "--mixed-pairs",
+        type=int,
+        default=300,
+        help="pairs (and as many near-duplicates) of the mixed --relink tree",
+    )
     args = parser.parse_args()
     print("python %s, %s" % (sys.version.split()[0], sys.platform))
     if "create" in args.only:
         bench_creation(args.repeat)
     if "check" in args.only:
         bench_check(args.files, args.repeat, args.million)
-    if "relink" in args.only:
+    if "relink" in args.only.split(","):
         bench_relink(args.relink_mib)
+    if "mixed" in args.only:
+        bench_relink_mixed(args.mixed_pairs, args.mixed_pairs)
 
 
 if __name__ == "__main__":
