@@ -214,6 +214,7 @@ KINDS: Dict[str, Kind] = {
     "no-hardlinks": Kind("filesystem", PROBLEM, ""),
     "server-hardlinks": Kind("filesystem", WARNING, ""),
     "ram": Kind("filesystem", WARNING, ""),
+    "overlay": Kind("filesystem", WARNING, ""),
     "not-writable": Kind("permissions", PROBLEM, "a warning where no import writes, or where "
                          "the probe as that user wrote all the same"),
     "sticky": Kind("permissions", WARNING, ""),
@@ -1297,6 +1298,9 @@ FILESYSTEM_TYPES: Tuple[Tuple[Set[str], str, str, str], ...] = (
     (SERVER_HARDLINKS, "server-hardlinks", "data/ is a %s share: hardlinks work only where "
      "the server has them (the probes tell), and only inside one share", "best: run the "
      "apps on the machine that holds the disks; else one share for all of data/, mounted once"),
+    ({"overlay"}, "overlay", "data/ is on %s: a hardlink of a file of a lower layer copies "
+     "it up first (the space is used twice) and a folder rename fails with EXDEV",
+     "put data/ on the disk itself, not inside a container's or a live system's overlay"),
     (RAM_FILESYSTEMS, "ram", "data/ is on %s, in memory: everything in it is gone at the next "
      "reboot (on Unraid: the array or pool wasn't mounted when it was made)",
      "put data/ on a disk: check --path (is the array started?)"),

@@ -1489,3 +1489,29 @@ def test_inode_flags_are_not_asked_where_the_number_would_write_them(monkeypatch
         assert cms.chattr_flag(fd) == ""
     finally:
         os.close(fd)
+
+
+def test_a_tree_on_overlayfs_is_a_warning(tree, run, monkeypatch):
+    """overlayfs: a link of a lower layer's file copies it up, a folder rename is EXDEV;
+    the check called it healthy."""
+    tree_mounted_as(tree, monkeypatch, "overlay")
+    code, document = check_json(run, tree)
+    assert code == 0
+    assert [(f["kind"], f["severity"]) for f in document["findings"]] == [("overlay", "warning")]
+
+
+@needs_root
+def test_a_real_overlay(public_tmp, run):
+    """A real overlayfs over two folders: the warning, and the probes still pass (the
+    tree is made in the upper layer)."""
+    for name in ("lower", "upper", "work", "merged"):
+        (public_tmp / name).mkdir()
+    options = "lowerdir=%s,upperdir=%s,workdir=%s" % tuple(
+        public_tmp / name for name in ("lower", "upper", "work"))  # fmt: skip
+    if subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options,
+                       str(public_tmp / "merged")], check=False).returncode:  # fmt: skip
+        pytest.skip("cannot mount overlayfs here")
+    merged = public_tmp / "merged"
+    assert run("--path", str(merged), "-q")[0] == 0
+    code, document = check_json(run, merged)
+    assert ("overlay", str(merged / "data")) in kinds(document, "filesystem")
