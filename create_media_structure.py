@@ -4375,21 +4375,53 @@ def _finding_json(item: Finding) -> Dict[str, Any]:
     return dict(document)
 
 
+# The JSON fields that hold a path (or a list of paths): where a name's bytes are not
+# UTF-8, a sibling FIELD_b64 holds them exactly (base64), since the text shows such a
+# byte as \xNN, which a name could also spell out literally.
+PATH_FIELDS = ("path", "other", "data_root", "keep", "replace", "host", "unreadable_folders")
+
+
 def json_text(document: Any) -> str:
     """JSON with every string as UTF-8 text (other bytes as \\xNN); json escapes
-    control characters (and everything not ASCII) its own way."""
+    control characters (and everything not ASCII) its own way.  See PATH_FIELDS."""
     import json
 
     def clean(value: Any) -> Any:
         if isinstance(value, str):
             return as_utf8(value)
         if isinstance(value, dict):
-            return {as_utf8(key): clean(item) for key, item in value.items()}
+            cleaned = {as_utf8(key): clean(item) for key, item in value.items()}
+            for key in PATH_FIELDS:
+                exact = exact_bytes(value.get(key))
+                if exact is not None:
+                    cleaned[key + "_b64"] = exact
+            return cleaned
         if isinstance(value, (list, tuple)):
             return [clean(item) for item in value]
         return value
 
     return json.dumps(clean(document), indent=2)
+
+
+def exact_bytes(value: Any) -> Any:
+    """A path's bytes in base64 where they are not UTF-8 (a list: each, or None for one
+    that is); None where every one is UTF-8."""
+    import base64
+
+    def b64(text: str) -> Optional[str]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # surrogate escapes: bytes that aren't UTF-8
+            raw = text.encode("utf-8", "surrogateescape")
+            return base64.b64encode(raw).decode("ascii")
+        return None
+
+    if isinstance(value, str):
+        return b64(value)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        each = [b64(item) for item in value]
+        return each if any(item is not None for item in each) else None
+    return None
 
 
 def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output") -> None:

@@ -995,3 +995,34 @@ def test_where_no_lease_can_be_had_the_report_says_so(tree, run, monkeypatch):
     write(copy, film)
     code, document, _ = relink(run, tree)
     assert document["pairs"][0]["unwatched"] == cms.NO_LEASES % "nfs4"
+
+
+def test_json_gives_the_exact_bytes_of_a_name_that_is_not_utf8(tree, run):
+    """A name whose bytes aren't UTF-8 and a name that spells \\xff out came out the same:
+    the first now has a *_b64 sibling with its bytes, for every path field."""
+    import base64
+
+    data = os.fsencode(str(tree / "data"))
+    film, other = payload(31), payload(32)
+    names = {b"bad\xff.mkv": film, b"bad\\xff.mkv": other}  # the bytes, and the 4 characters
+    for name, body in names.items():
+        for folder in (b"/torrents/complete/movies/", b"/media/movies/"):
+            path = data + folder + name
+            with open(path, "wb") as handle:
+                handle.write(body)
+            os.utime(path, (OLD, OLD))
+    code, document, _ = relink(run, tree, "--dry-run")
+    pairs = sorted(document["pairs"], key=lambda p: "replace_b64" in p)
+    assert [p["replace"] for p in pairs] == [str(tree / "data/media/movies/bad\\xff.mkv")] * 2
+    assert "replace_b64" not in pairs[0] and "keep_b64" not in pairs[0]
+    exact = base64.b64decode(pairs[1]["replace_b64"])
+    assert exact == data + b"/media/movies/bad\xff.mkv"
+    assert base64.b64decode(pairs[1]["keep_b64"]) == data + b"/torrents/complete/movies/bad\xff.mkv"
+    folder = data + b"/torrents/complete/tv/Show\xfe"  # a download folder of lone files
+    os.mkdir(folder)
+    with open(folder + b"/e.mkv", "wb") as handle:
+        handle.write(payload(33))
+    code, out, _ = run("--path", str(tree), "--check", "--json")
+    (torrents,) = [a for a in json.loads(out)["audit"] if a["source"] == "torrents"]
+    exact = {base64.b64decode(b["path_b64"]) for b in torrents["biggest"] if "path_b64" in b}
+    assert exact == {folder}
