@@ -40,9 +40,11 @@ import stat
 import sys
 from typing import (
     IO,
+    AbstractSet,
     Any,
     Callable,
     Dict,
+    FrozenSet,
     Iterator,
     List,
     NamedTuple,
@@ -218,6 +220,7 @@ KINDS: Dict[str, Kind] = {
     "not-writable": Kind("permissions", PROBLEM, "a warning where no import writes, or where "
                          "the probe as that user wrote all the same"),
     "sticky": Kind("permissions", WARNING, ""),
+    "cannot-link": Kind("permissions", PROBLEM, ""),
     "reach-failed": Kind("probes", PROBLEM, AS_DENIED),
     "create-failed": Kind("probes", PROBLEM, AS_DENIED),
     "finish-failed": Kind("probes", WARNING, ""),
@@ -1502,7 +1505,7 @@ def _symlink_finding(
 DENIED = (errno.EACCES, errno.EPERM)  # the user may not: a permissions finding
 
 
-def can_write(st: os.stat_result, uid: int, gid: int, groups: Set[int]) -> bool:
+def can_write(st: os.stat_result, uid: int, gid: int, groups: AbstractSet[int]) -> bool:
     """Whether uid (gid -1 for unknown, with groups) may add and remove names in a
     folder, by its owner and mode bits alone (no ACLs); uid -1 is nobody's uid."""
     if uid == 0:  # root writes anywhere
@@ -2213,12 +2216,18 @@ AUDIT_RUNS = 255  # the most runs the download folders are cut into: a ticket is
 AUDIT_BIGGEST = 5  # downloads named in the report, per source
 Item = Tuple[int, Tuple[str, ...], str]  # a download folder: its source, tree folder, name
 # files, bytes, unreadable folders, biggest downloads as (bytes, files, name, item)
-SourceResult = Tuple[int, int, int, List[Tuple[int, int, str, int]]]
+SourceResult = Tuple[int, int, int, List[Tuple[int, int, str, int]], "Access"]
 ShareResult = Tuple[List[SourceResult], List[int]]  # a result per source, the runs done
 # (bytes, files, folder, loose): loose means the files directly in a tree folder (a
 # single-file download lands there), else the folder is one download
 Biggest = Tuple[int, int, str, bool]
-Totals = Tuple[int, int, int, List[Biggest]]  # the same, biggest by path
+Totals = Tuple[int, int, int, List[Biggest], "Access"]  # the same, biggest by path
+# What the containers' user could not do to the downloads (see cannot_link): the files it
+# can't hardlink, the first as "path (owner, mode)", the folders it can't move or empty.
+Access = Tuple[int, str, int, str]
+NO_ACCESS_ISSUE: Access = (0, "", 0, "")
+# Whom the audit checks that for: uid, its groups, whether fs.protected_hardlinks is on.
+Who = Optional[Tuple[int, FrozenSet[int], bool]]
 
 
 class Audit(NamedTuple):
@@ -2228,6 +2237,7 @@ class Audit(NamedTuple):
     bytes: int
     biggest: List["Biggest"]  # largest first
     unreadable: int  # folders that could not be listed
+    access: "Access"  # what --owner's user could not hardlink or move (see cannot_link)
 
 
 def audit(
@@ -2235,8 +2245,10 @@ def audit(
     trees: Sequence[Tuple[str, Sequence[Tuple[str, ...]]]],
     progress: Progress,
     poll: Callable[[], None],
+    who: Who = None,
 ) -> List[Audit]:
-    """Regular files with a link count of 1 below each source's complete/.
+    """Regular files with a link count of 1 below each source's complete/; with who,
+    also the downloads that user could not hardlink, and the folders it could not move.
 
     The tree folders are listed here; the download folders found in them (the
     folders that are not part of the tree), of all sources together, are cut into
@@ -2255,18 +2267,20 @@ def audit(
     items: List[Item] = []
     totals: List[Totals] = []
     for index, (_, tree) in enumerate(trees):
-        found, biggest, files, nbytes, unreadable = _list_downloads(walk, index, tree, progress)
+        found, biggest, files, nbytes, unreadable, access = _list_downloads(
+            walk, index, tree, progress, who
+        )
         items += found
-        totals.append((files, nbytes, unreadable, biggest))
+        totals.append((files, nbytes, unreadable, biggest, access))
     runs = min(AUDIT_RUNS, len(items))
     workers = max(1, min(_audit_workers(), len(items) // AUDIT_ITEMS_PER_WORKER))
     tickets = _ticket_pipe(runs) if workers > 1 else None
     if tickets is None:  # one process, or no pipe to share through
         workers = 1
     progress.workers = workers
-    children = [_fork_share(walk, items, tickets, runs) for _ in range(1, workers)]
+    children = [_fork_share(walk, items, tickets, runs, who) for _ in range(1, workers)]
     try:
-        shares = [_audit_share(walk, items, _tickets(tickets, runs), runs, progress, poll)]
+        shares = [_audit_share(walk, items, _tickets(tickets, runs), runs, progress, poll, who)]
     except BaseException:  # stopped: the workers stop too (they only read), and are reaped
         import signal
 
@@ -2284,10 +2298,10 @@ def audit(
             shares.append(result)
     missing = set(range(runs)).difference(*(done for _, done in shares))
     if missing:
-        shares.append(_audit_share(walk, items, iter(sorted(missing)), runs, progress, poll))
+        shares.append(_audit_share(walk, items, iter(sorted(missing)), runs, progress, poll, who))
     audits = []
     for index, (source, tree) in enumerate(trees):
-        files, nbytes, unreadable, biggest = totals[index]
+        files, nbytes, unreadable, biggest, access = totals[index]
         for share_result, _ in shares:
             more = share_result[index]
             files, nbytes, unreadable = files + more[0], nbytes + more[1], unreadable + more[2]
@@ -2295,19 +2309,22 @@ def audit(
                 (size, count, walk.path(items[at][1] + (items[at][2],)), False)
                 for size, count, _, at in more[3]
             ]
+            access = _add_access(access, more[4])
         audits.append(Audit(source, walk.path(tree[0]), files, nbytes,
-                            heapq.nlargest(AUDIT_BIGGEST, biggest), unreadable))  # fmt: skip
+                            heapq.nlargest(AUDIT_BIGGEST, biggest), unreadable,
+                            access))  # fmt: skip
     return audits
 
 
 def _list_downloads(
-    walk: Walk, source: int, tree: Sequence[Tuple[str, ...]], progress: Progress
-) -> Tuple[List[Item], List[Biggest], int, int, int]:
+    walk: Walk, source: int, tree: Sequence[Tuple[str, ...]], progress: Progress, who: Who
+) -> Tuple[List[Item], List[Biggest], int, int, int, Access]:
     """The download folders in one source's tree folders, and the loose files there:
-    (items, biggest, files, bytes, unreadable folders)."""
+    (items, biggest, files, bytes, unreadable folders, what who can't do to them)."""
     items: List[Item] = []
     biggest: List[Biggest] = []
     files = nbytes = unreadable = 0
+    access = NO_ACCESS_ISSUE
     for parts in tree:
         try:
             walk.open(parts)
@@ -2320,12 +2337,18 @@ def _list_downloads(
         loose_files = loose_bytes = seen = 0
         subfolders = {other[-1] for other in tree if other[:-1] == parts}  # the tree's own
         try:
-            for name, is_dir, st in folder_entries(fd):
+            for name, is_dir, st in folder_entries(fd, lone_only=who is None):
                 seen += 1
                 if is_dir:
                     if name not in subfolders:
                         items.append((source, parts, name))
-                elif st is not None:
+                    continue
+                if st is None:
+                    continue
+                if who is not None and not can_link(st, who):
+                    access = _add_access(access, (1, _owned(walk.path(parts + (name,)), st),
+                                                  0, ""))  # fmt: skip
+                if st.st_nlink == 1:
                     loose_files, loose_bytes = loose_files + 1, loose_bytes + st.st_size
         except OSError:
             unreadable += 1
@@ -2333,7 +2356,26 @@ def _list_downloads(
         files, nbytes = files + loose_files, nbytes + loose_bytes
         if loose_files:
             biggest.append((loose_bytes, loose_files, walk.path(parts), True))
-    return items, biggest, files, nbytes, unreadable
+    return items, biggest, files, nbytes, unreadable, access
+
+
+def can_link(st: os.stat_result, who: Tuple[int, FrozenSet[int], bool]) -> bool:
+    """Whether who may hardlink a file: with fs.protected_hardlinks on, only its owner or
+    a user who may read and write it, and never a setuid or setgid-executable file."""
+    uid, groups, protected = who
+    if not protected or uid in (0, st.st_uid):
+        return True
+    mode = st.st_mode
+    bits = 0o060 if st.st_gid in groups else 0o006
+    return mode & bits == bits and not mode & 0o4000 and mode & 0o2010 != 0o2010
+
+
+def _owned(path: str, st: os.stat_result) -> str:
+    return "%s (owner %d:%d, mode %04o)" % (path, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+
+
+def _add_access(one: Access, two: Access) -> Access:
+    return (one[0] + two[0], one[1] or two[1], one[2] + two[2], one[3] or two[3])
 
 
 def _audit_workers() -> int:
@@ -2369,7 +2411,7 @@ def _tickets(read_end: Optional[int], runs: int) -> Iterator[int]:
 
 
 def _fork_share(
-    walk: Walk, items: Sequence[Item], tickets: Optional[int], runs: int
+    walk: Walk, items: Sequence[Item], tickets: Optional[int], runs: int, who: Who
 ) -> Optional[Child]:
     """Start a process that audits runs until no ticket is left, or None (out of
     descriptors, a pids limit: the runs are done in this process)."""
@@ -2378,7 +2420,7 @@ def _fork_share(
     def share() -> ShareResult:  # pragma: no cover - the child
         progress = Progress(None)
         progress.parent = parent
-        return _audit_share(walk, items, _tickets(tickets, runs), runs, progress, nothing)
+        return _audit_share(walk, items, _tickets(tickets, runs), runs, progress, nothing, who)
 
     try:  # Ctrl-C reaches the whole process group: the child ends with its parent instead
         return fork_child(share, ("SIGINT",))
@@ -2393,6 +2435,7 @@ def _audit_share(
     runs: int,
     progress: Progress,
     poll: Callable[[], None],
+    who: Who = None,
 ) -> ShareResult:
     """Sum the download folders of each run taken: a result per source, and the runs.
 
@@ -2401,40 +2444,57 @@ def _audit_share(
     """
     import heapq
 
-    results: List[SourceResult] = [(0, 0, 0, []) for _ in SOURCES]
+    results: List[SourceResult] = [(0, 0, 0, [], NO_ACCESS_ISSUE) for _ in SOURCES]
     done = []
     for run in tickets:
         done.append(run)
         for at in range(run * len(items) // runs, (run + 1) * len(items) // runs):
             poll()
             index, parts, name = items[at]
-            files, nbytes, unreadable, biggest = results[index]
-            item_files, item_bytes, bad = _sum_lone_files(walk.fds[parts], name, progress)
+            files, nbytes, unreadable, biggest, access = results[index]
+            item_files, item_bytes, bad, item_access = _sum_lone_files(
+                walk.fds[parts], name, progress, who
+            )
             if item_files:
                 heapq.heappush(biggest, (item_bytes, item_files, name, at))
                 if len(biggest) > AUDIT_BIGGEST:
                     heapq.heappop(biggest)
-            results[index] = (files + item_files, nbytes + item_bytes, unreadable + bad, biggest)
+            if item_access != NO_ACCESS_ISSUE:
+                where = walk.path(parts) + "/"  # the item's paths are relative to its folder
+                links, first_link, moves, first_move = item_access
+                item_access = (links, first_link and where + first_link, moves,
+                               first_move and where + first_move)  # fmt: skip
+                access = _add_access(access, item_access)
+            results[index] = (files + item_files, nbytes + item_bytes, unreadable + bad, biggest,
+                              access)  # fmt: skip
     return results, done
 
 
-def _sum_lone_files(  # noqa: PLR0912 - the audit's hot loop, inlined on purpose
-    parent: int, name: str, progress: Progress
-) -> Tuple[int, int, int]:
-    """(files, bytes, unreadable folders) for the lone files of a whole subtree.
+def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined on purpose
+    parent: int, name: str, progress: Progress, who: Who = None
+) -> Tuple[int, int, int, Access]:
+    """(files, bytes, unreadable folders) for the lone files of a whole subtree, and
+    (with who) what that user can't do there, its paths relative to parent.
 
     The hot loop of --check: one fstatat per regular file (its link count), none
     for folders (the directory entry's type says so), each relative to its folder.
     """
     parent_pid = progress.parent
     files = nbytes = unreadable = 0
+    cannot_link = cannot_move = 0
+    first_link = first_move = ""
     top = open_below(parent, name)
     if top is None:
-        return 0, 0, 1
-    for _, fd, below in folders_below(top):
+        return 0, 0, 1, NO_ACCESS_ISSUE
+    for parts, fd, below in folders_below(top, (name,)):
         if fd < 0:
             unreadable += 1
             continue
+        if who is not None and who[0] != 0:  # an import moves files out, then the folder
+            folder_st = os.fstat(fd)
+            if not can_write(folder_st, who[0], -1, who[1]):
+                cannot_move += 1
+                first_move = first_move or _owned("/".join(parts), folder_st)
         seen = 0
         try:
             if SCANDIR_FD:
@@ -2452,19 +2512,28 @@ def _sum_lone_files(  # noqa: PLR0912 - the audit's hot loop, inlined on purpose
                             if st.st_nlink == 1:
                                 files += 1
                                 nbytes += st.st_size
+                            if who is not None and not can_link(st, who):
+                                cannot_link += 1
+                                if not first_link:
+                                    path = "/".join(parts + (entry.name,))
+                                    first_link = _owned(path, st)
             else:  # pragma: no cover - Python 3.6
-                for child, is_dir, lone in folder_entries(fd):
+                for child, is_dir, any_st in folder_entries(fd, lone_only=False):
                     seen += 1
                     if is_dir:
                         below.append(child)
-                    elif lone is not None:
-                        files, nbytes = files + 1, nbytes + lone.st_size
+                    elif any_st is not None:
+                        if any_st.st_nlink == 1:
+                            files, nbytes = files + 1, nbytes + any_st.st_size
+                        if who is not None and not can_link(any_st, who):
+                            cannot_link += 1
+                            first_link = first_link or _owned("/".join(parts + (child,)), any_st)
         except OSError:
             unreadable += 1
         progress.tick(seen)
         if parent_pid is not None and os.getppid() != parent_pid:  # pragma: no cover
             os._exit(1)  # the parent is gone: stop walking
-    return files, nbytes, unreadable
+    return files, nbytes, unreadable, (cannot_link, first_link, cannot_move, first_move)
 
 
 # -- --check (host): every section together --------------------------------------------
@@ -2561,10 +2630,50 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
         if tree and tree[0] == (DATA, source, COMPLETE):
             trees.append((source, tree))
     signals.poll()
-    audits = audit(walk, trees, progress, signals.poll)
+    who: Who = None
+    if owner is not None:  # the downloads the containers' user can't hardlink or move
+        uid, gid, groups = probe_identity(owner)
+        who = (uid, frozenset(groups), protected_hardlinks())
+    audits = audit(walk, trees, progress, signals.poll, who)
     progress.done()
+    if owner is not None:
+        findings += cannot_link_findings(audits, owner)
     graded = _grades(findings, sections)
     return CheckResult(findings, notes, audits, graded, probed_as, probed_text, len(probes.pairs))
+
+
+def protected_hardlinks() -> bool:
+    """Whether fs.protected_hardlinks is on (as on most distributions; so where unknown)."""
+    try:
+        with open("/proc/sys/fs/protected_hardlinks", "rb") as handle:
+            return handle.read(8).strip() != b"0"
+    except OSError:
+        return True
+
+
+def cannot_link_findings(audits: Sequence[Audit], owner: Owner) -> List[Finding]:
+    """Per source: the downloads the containers' user could not hardlink (another user's
+    0644 file, with fs.protected_hardlinks), and the download folders it could not move
+    or empty: its importer then copies, or fails."""
+    findings = []
+    for result in audits:
+        links, first_link, moves, first_move = result.access
+        said = []
+        if links:
+            said.append("can't hardlink %d download file(s) here: with fs.protected_hardlinks "
+                        "only their owner, or a user who may read and write them, may; e.g. "
+                        "%s" % (links, first_link))  # fmt: skip
+        if moves:
+            said.append("can't move %d download folder(s) out or empty them (no write "
+                        "access to them), e.g. %s" % (moves, first_move))  # fmt: skip
+        if said:
+            findings.append(finding(
+                "cannot-link", result.path, "%s %s" % (owner.spec, "; and ".join(said)),
+                "run the download client as the importers' user, or with their PGID and "
+                "UMASK=002 (what it writes then lets the group write); for what is there: "
+                "chmod -R g+rwX %s" % quote(result.path),
+            ))  # fmt: skip
+    return findings
 
 
 def _grades(findings: Sequence[Finding], sections: Dict[str, str]) -> Dict[str, str]:

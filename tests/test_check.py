@@ -1265,11 +1265,11 @@ def test_the_runs_a_dead_worker_took_are_done_again(tree, run, monkeypatch):
             raise MemoryError("worker died")
         return real_sum(*args)
 
-    def after_the_death(walk, items, tickets, runs, progress, poll):
+    def after_the_death(walk, items, tickets, runs, progress, poll, *who):
         if os.getpid() == parent and not shares:
             os.read(taken, 1)  # the child holds a run before this process takes any
         shares.append(runs)
-        return real_share(walk, items, tickets, runs, progress, poll)
+        return real_share(walk, items, tickets, runs, progress, poll, *who)
 
     monkeypatch.setattr(cms, "_sum_lone_files", dies_holding_a_run)
     monkeypatch.setattr(cms, "_audit_share", after_the_death)
@@ -1515,3 +1515,58 @@ def test_a_real_overlay(public_tmp, run):
     assert run("--path", str(merged), "-q")[0] == 0
     code, document = check_json(run, merged)
     assert ("overlay", str(merged / "data")) in kinds(document, "filesystem")
+
+
+def client_wrote_as_another_user(tree, umask_mode=0o644, folder_mode=0o755):
+    """A download and a single-file download as a client running as uid 1001 with UMASK
+    022 leaves them: 0644 files in a 0755 folder, and a loose file in the category."""
+    data = tree / "data" / "torrents" / "complete" / "tv"
+    show = data / "Show.S01"
+    (show / "Sub").mkdir(parents=True)
+    for path in (show / "e1.mkv", show / "Sub" / "e2.mkv", data / "single.mkv"):
+        path.write_bytes(b"x" * 100)
+        os.chmod(str(path), umask_mode)
+    for path in (show, show / "Sub", show / "e1.mkv", show / "Sub" / "e2.mkv", data / "single.mkv"):
+        os.chown(str(path), 1001, 1001)
+    for path in (show, show / "Sub"):
+        os.chmod(str(path), folder_mode)
+    return data, show
+
+
+@needs_root
+def test_downloads_the_importer_cannot_hardlink(tree, run, monkeypatch, workers):
+    """fs.protected_hardlinks: Sonarr as 1000:1000 can't link a 0644 file of 1001's (it
+    copies), nor move a 0755 folder of 1001's: the check said healthy."""
+    monkeypatch.setattr(cms, "protected_hardlinks", lambda: True)
+    subprocess.run(["chown", "-R", "1000:1000", str(tree / "data")], check=True)
+    data, show = client_wrote_as_another_user(tree)
+    code, document = check_json(run, tree, "--owner", "1000:1000")
+    assert code == 1
+    (item,) = [f for f in document["findings"] if f["kind"] == "cannot-link"]
+    assert (item["section"], item["severity"], item["path"]) == (
+        "permissions",
+        "problem",
+        str(tree / "data/torrents/complete"),
+    )
+    assert item["detail"].startswith("1000:1000 can't hardlink 3 download file(s) here")
+    assert "can't move 2 download folder(s)" in item["detail"]
+    assert "(owner 1001:1001, mode 0644)" in item["detail"]
+    assert "UMASK=002" in item["fix"]
+    # Without the kernel's rule, links work; the folders still can't be moved.
+    monkeypatch.setattr(cms, "protected_hardlinks", lambda: False)
+    code, document = check_json(run, tree, "--owner", "1000:1000")
+    (item,) = [f for f in document["findings"] if f["kind"] == "cannot-link"]
+    assert item["detail"].startswith("1000:1000 can't move 2 download folder(s)")
+
+
+@needs_root
+def test_a_client_with_umask_002_and_one_group_is_fine(tree, run, monkeypatch):
+    monkeypatch.setattr(cms, "protected_hardlinks", lambda: True)
+    subprocess.run(["chown", "-R", "1000:1000", str(tree / "data")], check=True)
+    data, show = client_wrote_as_another_user(tree, 0o664, 0o775)
+    for path in (show, show / "Sub", show / "e1.mkv", show / "Sub" / "e2.mkv", data / "single.mkv"):
+        os.chown(str(path), 1001, 1000)  # another user, the importers' group
+    code, document = check_json(run, tree, "--owner", "1000:1000")
+    assert [f for f in document["findings"] if f["kind"] == "cannot-link"] == []
+    code, document = check_json(run, tree)  # without --owner: not checked, never said
+    assert [f for f in document["findings"] if f["kind"] == "cannot-link"] == []
