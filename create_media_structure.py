@@ -3158,23 +3158,32 @@ def _mount_findings(scene: Scene) -> List[Finding]:
 
 
 def _split_mounts(scene: Scene) -> List[Finding]:
-    """An importer that reaches downloads and library through two mounts, no one of
-    which covers both."""
+    """An importer that reaches downloads and library through two mounts: its mounts that
+    cover a client's folder (or a source of the tree) are its download mounts, the rest
+    its library.  In the tree, one mount that covers media/ and the sources joins them;
+    outside it, a library mount beside a download mount is two mounts, whatever their
+    host folders (a link from one mount to another is EXDEV)."""
     findings: List[Finding] = []
     root, media = scene.root, scene.media
+    tree_sources = [os.path.join(root, s) for s in SOURCES]
+    client_folders = [m.host for c in scene.clients for m in c.mounts if m.type == "bind"]
+    sources = tree_sources + client_folders
     for importer in scene.importers:
-        library = [m for m in importer.mounts if _covers(m, media) or inside(m.host, media)]
-        sources = [os.path.join(root, s) for s in SOURCES]
-        sources += [m.host for c in scene.clients for m in c.mounts if m.type == "bind"]
+        binds = [m for m in importer.mounts if m.type == "bind"]
         downloads = [
-            m for m in importer.mounts
-            if m.type == "bind" and any(_covers(m, s) or inside(m.host, s) for s in sources)
+            m for m in binds
+            if any(_covers(m, s) or inside(m.host, s) for s in tree_sources)
+            or any(_covers(m, folder) for folder in client_folders)
         ]  # fmt: skip
-        if library and downloads and not any(
+        library = [m for m in importer.mounts if _covers(m, media) or inside(m.host, media)]
+        elsewhere = [m for m in binds if m not in downloads and m not in library
+                     and not scene.in_tree(m.host)]  # fmt: skip
+        split_in_tree = library and downloads and not any(
             _covers(m, media) and any(_covers(m, s) for s in sources if _covers(d, s) or
                                       inside(d.host, s)) for m in library for d in downloads
-        ):  # fmt: skip
-            points = sorted({m.container for m in library + downloads})
+        )  # fmt: skip
+        if split_in_tree or (elsewhere and downloads):
+            points = sorted({m.container for m in library + elsewhere + downloads})
             findings.append(_found(
                 importer, "split-mounts", root,
                 "reaches downloads and library through %d mounts (%s): hardlinks and moves "
@@ -4341,7 +4350,7 @@ def report_check(
                 sum(i.severity == PROBLEM for i in mine), "problem",
                 sum(i.severity == WARNING for i in mine), "warning") or "ok"))  # fmt: skip
             report_containers(judged, out)
-            _report_findings(mine, out)
+            _report_findings(explained_first(mine), out)
             continue
         if grade == "ok":
             text = healthy.format(
@@ -4393,6 +4402,40 @@ def report_audit(audits: Sequence[Audit], out: Output) -> None:
         out.line(
             "  copies of these in media/ can become hardlinks again: --relink --dry-run shows which"
         )
+
+
+# A cause that explains a container's other findings: the text says it first, and then
+# how many more (and of which kinds) it explains; --json keeps each, the counts are all.
+CAUSES = {"split-mounts": ("outside-tree", "path-mismatch", "read-only", "broad-access")}
+
+
+def explained_first(findings: Sequence[Finding]) -> List[Finding]:
+    """The findings as the text shows them: a container's cause (split-mounts) where the
+    first of its group would be, saying "and N more (kinds)" for those it explains."""
+    causes = {f.container: f for f in findings if f.kind in CAUSES and f.container}
+    explained: Dict[str, List[Finding]] = {}
+    for item in findings:
+        cause = causes.get(item.container)
+        if cause is not None and item is not cause and item.kind in CAUSES[cause.kind]:
+            explained.setdefault(item.container, []).append(item)
+    shown: List[Finding] = []
+    said: Set[str] = set()
+    for item in findings:
+        cause = causes.get(item.container)
+        if cause is not None and (item is cause or item in explained.get(item.container, [])):
+            if item.container in said:
+                continue
+            said.add(item.container)
+            more = explained.get(item.container, [])
+            if more:
+                kinds = ", ".join(sorted({other.kind for other in more}))
+                cause = cause._replace(
+                    detail="%s - and %d more (%s)" % (cause.detail, len(more), kinds)
+                )
+            shown.append(cause)
+        else:
+            shown.append(item)
+    return shown
 
 
 def _report_findings(findings: Sequence[Finding], out: Output) -> None:

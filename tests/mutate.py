@@ -137,8 +137,8 @@ MUTATIONS = [
     ),
     (
         "docker: split mounts by container path",
-        "        if library and downloads and not any(",
-        "        if False and not any(",
+        "        split_in_tree = library and downloads and not any(",
+        "        split_in_tree = False and not any(",
     ),
     (
         "compose: a $ left single",

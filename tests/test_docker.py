@@ -654,3 +654,47 @@ def test_an_image_mount_is_no_data_mount(tree, run):
     assert code == 0 and found(document) == []
     sonarr = next(c for c in document["containers"] if c["name"] == "sonarr")
     assert [m["container"] for m in sonarr["mounts"]] == ["/data"]
+
+
+def unraid_templates(tree):
+    """An Unraid user's templates: the downloads share outside the tree, Sonarr's root
+    folder a second mount of a folder below it."""
+    uid, gid = ids(tree)
+    env = ["PUID=%d" % uid, "PGID=%d" % gid, "UMASK=002"]
+    return [
+        inspect("qbittorrent", "lscr.io/linuxserver/qbittorrent",
+                [("bind", "/mnt/user/downloads", "/downloads", True)], env),
+        inspect("sonarr", "lscr.io/linuxserver/sonarr",
+                [("bind", "/mnt/user/downloads/sonarr/tv", "/tv", True),
+                 ("bind", "/mnt/user/downloads", "/downloads", True)], env),
+    ]  # fmt: skip
+
+
+def test_split_mounts_outside_the_tree_are_named(tree, run):
+    """Sonarr with /tv and /downloads, both outside the tree: only outside-tree problems
+    were said, not the two mounts that make every import a copy."""
+    code, document, _ = check(run, tree, unraid_templates(tree))
+    assert code == 1
+    kinds = found(document)
+    assert ("split-mounts", "sonarr", "", "problem") in kinds
+    (split,) = [f for f in document["findings"] if f["kind"] == "split-mounts"]
+    assert "through 2 mounts (/downloads, /tv)" in split["detail"]
+
+
+def test_one_cause_is_said_first_and_explains_the_rest(tree, run):
+    """The text leads with the cause and counts what it explains; --json keeps each, and
+    the counts and exit code are all of them."""
+    path = tree / "c.json"
+    path.write_text(json.dumps(unraid_templates(tree)))
+    code, out, _ = run("--path", str(tree), "--check", "--docker", str(path))
+    code_json, document, _ = check(run, tree, unraid_templates(tree))
+    assert code == code_json == 1
+    problems = [f for f in document["findings"]
+                if f["section"] == "containers" and f["severity"] == "problem"]  # fmt: skip
+    assert "containers   %d problem(s)\n" % len(problems) in out
+    sonarr = [line for line in out.splitlines() if line.startswith("  - problem: sonarr: ")]
+    assert len(sonarr) == 1 and "reaches downloads and library through 2 mounts" in sonarr[0]
+    explained = [f for f in problems if f["container"] == "sonarr" and f["kind"] != "split-mounts"]
+    assert explained and sonarr[0].endswith(
+        " - and %d more (%s)" % (len(explained), ", ".join(sorted({f["kind"] for f in explained})))
+    )
