@@ -3080,6 +3080,7 @@ class Scene(NamedTuple):
     readers: List[Container]  # media servers and library readers
     importers: List[Container]
     clients: List[Container]
+    poll: Callable[[], None]  # a chance to stop, once per container a rule looks at
 
     def in_tree(self, host: str) -> bool:
         return inside(host, self.root) or inside(os.path.realpath(host), self.real_root)
@@ -3092,6 +3093,7 @@ def judge_containers(
     tree_ids: Optional[Tuple[int, int]],
     blocked: Optional[Blocked] = None,
     categories: str = "",
+    poll: Callable[[], None] = nothing,
 ) -> List[Finding]:
     """Every containers finding, one rule after another: the mounts themselves
     (named-volume, outside-tree, read-only), split-mounts, path-mismatch, the readers'
@@ -3105,6 +3107,7 @@ def judge_containers(
         [c for c in containers if c.role in ("media server", "library reader")],
         [c for c in containers if c.role == "importer"],
         [c for c in containers if c.role == "download client"],
+        poll,
     )
     findings: List[Finding] = []
     for rule in (_mount_findings, _split_mounts, _path_mismatches, _reader_findings,
@@ -3126,6 +3129,7 @@ def _mount_findings(scene: Scene) -> List[Finding]:
     findings: List[Finding] = []
     root = scene.root
     for container in scene.writers + scene.readers:
+        scene.poll()
         writer = container in scene.writers
         for mount in container.mounts:
             if mount.type == "volume":
@@ -3157,6 +3161,16 @@ def _mount_findings(scene: Scene) -> List[Finding]:
     return findings
 
 
+def _ancestors(path: str) -> Iterator[str]:
+    """path and each folder above it, up to /."""
+    path = path.rstrip("/") or "/"
+    while True:
+        yield path
+        if path == "/":
+            return
+        path = os.path.dirname(path)
+
+
 def _split_mounts(scene: Scene) -> List[Finding]:
     """An importer that reaches downloads and library through two mounts: its mounts that
     cover a client's folder (or a source of the tree) are its download mounts, the rest
@@ -3166,22 +3180,39 @@ def _split_mounts(scene: Scene) -> List[Finding]:
     findings: List[Finding] = []
     root, media = scene.root, scene.media
     tree_sources = [os.path.join(root, s) for s in SOURCES]
-    client_folders = [m.host for c in scene.clients for m in c.mounts if m.type == "bind"]
+    client_folders = sorted({m.host for c in scene.clients for m in c.mounts if m.type == "bind"})
     sources = tree_sources + client_folders
+    # A mount covers a client's folder where its host folder is that folder or above it.
+    above_clients = {up for folder in client_folders for up in _ancestors(folder)}
+    holds_a_source: Dict[str, bool] = {}
+
+    def joined(library: ContainerMount, download: ContainerMount) -> bool:
+        """Whether one library mount reaches a source that the download mount does: it
+        holds the download's folder, or (inside it) a source of its own."""
+        if inside(download.host, library.host):
+            return True
+        if not inside(library.host, download.host):
+            return False
+        if library.host not in holds_a_source:
+            holds_a_source[library.host] = any(inside(s, library.host) for s in sources)
+        return holds_a_source[library.host]
+
     for importer in scene.importers:
+        scene.poll()
         binds = [m for m in importer.mounts if m.type == "bind"]
         downloads = [
             m for m in binds
             if any(_covers(m, s) or inside(m.host, s) for s in tree_sources)
-            or any(_covers(m, folder) for folder in client_folders)
+            or (m.host.rstrip("/") or "/") in above_clients
         ]  # fmt: skip
         library = [m for m in importer.mounts if _covers(m, media) or inside(m.host, media)]
         elsewhere = [m for m in binds if m not in downloads and m not in library
                      and not scene.in_tree(m.host)]  # fmt: skip
-        split_in_tree = library and downloads and not any(
-            _covers(m, media) and any(_covers(m, s) for s in sources if _covers(d, s) or
-                                      inside(d.host, s)) for m in library for d in downloads
-        )  # fmt: skip
+        split_in_tree = (
+            library
+            and downloads
+            and not any(_covers(m, media) and joined(m, d) for m in library for d in downloads)
+        )
         if split_in_tree or (elsewhere and downloads):
             points = sorted({m.container for m in library + elsewhere + downloads})
             findings.append(_found(
@@ -3195,32 +3226,40 @@ def _split_mounts(scene: Scene) -> List[Finding]:
 
 
 def _path_mismatches(scene: Scene) -> List[Finding]:
-    """A client's folder that an importer sees at another container path, or nowhere."""
+    """A client's folder that an importer sees at another container path, or nowhere.
+
+    Importers with the same data mounts see a folder alike: each such group is judged
+    once per folder (a stack of hundreds of Sonarrs costs what a few do)."""
     findings: List[Finding] = []
     root = scene.root
     tree_bind = ContainerMount("bind", root, "/data", True)  # what the fixes propose
+    groups: Dict[Tuple[ContainerMount, ...], List[Tuple[int, Container]]] = {}
+    for index, importer in enumerate(scene.importers):
+        groups.setdefault(tuple(importer.mounts), []).append((index, importer))
     for client in scene.clients:
+        scene.poll()
         for mount in client.mounts:
             if mount.type != "bind":
                 continue
             seen = False
-            for importer in scene.importers:
-                covering = [m for m in importer.mounts if _covers(m, mount.host)]
-                same_point = [m for m in importer.mounts if m.container == mount.container]
+            mismatches: List[Tuple[int, Finding]] = []
+            for mounts, members in groups.items():
+                covering = [m for m in mounts if _covers(m, mount.host)]
+                same_point = [m for m in mounts if m.container == mount.container]
                 if not covering and not same_point:
-                    continue  # this importer doesn't deal with that folder at all
+                    continue  # these importers don't deal with that folder at all
                 seen = seen or bool(covering)
                 at = _seen_at(covering[0], mount.host) if covering else ""
-                if at != mount.container:
-                    where = (
-                        "at %s" % at
-                        if at
-                        else "%s is %s there" % (mount.container, same_point[0].host)
-                    )
-                    # The example binds the tree's folder: one outside it is its own problem.
-                    host = mount.host if scene.in_tree(mount.host) else (
-                        os.path.join(root, own_source(client)))  # fmt: skip
-                    findings.append(_found(
+                if at == mount.container:
+                    continue
+                where = (
+                    "at %s" % at if at else "%s is %s there" % (mount.container, same_point[0].host)
+                )
+                # The example binds the tree's folder: one outside it is its own problem.
+                host = mount.host if scene.in_tree(mount.host) else (
+                    os.path.join(root, own_source(client)))  # fmt: skip
+                for order, importer in members:
+                    mismatches.append((order, _found(
                         client, "path-mismatch", mount.host,
                         "%s saves to %s, but %s sees that folder %s"
                         % (client.name, mount.container, importer.name,
@@ -3230,7 +3269,8 @@ def _path_mismatches(scene: Scene) -> List[Finding]:
                         "mapping in %s" % (host, root, host, _seen_at(tree_bind, host),
                                            importer.name),
                         other=importer.name,
-                    ))  # fmt: skip
+                    )))  # fmt: skip
+            findings += [item for _, item in sorted(mismatches, key=lambda pair: pair[0])]
             if not seen and scene.importers:
                 findings.append(_found(
                     client, "path-mismatch", mount.host,
@@ -3249,6 +3289,7 @@ def _reader_findings(scene: Scene) -> List[Finding]:
         _seen_at(m, media) for c in scene.importers for m in c.mounts if _covers(m, media)
     }
     for reader in scene.readers:
+        scene.poll()
         seen_at = {_seen_at(m, media) for m in reader.mounts if _covers(m, media)}
         if library_points and seen_at and not seen_at & library_points:
             findings.append(_found(
@@ -3273,6 +3314,7 @@ def _client_breadth(scene: Scene) -> List[Finding]:
     """A download client that mounts more than its own source folder."""
     findings: List[Finding] = []
     for client in scene.clients:
+        scene.poll()
         own = own_source(client)
         folder = os.path.join(scene.root, own)
         broad = [m for m in client.mounts if m.type == "bind" and inside(folder, m.host)
@@ -3366,9 +3408,15 @@ class Judged(NamedTuple):
 
 
 def check_containers(
-    found: CheckResult, walk: Walk, steps: Sequence[Step], pairs: Pairs, docker_input: str
+    found: CheckResult,
+    walk: Walk,
+    steps: Sequence[Step],
+    pairs: Pairs,
+    docker_input: str,
+    poll: Callable[[], None] = nothing,
 ) -> Tuple[CheckResult, List[Judged]]:
-    """Add the containers section to a host check: findings, grade, and the list."""
+    """Add the containers section to a host check: findings, grade, and the list; poll
+    runs once per container a rule looks at (a stack of thousands takes a while)."""
     if docker_input == "-" and sys.argv[:1] == ["-"]:
         raise Error(
             "--docker -: the script itself came through stdin; use "
@@ -3388,11 +3436,14 @@ def check_containers(
         real_root = real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
         blocked = blocked_writers(containers, walk, steps, pairs)
         mine = judge_containers(
-            containers, root, real_root, tree_ids, blocked, creator_categories(steps)
+            containers, root, real_root, tree_ids, blocked, creator_categories(steps), poll
         )
         findings += mine
+        by_name: Dict[str, Set[str]] = {}
+        for item in mine:
+            by_name.setdefault(item.container, set()).add(item.severity)
         for container in containers:
-            severities = {f.severity for f in mine if container.name in (f.container,)}
+            severities = by_name.get(container.name, set())
             if container.role in ("unknown", "other"):
                 verdict = "not judged: unknown image" if container.role == "unknown" else (
                     "ignored: no media paths")  # fmt: skip
@@ -4990,7 +5041,11 @@ def check(
         found = found._replace(notes=found.notes + [note])
     judged: Optional[List[Judged]] = None
     if args.docker is not None:
-        found, judged = check_containers(found, walk, steps, pairs, args.docker)
+        try:
+            found, judged = check_containers(found, walk, steps, pairs, args.docker, signals.poll)
+        except (Interrupted, KeyboardInterrupt):
+            err.line("interrupted: the check was stopped; it had changed nothing")
+            raise
     if args.json:
         out.lines(check_json(root, found, judged))
     elif not args.quiet:

@@ -421,6 +421,64 @@ def bench_relink_mixed(pairs, near, rounds=3):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def compose_stack(data, services):
+    """A compose config (JSON) of that many services, the guides' apps in turn, each with
+    its /config and its binds of the tree (every fifth a client with a folder of its own
+    outside it, as real stacks have)."""
+    apps = [("qbittorrent", "lscr.io/linuxserver/qbittorrent", ["torrents"]),
+            ("sabnzbd", "lscr.io/linuxserver/sabnzbd", ["usenet"]),
+            ("sonarr", "lscr.io/linuxserver/sonarr", [""]),
+            ("radarr", "lscr.io/linuxserver/radarr", [""]),
+            ("plex", "lscr.io/linuxserver/plex", ["media"]),
+            ("prowlarr", "lscr.io/linuxserver/prowlarr", [])]  # fmt: skip
+    document = {"services": {}}
+    for index in range(services):
+        name, image, folders = apps[index % len(apps)]
+        volumes = [{"type": "bind", "source": "/srv/appdata/%s%d" % (name, index),
+                    "target": "/config"}]  # fmt: skip
+        for folder in folders:
+            source = os.path.join(data, folder) if folder else data
+            if index % 5 == 0 and folder == "torrents":
+                source = "/mnt/downloads/%d" % index
+            volumes.append({"type": "bind", "source": source.rstrip("/"),
+                            "target": "/data/" + folder if folder else "/data"})  # fmt: skip
+        document["services"]["%s%d" % (name, index)] = {
+            "image": image, "volumes": volumes,
+            "environment": {"PUID": "1000", "PGID": "1000", "UMASK": "002"},
+        }  # fmt: skip
+    return document
+
+
+def bench_docker(counts=(300, 3000), repeat=3):
+    """--check --docker on compose stacks of 300 and 3,000 services: ten times the
+    services should cost about ten times the time, not a hundred."""
+    import json
+
+    base = tempfile.mkdtemp(prefix="cms-bench-docker-")
+    try:
+        wait([sys.executable, SCRIPT, "--path", base, "-q"])
+        print()
+        print("--check --docker FILE on a compose stack, median of %d runs" % repeat)
+        times = {}
+        for count in counts:
+            path = os.path.join(base, "stack%d.json" % count)
+            with open(path, "w") as handle:
+                json.dump(compose_stack(os.path.join(base, "data"), count), handle)
+            command = [sys.executable, SCRIPT, "--path", base, "--check", "--docker", path,
+                       "--json"]  # fmt: skip
+            runs = []
+            for _ in range(repeat):  # exit 1: the stack has problems, as real ones do
+                start = time.perf_counter()
+                subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
+                runs.append(time.perf_counter() - start)
+            times[count] = statistics.median(runs)
+            print("  %5d services: %.2f s" % (count, times[count]))
+        first, last = counts[0], counts[-1]
+        print("  %dx the services: %.1fx the time" % (last // first, times[last] / times[first]))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def bench_relink(mib, repeat=5):  # noqa: PLR0912 - one benchmark, step by step
     jdupes = shutil.which("jdupes")
     base = tempfile.mkdtemp(prefix="cms-bench-relink-")
@@ -505,7 +563,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--million", action="store_true", help="--check at 1,000,000 files too")
     parser.add_argument("--relink-mib", type=int, default=3072)
-    parser.add_argument("--only", default="create,check,relink,mixed")
+    parser.add_argument("--only", default="create,check,relink,mixed,docker")
     parser.add_argument(
         "--mixed-pairs",
         type=int,
@@ -522,6 +580,8 @@ def main():
         bench_relink(args.relink_mib)
     if "mixed" in args.only:
         bench_relink_mixed(args.mixed_pairs, args.mixed_pairs)
+    if "docker" in args.only:
+        bench_docker()
 
 
 if __name__ == "__main__":

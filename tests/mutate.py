@@ -137,8 +137,9 @@ MUTATIONS = [
     ),
     (
         "docker: split mounts by container path",
-        "        split_in_tree = library and downloads and not any(",
-        "        split_in_tree = False and not any(",
+        "            and not any(_covers(m, media) and joined(m, d) for m in library for d in "
+        "downloads)",
+        "            and False",
     ),
     (
         "compose: a $ left single",
