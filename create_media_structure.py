@@ -955,6 +955,16 @@ def _file_stat(
     return st if not lone_only or st.st_nlink == 1 else None
 
 
+def subfolder_names(fd: int) -> List[str]:
+    """The folders in a folder (no symlinks, no @eaDir): its files are not looked at, so
+    a library folder of thousands of files costs one listing."""
+    if SCANDIR_FD:
+        with os.scandir(fd) as entries:
+            return [e.name for e in entries
+                    if e.is_dir(follow_symlinks=False) and e.name != NAS_METADATA]  # fmt: skip
+    return [name for name, is_dir, _ in folder_entries(fd) if is_dir]  # pragma: no cover
+
+
 def open_below(parent: int, name: str) -> Optional[int]:
     try:
         return os.open(name, TREE_DIR_FLAGS, dir_fd=parent)
@@ -1377,11 +1387,7 @@ def filesystem_findings(
                 found[step.path] = item
         elif step.st.st_dev != root.st.st_dev and devices.get(parts[:-1]) == root.st.st_dev:
             # Only where the tree first leaves data/'s device, not everything below.
-            detail, fix = "on another filesystem than data/", ""
-            if root_mount is not None and root_mount.fstype == "btrfs":  # no mount: a subvolume
-                detail = "a btrfs subvolume: another filesystem to links and moves, no mount"
-                fix = ("make it a plain folder: make one beside it, mv the contents in, btrfs "
-                       "subvolume delete the old one, and give the new one its name")  # fmt: skip
+            detail, fix = device_boundary(root_mount)
             found[step.path] = boundary(parts, step.path, "other-filesystem", detail, fix, pairs)
     for mount in mounts or ():
         if mount.point != real_root and inside(mount.point, real_root):
@@ -1418,6 +1424,55 @@ def filesystem_type(path: str, root_mount: Mount) -> Tuple[List[Finding], List[s
                 "disk; the probes tell for every import pair" % root_mount.fstype
             )
     return findings, notes
+
+
+def device_boundary(root_mount: Optional[Mount]) -> Tuple[str, str]:
+    """What a folder on another device than data/ with no mount there is, and its fix."""
+    if root_mount is not None and root_mount.fstype == "btrfs":  # no mount: a subvolume
+        return (
+            "a btrfs subvolume: another filesystem to links and moves, no mount",
+            "make it a plain folder: make one beside it, mv the contents in, btrfs "
+            "subvolume delete the old one, and give the new one its name",
+        )
+    return "on another filesystem than data/", ""
+
+
+def library_boundaries(
+    walk: Walk, steps: Sequence[Step], mounts: Optional[Sequence[Mount]], pairs: Pairs
+) -> List[Finding]:
+    """The folders right below each category of media/ (a show's, a movie's) on another
+    filesystem than the category (a btrfs subvolume per show): an import into one is
+    EXDEV.  Their folders only: the library's files are never listed one by one."""
+    findings: List[Finding] = []
+    real_root = real_path_of(walk.fds[(DATA,)], steps[0].path)
+    root_mount = mount_of(real_root, mounts) if mounts else None
+    for step in steps:
+        parts = step.folder.parts
+        if step.st is None or step.symlink or parts[:2] != (DATA, MEDIA) or len(parts) < 3:
+            continue
+        fd = walk.fds.get(parts)
+        if not step.folder.leaf or fd is None:
+            try:
+                fd = walk.open(parts)
+            except Error:
+                continue
+        try:
+            names = subfolder_names(fd)
+        except OSError:
+            continue
+        subfolders = {s.folder.parts[-1] for s in steps if s.folder.parts[:-1] == parts}
+        for name in names:
+            if name in subfolders:
+                continue  # a folder of the tree: looked at as such
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if st.st_dev != step.st.st_dev:
+                detail, fix = device_boundary(root_mount)
+                findings.append(boundary(parts + (name,), walk.path(parts + (name,)),
+                                         "other-filesystem", detail, fix, pairs))  # fmt: skip
+    return findings
 
 
 def boundary(
@@ -2222,10 +2277,12 @@ ShareResult = Tuple[List[SourceResult], List[int]]  # a result per source, the r
 # single-file download lands there), else the folder is one download
 Biggest = Tuple[int, int, str, bool]
 Totals = Tuple[int, int, int, List[Biggest], "Access"]  # the same, biggest by path
-# What the containers' user could not do to the downloads (see cannot_link): the files it
-# can't hardlink, the first as "path (owner, mode)", the folders it can't move or empty.
-Access = Tuple[int, str, int, str]
-NO_ACCESS_ISSUE: Access = (0, "", 0, "")
+# What the audit's walk found besides sizes: the files the containers' user can't hardlink
+# (the first as "path (owner, mode)"), the folders it can't move or empty (the first
+# likewise), and the download folders on another filesystem than their category (the
+# first's path): see cannot_link_findings and download_boundaries.
+Access = Tuple[int, str, int, str, int, str]
+NO_ACCESS_ISSUE: Access = (0, "", 0, "", 0, "")
 # Whom the audit checks that for: uid, its groups, whether fs.protected_hardlinks is on.
 Who = Optional[Tuple[int, FrozenSet[int], bool]]
 
@@ -2237,7 +2294,7 @@ class Audit(NamedTuple):
     bytes: int
     biggest: List["Biggest"]  # largest first
     unreadable: int  # folders that could not be listed
-    access: "Access"  # what --owner's user could not hardlink or move (see cannot_link)
+    access: "Access"  # what --owner's user could not link or move; other filesystems
 
 
 def audit(
@@ -2347,7 +2404,7 @@ def _list_downloads(
                     continue
                 if who is not None and not can_link(st, who):
                     access = _add_access(access, (1, _owned(walk.path(parts + (name,)), st),
-                                                  0, ""))  # fmt: skip
+                                                  0, "", 0, ""))  # fmt: skip
                 if st.st_nlink == 1:
                     loose_files, loose_bytes = loose_files + 1, loose_bytes + st.st_size
         except OSError:
@@ -2375,7 +2432,8 @@ def _owned(path: str, st: os.stat_result) -> str:
 
 
 def _add_access(one: Access, two: Access) -> Access:
-    return (one[0] + two[0], one[1] or two[1], one[2] + two[2], one[3] or two[3])
+    return (one[0] + two[0], one[1] or two[1], one[2] + two[2], one[3] or two[3],
+            one[4] + two[4], one[5] or two[5])  # fmt: skip
 
 
 def _audit_workers() -> int:
@@ -2461,9 +2519,10 @@ def _audit_share(
                     heapq.heappop(biggest)
             if item_access != NO_ACCESS_ISSUE:
                 where = walk.path(parts) + "/"  # the item's paths are relative to its folder
-                links, first_link, moves, first_move = item_access
+                links, first_link, moves, first_move, foreign, first_foreign = item_access
                 item_access = (links, first_link and where + first_link, moves,
-                               first_move and where + first_move)  # fmt: skip
+                               first_move and where + first_move, foreign,
+                               first_foreign and where + first_foreign)  # fmt: skip
                 access = _add_access(access, item_access)
             results[index] = (files + item_files, nbytes + item_bytes, unreadable + bad, biggest,
                               access)  # fmt: skip
@@ -2483,6 +2542,8 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
     files = nbytes = unreadable = 0
     cannot_link = cannot_move = 0
     first_link = first_move = ""
+    tree_dev = os.fstat(parent).st_dev
+    foreign: List[Tuple[str, ...]] = []  # where the walk left the category's filesystem
     top = open_below(parent, name)
     if top is None:
         return 0, 0, 1, NO_ACCESS_ISSUE
@@ -2490,11 +2551,13 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
         if fd < 0:
             unreadable += 1
             continue
-        if who is not None and who[0] != 0:  # an import moves files out, then the folder
-            folder_st = os.fstat(fd)
-            if not can_write(folder_st, who[0], -1, who[1]):
-                cannot_move += 1
-                first_move = first_move or _owned("/".join(parts), folder_st)
+        folder_st = os.fstat(fd)  # one a folder: a btrfs subvolume, a mount below the tree
+        if folder_st.st_dev != tree_dev and not any(parts[: len(f)] == f for f in foreign):
+            foreign.append(parts)
+        # An import moves the files out, then the folder: both need write access to it.
+        if who is not None and who[0] != 0 and not can_write(folder_st, who[0], -1, who[1]):
+            cannot_move += 1
+            first_move = first_move or _owned("/".join(parts), folder_st)
         seen = 0
         try:
             if SCANDIR_FD:
@@ -2533,7 +2596,9 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
         progress.tick(seen)
         if parent_pid is not None and os.getppid() != parent_pid:  # pragma: no cover
             os._exit(1)  # the parent is gone: stop walking
-    return files, nbytes, unreadable, (cannot_link, first_link, cannot_move, first_move)
+    first_foreign = "/".join(foreign[0]) if foreign else ""
+    access = (cannot_link, first_link, cannot_move, first_move, len(foreign), first_foreign)
+    return files, nbytes, unreadable, access
 
 
 # -- --check (host): every section together --------------------------------------------
@@ -2575,7 +2640,7 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     if no_table:
         notes.append(no_table + ": bind mounts inside the tree were not checked, devices were")
     more, fs_notes = filesystem_findings(walk, steps, mounts, pairs)
-    findings += more
+    findings += more + library_boundaries(walk, steps, mounts, pairs)
     notes = fs_notes + notes
     probes = with_fuse_flags(walk, plan_probes(steps, pairs), mounts)
     places = {parts for _, src, dst in probes.pairs for parts in (src, dst)}
@@ -2638,8 +2703,25 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     progress.done()
     if owner is not None:
         findings += cannot_link_findings(audits, owner)
+    findings += download_boundaries(audits, mounts, real_path_of(walk.fds[(DATA,)], steps[0].path))
     graded = _grades(findings, sections)
     return CheckResult(findings, notes, audits, graded, probed_as, probed_text, len(probes.pairs))
+
+
+def download_boundaries(
+    audits: Sequence[Audit], mounts: Optional[Sequence[Mount]], real_root: str
+) -> List[Finding]:
+    """Per source: the download folders on another filesystem than their category folder
+    (a btrfs subvolume, a mount): a link or move from there into media/ is EXDEV."""
+    findings = []
+    root_mount = mount_of(real_root, mounts) if mounts else None
+    for result in audits:
+        count, first = result.access[4], result.access[5]
+        if count:
+            detail, fix = device_boundary(root_mount)
+            more = " (and %d more download folder(s) like it)" % (count - 1) if count > 1 else ""
+            findings.append(finding("other-filesystem", first, detail + more, fix))
+    return findings
 
 
 def protected_hardlinks() -> bool:
@@ -2657,7 +2739,7 @@ def cannot_link_findings(audits: Sequence[Audit], owner: Owner) -> List[Finding]
     or empty: its importer then copies, or fails."""
     findings = []
     for result in audits:
-        links, first_link, moves, first_move = result.access
+        links, first_link, moves, first_move, _, _ = result.access
         said = []
         if links:
             said.append("can't hardlink %d download file(s) here: with fs.protected_hardlinks "

@@ -1178,6 +1178,35 @@ def test_a_btrfs_subvolume_in_the_tree_is_named(tmp_path, run):
     assert {f["errno"] for f in document["findings"] if f["section"] == "probes"} == {"EXDEV"}
 
 
+def test_a_subvolume_below_a_category_is_named(tmp_path, run):
+    """A show's folder in media/tv, or a download's in complete/tv, made a btrfs subvolume:
+    ln fails with EXDEV there, and the check, which compared only the tree's own folders,
+    said healthy."""
+    with loop_mounted(tmp_path, "mkfs.btrfs") as mounted:
+        assert run("--path", str(mounted), "-q")[0] == 0
+        data = mounted / "data"
+        show = data / "media" / "tv" / "Some Show"
+        download = data / "torrents" / "complete" / "tv" / "Sub.Download"
+        for path in (show, download):
+            made = subprocess.run(["btrfs", "subvolume", "create", str(path)],
+                                  stdout=subprocess.DEVNULL, check=False)  # fmt: skip
+            if made.returncode != 0:
+                pytest.skip("btrfs subvolume create failed here")
+        (download / "Season 1").mkdir()  # below the subvolume: not said again
+        (download / "Season 1" / "e1.mkv").write_bytes(b"x" * 10)
+        (data / "media" / "tv" / "Plain Show").mkdir()
+        code, document = check_json(run, mounted)
+    assert code == 1
+    found = sorted((f["kind"], f["path"], f["severity"]) for f in document["findings"]
+                   if f["section"] == "filesystem")  # fmt: skip
+    assert found == [
+        ("other-filesystem", str(show), "problem"),
+        ("other-filesystem", str(download), "problem"),
+    ]
+    assert all(f["detail"].startswith("a btrfs subvolume") for f in document["findings"]
+               if f["section"] == "filesystem")  # fmt: skip
+
+
 def test_probes_across_one_boundary_are_counted_not_listed():
     """media/ on another disk fails every pair twice, a hardlink and a move, each named in
     its detail: the first three of each step show, and a count."""
