@@ -2863,7 +2863,8 @@ def load_containers(
         return containers, remote if docker_input == "" else ""
     if isinstance(document, dict) and isinstance(document.get("services"), dict):
         services = document["services"].items()
-        return [_from_compose(str(name), item, where) for name, item in services], ""
+        binds = _bound_volumes(document.get("volumes"), where)
+        return [_from_compose(str(name), item, where, binds) for name, item in services], ""
     raise Error(
         "%s: neither docker inspect output (a list) nor docker compose config --format "
         "json (an object with services)" % where,
@@ -3032,7 +3033,26 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
                      keyword)  # fmt: skip
 
 
-def _from_compose(name: str, item: Any, where: str = "--docker") -> Container:
+def _bound_volumes(volumes: Any, where: str) -> Dict[str, str]:
+    """The compose file's named volumes that are binds of a host folder (the local driver
+    with type none, o bind, device DIR): name -> DIR."""
+    binds: Dict[str, str] = {}
+    if not isinstance(volumes, dict):
+        return binds
+    for name, volume in volumes.items():
+        options = volume.get("driver_opts") if isinstance(volume, dict) else None
+        if not isinstance(options, dict) or volume.get("driver", "local") != "local":
+            continue
+        device = options.get("device")
+        flags = str(options.get("o", "")).split(",")
+        if isinstance(device, str) and device.startswith("/") and "bind" in flags:
+            binds[str(name)] = _clean(device)
+    return binds
+
+
+def _from_compose(
+    name: str, item: Any, where: str = "--docker", binds: Optional[Dict[str, str]] = None
+) -> Container:
     where = "%s: services.%s" % (where, name)
     if not isinstance(item, dict):
         raise Error("%s is not an object: give the output of docker compose config "
@@ -3045,16 +3065,26 @@ def _from_compose(name: str, item: Any, where: str = "--docker") -> Container:
     mounts = []
     for at, volume in enumerate(_field(item, "volumes", (list,), where)):
         if isinstance(volume, dict):
-            mounts.append(
-                ContainerMount(
-                    _field(volume, "type", (str,), where) or "bind",
-                    _clean(_field(volume, "source", (str,), where)),
-                    _clean(_field(volume, "target", (str,), where)),
-                    not volume.get("read_only", False),
-                )
+            mount = ContainerMount(
+                _field(volume, "type", (str,), where) or "bind",
+                _clean(_field(volume, "source", (str,), where)),
+                _clean(_field(volume, "target", (str,), where)),
+                not volume.get("read_only", False),
             )
+            if mount.type == "volume" and mount.host in (binds or {}):
+                # A named volume that binds a folder: judged as that folder (and subpath).
+                options = volume.get("volume")
+                subpath = options.get("subpath") if isinstance(options, dict) else None
+                host = (binds or {})[mount.host]
+                if isinstance(subpath, str) and subpath:
+                    host = _clean(os.path.join(host, subpath.lstrip("/")))
+                mount = mount._replace(type="bind", host=host)
+            mounts.append(mount)
         elif isinstance(volume, str):  # compose 1.x's config, and what people type
-            mounts.append(_short_volume(volume))
+            mount = _short_volume(volume)
+            if mount.type == "volume" and mount.host in (binds or {}):
+                mount = mount._replace(type="bind", host=(binds or {})[mount.host])
+            mounts.append(mount)
         else:
             raise Error("%s: volumes[%d] is neither an object nor a string" % (where, at), 2)
     role, keyword = _role(image, name)
@@ -3482,6 +3512,47 @@ def _ids_findings(
     return findings
 
 
+def resolve_volume_binds(
+    containers: Sequence[Container], steps: Sequence[Step], mounts: Optional[Sequence[Mount]]
+) -> List[Container]:
+    """docker inspect shows a named volume that binds a folder (the local driver's type
+    none, o bind) by its .../volumes/NAME/_data: where that is this host's, it is judged
+    as the folder it binds, found by its inode among the tree's folders, else through
+    the mount table."""
+    tree = {(s.st.st_dev, s.st.st_ino): s.path for s in steps if s.st is not None}
+    judged = []
+    for container in containers:
+        mine = []
+        for mount in container.mounts:
+            folder = ""
+            if mount.type == "volume" and mount.host.startswith("/"):
+                folder = _bound_folder(mount.host, tree, mounts or ())
+            mine.append(mount._replace(type="bind", host=folder) if folder else mount)
+        judged.append(container._replace(mounts=mine))
+    return judged
+
+
+def _bound_folder(source: str, tree: Dict[Tuple[int, int], str], mounts: Sequence[Mount]) -> str:
+    """The host folder a volume's _data is a bind of, or ''."""
+    try:
+        st = os.stat(source)
+    except OSError:  # not this host's, or root's 0710 /var/lib/docker
+        return ""
+    if (st.st_dev, st.st_ino) in tree:
+        return tree[(st.st_dev, st.st_ino)]
+    bound = [m for m in mounts if m.point == os.path.realpath(source)]
+    if not bound or bound[-1].root == "/":
+        return ""
+    here = bound[-1]  # the same filesystem mounted elsewhere, at the longest root above
+    above = [m for m in mounts if (m.device, m.fstype) == (here.device, here.fstype)
+             and m.point != here.point and inside(here.root, m.root)]  # fmt: skip
+    if not above:
+        return ""
+    best = max(above, key=lambda m: len(m.root))
+    rest = os.path.relpath(here.root, best.root)
+    return best.point if rest == "." else os.path.join(best.point, rest)
+
+
 class Judged(NamedTuple):
     """A container as the containers section lists it."""
 
@@ -3506,6 +3577,8 @@ def check_containers(
             2,
         )
     containers, why_not = load_containers(docker_input)
+    if containers and not why_not:
+        containers = resolve_volume_binds(containers, steps, load_mounts()[0])
     sections = dict(found.sections)
     root = walk.path((DATA,))
     judged: List[Judged] = []

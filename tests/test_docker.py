@@ -728,3 +728,69 @@ def test_a_signal_stops_the_judging(tree, run, monkeypatch):
     assert code == 130 and document is None
     assert err.startswith("interrupted: the check was stopped")
     assert len(calls) <= 2  # the client it was at, not the other 49
+
+
+def compose_service(image, volumes, env=()):
+    return {"image": image, "volumes": volumes, "environment": list(env)}
+
+
+def test_a_named_volume_that_binds_the_tree_is_the_tree(tree, run):
+    """driver_opts {type: none, o: bind, device: .../data}: a volume that is the tree's
+    folder, judged as that folder (it was 'a docker volume, not a folder'); its
+    volume.subpath is honoured."""
+    data = str(tree / "data")
+    env = lsio(tree)
+    document = {
+        "services": {
+            "qbittorrent": compose_service("lscr.io/linuxserver/qbittorrent", [
+                {"type": "volume", "source": "media-data", "target": "/data",
+                 "volume": {"subpath": "torrents"}}], env),
+            "sonarr": compose_service("lscr.io/linuxserver/sonarr", [
+                {"type": "volume", "source": "media-data", "target": "/data"}], env),
+            "plex": compose_service("plexinc/pms-docker", ["media-data:/data"], env),
+        },
+        "volumes": {"media-data": {"driver": "local", "driver_opts": {
+            "type": "none", "o": "bind", "device": data}}},
+    }  # fmt: skip
+    code, result, _ = check(run, tree, document)
+    assert [k for k in found(result) if k[0] == "named-volume"] == []
+    qbittorrent = next(c for c in result["containers"] if c["name"] == "qbittorrent")
+    assert qbittorrent["mounts"] == [
+        {"type": "bind", "host": data + "/torrents", "container": "/data", "rw": True}
+    ]
+    assert ("path-mismatch", "qbittorrent", "sonarr", "problem") in found(result)  # /data/torrents
+
+
+def test_an_inspected_volume_is_the_folder_it_binds(tree, run):
+    """docker inspect shows such a volume by its _data folder: a bind of the tree's folder
+    has that folder's inode, so it is judged as that folder."""
+    data = str(tree / "data")
+    layout = trash_layout(tree)
+    sonarr = next(c for c in layout if c["Name"] == "/sonarr")
+    sonarr["Mounts"] = [{"Type": "volume", "Name": "media-data", "Source": data,
+                         "Destination": "/data", "RW": True}]  # fmt: skip
+    code, document, _ = check(run, tree, layout)
+    assert [k for k in found(document) if k[0] == "named-volume"] == []
+    judged = next(c for c in document["containers"] if c["name"] == "sonarr")
+    assert judged["mounts"] == [{"type": "bind", "host": data, "container": "/data", "rw": True}]
+
+
+def test_an_inspected_volume_bound_outside_the_tree(tree, run, public_tmp):
+    """A volume's _data that is a bind mount of a folder outside the tree: found through
+    the mount table, and judged as that folder (outside the tree)."""
+    if os.getuid() != 0:
+        pytest.skip("needs root (a bind mount)")
+    outside, data_dir = public_tmp / "elsewhere", public_tmp / "volumes" / "dl" / "_data"
+    outside.mkdir()
+    data_dir.mkdir(parents=True)
+    if subprocess.run(["mount", "--bind", str(outside), str(data_dir)], check=False).returncode:
+        pytest.skip("cannot bind mount here")
+    layout = trash_layout(tree)
+    client = next(c for c in layout if c["Name"] == "/qbittorrent")
+    client["Mounts"].append({"Type": "volume", "Name": "dl", "Source": str(data_dir),
+                             "Destination": "/downloads", "RW": True})  # fmt: skip
+    code, document, _ = check(run, tree, layout)
+    judged = next(c for c in document["containers"] if c["name"] == "qbittorrent")
+    assert {"type": "bind", "host": os.path.realpath(str(outside)), "container": "/downloads",
+            "rw": True} in judged["mounts"]  # fmt: skip
+    assert ("outside-tree", "qbittorrent", "", "problem") in found(document)
