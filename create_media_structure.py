@@ -4876,18 +4876,26 @@ def relink_json(dry_run: bool, result: RelinkResult) -> str:
 
 EPILOG = """\
 examples:
-  Unraid:                 python3 %(prog)s --path /mnt/user --owner nobody:users
-  Synology (id docker):   python3 %(prog)s --path /volume1 --owner 1026:100
-  look before you leap:   python3 %(prog)s --path /srv --owner 1000:1000 --dry-run
-  a second Radarr:        python3 %(prog)s --path /srv --add-category movies-4k
-  ready for hardlinks?    python3 %(prog)s --path /mnt/user --check --owner 99:100
-  and the containers?     python3 %(prog)s --path /mnt/user --check --docker
-  copies into hardlinks:  python3 %(prog)s --path /mnt/user --relink --dry-run
-  docker-compose volumes: python3 %(prog)s --path /mnt/user --compose
-  no git on the NAS:      curl -fsSL URL | python3 - --path /mnt/user
+  Unraid (the containers' user nobody:users is 99:100):
+    python3 %(prog)s --path /mnt/user --owner 99:100
+  Synology (a user "docker", uid 1026, group users):
+    python3 %(prog)s --path /volume1 --owner 1026:100
+  look before you leap:
+    python3 %(prog)s --path /srv --owner 1000:1000 --dry-run
+  a second Radarr:
+    python3 %(prog)s --path /srv --add-category movies-4k
+  ready for hardlinks? and the containers?
+    python3 %(prog)s --path /mnt/user --check --owner 99:100
+    python3 %(prog)s --path /mnt/user --check --docker
+  copies into hardlinks:
+    python3 %(prog)s --path /mnt/user --relink --dry-run
+  docker-compose volumes:
+    python3 %(prog)s --path /mnt/user --compose
+  no git on the NAS: see the README (scp, or a pinned download and sha256sum)
 
-exit codes: 0 done, 1 conflict, OS failure, --check problem or unwritable output,
-2 usage error, 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
+exit codes: 0 done, 1 conflict, OS failure, --check problem or unwritable
+output, 2 usage error, 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM,
+129 SIGHUP)
 """
 
 # Which options go with which mode; anything else is a usage error.

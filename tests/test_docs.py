@@ -55,3 +55,28 @@ def test_findings_take_their_kind_from_the_registry():
             kind = node.args[0 if node.func.id == "finding" else 1]
             if isinstance(kind, ast.Constant):
                 assert kind.value in cms.KINDS, kind.value
+
+
+def test_help_fits_an_80_column_terminal(monkeypatch):
+    """--help's example lines were 81 to 99 characters: they wrapped over SSH."""
+    monkeypatch.setenv("COLUMNS", "80")
+    text = cms.build_parser().format_help()
+    assert [line for line in text.splitlines() if len(line) > 80] == []
+    assert "curl" not in text  # the one download recipe is the README's
+
+
+def test_readme_prose_lines_are_short():
+    """No prose line over 100 characters (code blocks and table rows aside)."""
+    long_lines, code = [], False
+    for number, line in enumerate((REPO / "README.md").read_text(encoding="utf-8").splitlines()):
+        if line.startswith("```"):
+            code = not code
+        elif not code and not line.startswith("|") and len(line) > 100:
+            long_lines.append(number + 1)
+    assert long_lines == []
+
+
+def test_the_download_address_is_in_one_place():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert text.count("https://raw.githubusercontent.com/") == 1
+    assert (REPO / "tests" / "README.md").exists() and "tests/README.md" in text
