@@ -3158,7 +3158,11 @@ def blocked_writers(
             st = first.st
             assert st is not None
             example = "%s (owner %d:%d, mode %04o)" % (
-                first.path, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))  # fmt: skip
+                first.path,
+                st.st_uid,
+                st.st_gid,
+                stat.S_IMODE(st.st_mode),
+            )
             acl = any(_has_acl(walk, s.folder.parts) for s in mine if s.path in denied)
             blocked[container.name] = (len(denied), len(mine), example, acl)
     return blocked
@@ -3246,30 +3250,43 @@ def _mount_findings(scene: Scene) -> List[Finding]:
         for mount in container.mounts:
             if mount.type == "volume":
                 if writer:
-                    findings.append(_found(
-                        container, "named-volume", mount.host,
-                        "%s is a docker volume, not a folder of %s: imports can't hardlink "
-                        "or move out of it" % (mount.container, root),
-                        "bind a folder of the tree instead: - %s:%s" % (root, "/data"),
-                    ))  # fmt: skip
+                    findings.append(
+                        _found(
+                            container,
+                            "named-volume",
+                            mount.host,
+                            "%s is a docker volume, not a folder of %s: imports can't hardlink "
+                            "or move out of it" % (mount.container, root),
+                            "bind a folder of the tree instead: - %s:%s" % (root, "/data"),
+                        )
+                    )
                 continue
             if not scene.in_tree(mount.host):
                 twin = ""
                 if os.path.basename(mount.host.rstrip("/")) == os.path.basename(root):
                     twin = " (another path to the same share? two paths are two filesystems)"
-                findings.append(_found(
-                    container, "outside-tree", mount.host,
-                    "%s comes from %s, outside %s%s" % (mount.container, mount.host, root, twin),
-                    "bind folders of %s only (check them with --check)" % root,
-                    PROBLEM if writer else WARNING,
-                ))  # fmt: skip
+                findings.append(
+                    _found(
+                        container,
+                        "outside-tree",
+                        mount.host,
+                        "%s comes from %s, outside %s%s"
+                        % (mount.container, mount.host, root, twin),
+                        "bind folders of %s only (check them with --check)" % root,
+                        PROBLEM if writer else WARNING,
+                    )
+                )
             if writer and not mount.rw:
-                findings.append(_found(
-                    container, "read-only", mount.host,
-                    "%s is mounted read-only: %s can't write there"
-                    % (mount.container, container.role),
-                    "remove :ro from this volume",
-                ))  # fmt: skip
+                findings.append(
+                    _found(
+                        container,
+                        "read-only",
+                        mount.host,
+                        "%s is mounted read-only: %s can't write there"
+                        % (mount.container, container.role),
+                        "remove :ro from this volume",
+                    )
+                )
     return findings
 
 
@@ -3327,13 +3344,17 @@ def _split_mounts(scene: Scene) -> List[Finding]:
         )
         if split_in_tree or (elsewhere and downloads):
             points = sorted({m.container for m in library + elsewhere + downloads})
-            findings.append(_found(
-                importer, "split-mounts", root,
-                "reaches downloads and library through %d mounts (%s): hardlinks and moves "
-                "between them fail with EXDEV, and %s copies every import without a warning"
-                % (len(points), ", ".join(points), importer.keyword.capitalize()),
-                "one bind of the whole tree in every importer: - %s:/data" % root,
-            ))  # fmt: skip
+            findings.append(
+                _found(
+                    importer,
+                    "split-mounts",
+                    root,
+                    "reaches downloads and library through %d mounts (%s): hardlinks and moves "
+                    "between them fail with EXDEV, and %s copies every import without a warning"
+                    % (len(points), ", ".join(points), importer.keyword.capitalize()),
+                    "one bind of the whole tree in every importer: - %s:/data" % root,
+                )
+            )
     return findings
 
 
@@ -3368,27 +3389,35 @@ def _path_mismatches(scene: Scene) -> List[Finding]:
                     "at %s" % at if at else "%s is %s there" % (mount.container, same_point[0].host)
                 )
                 # The example binds the tree's folder: one outside it is its own problem.
-                host = mount.host if scene.in_tree(mount.host) else (
-                    os.path.join(root, own_source(client)))  # fmt: skip
+                host = (
+                    mount.host
+                    if scene.in_tree(mount.host)
+                    else (os.path.join(root, own_source(client)))
+                )
+                seen_as = where if at else "nowhere (%s)" % where
+                same_path = (
+                    "mount %s at the same container path in both (e.g. - %s:/data in the "
+                    "importer and - %s:%s in the client), or, second best, a remote path "
+                    "mapping in " % (host, root, host, _seen_at(tree_bind, host))
+                )
                 for order, importer in members:
-                    mismatches.append((order, _found(
-                        client, "path-mismatch", mount.host,
-                        "%s saves to %s, but %s sees that folder %s"
-                        % (client.name, mount.container, importer.name,
-                           where if at else "nowhere (%s)" % where),
-                        "mount %s at the same container path in both (e.g. - %s:/data in the "
-                        "importer and - %s:%s in the client), or, second best, a remote path "
-                        "mapping in %s" % (host, root, host, _seen_at(tree_bind, host),
-                                           importer.name),
-                        other=importer.name,
-                    )))  # fmt: skip
+                    detail = "%s saves to %s, but %s sees that folder %s" % (
+                        client.name, mount.container, importer.name, seen_as)  # fmt: skip
+                    item = _found(client, "path-mismatch", mount.host, detail,
+                                  same_path + importer.name, other=importer.name)  # fmt: skip
+                    mismatches.append((order, item))
             findings += [item for _, item in sorted(mismatches, key=lambda pair: pair[0])]
             if not seen and scene.importers:
-                findings.append(_found(
-                    client, "path-mismatch", mount.host,
-                    "no importer sees %s (%s in %s)" % (mount.host, mount.container, client.name),
-                    "give the importers the whole tree: - %s:/data" % root,
-                ))  # fmt: skip
+                findings.append(
+                    _found(
+                        client,
+                        "path-mismatch",
+                        mount.host,
+                        "no importer sees %s (%s in %s)"
+                        % (mount.host, mount.container, client.name),
+                        "give the importers the whole tree: - %s:/data" % root,
+                    )
+                )
     return findings
 
 
@@ -3404,21 +3433,29 @@ def _reader_findings(scene: Scene) -> List[Finding]:
         scene.poll()
         seen_at = {_seen_at(m, media) for m in reader.mounts if _covers(m, media)}
         if library_points and seen_at and not seen_at & library_points:
-            findings.append(_found(
-                reader, "library-path", media,
-                "sees the library at %s, the importers at %s: library updates and subtitle "
-                "paths need remapping" % (", ".join(sorted(seen_at)),
-                                          ", ".join(sorted(library_points))),
-                "mount it at the same path: - %s:%s" % (media, sorted(library_points)[0]),
-            ))  # fmt: skip
+            findings.append(
+                _found(
+                    reader,
+                    "library-path",
+                    media,
+                    "sees the library at %s, the importers at %s: library updates and subtitle "
+                    "paths need remapping"
+                    % (", ".join(sorted(seen_at)), ", ".join(sorted(library_points))),
+                    "mount it at the same path: - %s:%s" % (media, sorted(library_points)[0]),
+                )
+            )
         broad = [m for m in reader.mounts if m.type == "bind" and inside(media, m.host)
                  and m.host.rstrip("/") != media]  # fmt: skip
         if broad:
-            findings.append(_found(
-                reader, "broad-access", broad[0].host,
-                "mounts %s, more than the library it needs" % broad[0].host,
-                "the narrower bind: - %s:/data/media" % media,
-            ))  # fmt: skip
+            findings.append(
+                _found(
+                    reader,
+                    "broad-access",
+                    broad[0].host,
+                    "mounts %s, more than the library it needs" % broad[0].host,
+                    "the narrower bind: - %s:/data/media" % media,
+                )
+            )
     return findings
 
 
@@ -3432,11 +3469,15 @@ def _client_breadth(scene: Scene) -> List[Finding]:
         broad = [m for m in client.mounts if m.type == "bind" and inside(folder, m.host)
                  and m.host.rstrip("/") != folder]  # fmt: skip
         if broad:
-            findings.append(_found(
-                client, "broad-access", broad[0].host,
-                "mounts %s, more than its own %s/" % (broad[0].host, own),
-                "the narrower bind (--compose prints it): - %s:/data/%s" % (folder, own),
-            ))  # fmt: skip
+            findings.append(
+                _found(
+                    client,
+                    "broad-access",
+                    broad[0].host,
+                    "mounts %s, more than its own %s/" % (broad[0].host, own),
+                    "the narrower bind (--compose prints it): - %s:/data/%s" % (folder, own),
+                )
+            )
     return findings
 
 
@@ -3470,45 +3511,75 @@ def _ids_findings(
             else give(ids)
         )
         if uid == 0:
-            fix = "set PUID/PGID to the tree's owner (%s)" % owner if users_tree else (
-                "set PUID/PGID to the apps' user; then " + give("PUID:PGID"))  # fmt: skip
-            findings.append(_found(
-                container, "root", root, "runs as root (PUID 0 or no user): what it writes "
-                "belongs to root, and the other apps can't change it", fix,
-            ))  # fmt: skip
+            fix = (
+                "set PUID/PGID to the tree's owner (%s)" % owner
+                if users_tree
+                else ("set PUID/PGID to the apps' user; then " + give("PUID:PGID"))
+            )
+            findings.append(
+                _found(
+                    container,
+                    "root",
+                    root,
+                    "runs as root (PUID 0 or no user): what it writes "
+                    "belongs to root, and the other apps can't change it",
+                    fix,
+                )
+            )
         elif container.name in blocked:
             cannot, of, example, acl = blocked[container.name]
-            findings.append(_found(
-                container, "cannot-write", root, "writes as %s, and can't write %d of the %d "
-                "folders its downloads or imports go into, e.g. %s%s" % (ids, cannot, of,
-                example, "; an ACL there may let it" if acl else ""),
-                to_match, WARNING if acl else PROBLEM,
-            ))  # fmt: skip
+            findings.append(
+                _found(
+                    container,
+                    "cannot-write",
+                    root,
+                    "writes as %s, and can't write %d of the %d "
+                    "folders its downloads or imports go into, e.g. %s%s"
+                    % (ids, cannot, of, example, "; an ACL there may let it" if acl else ""),
+                    to_match,
+                    WARNING if acl else PROBLEM,
+                )
+            )
         elif tree_ids is not None and gid is not None and gid != tree_ids[1]:
-            findings.append(_found(
-                container, "ids", root, "writes as %s, the tree belongs to %s" % (ids, owner),
-                to_match,
-            ))  # fmt: skip
+            findings.append(
+                _found(
+                    container,
+                    "ids",
+                    root,
+                    "writes as %s, the tree belongs to %s" % (ids, owner),
+                    to_match,
+                )
+            )
     gids = {ids[1] for _, ids in known if ids[1] is not None}
     if len(gids) > 1:
         group = tree_ids[1] if tree_ids is not None and tree_ids[1] != 0 else None
-        findings.append(finding(
-            "ids", root, "the download clients and importers share no group (PGID %s)"
-            % ", ".join(str(g) for g in sorted(gids)),
-            "give them all the same PGID (the tree's group, %d)" % group if group is not None
-            else "give them all the same PGID; then " + give("PUID:PGID"),
-        ))  # fmt: skip
+        findings.append(
+            finding(
+                "ids",
+                root,
+                "the download clients and importers share no group (PGID %s)"
+                % ", ".join(str(g) for g in sorted(gids)),
+                "give them all the same PGID (the tree's group, %d)" % group
+                if group is not None
+                else "give them all the same PGID; then " + give("PUID:PGID"),
+            )
+        )
     uids = {ids[0] for _, ids in known if ids[0] is not None}
     if len(uids) > 1:
         for container, _ in known:
             umask = container.env.get("UMASK", container.env.get("UMASK_SET"))
             if umask is None or umask.strip().lstrip("0") in ("22", ""):
-                findings.append(_found(
-                    container, "umask", root, "UMASK is %s while the apps run as different "
-                    "users: the others can't move or hardlink what it writes "
-                    "(fs.protected_hardlinks)" % ("unset (022)" if umask is None else umask),
-                    "set UMASK=002",
-                ))  # fmt: skip
+                findings.append(
+                    _found(
+                        container,
+                        "umask",
+                        root,
+                        "UMASK is %s while the apps run as different "
+                        "users: the others can't move or hardlink what it writes "
+                        "(fs.protected_hardlinks)" % ("unset (022)" if umask is None else umask),
+                        "set UMASK=002",
+                    )
+                )
     return findings
 
 

@@ -271,8 +271,8 @@ MUTATIONS = [
     ),
     (
         "compose's short volume syntax dropped unread (_from_compose)",
-        "            mounts.append(_short_volume(volume))",
-        "            pass",
+        "            mount = _short_volume(volume)\n",
+        "            continue\n",
     ),
     (
         "a --docker file of another shape taken as empty (_field)",
