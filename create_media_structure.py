@@ -2283,8 +2283,10 @@ Totals = Tuple[int, int, int, List[Biggest], "Access"]  # the same, biggest by p
 # first's path): see cannot_link_findings and download_boundaries.
 Access = Tuple[int, str, int, str, int, str]
 NO_ACCESS_ISSUE: Access = (0, "", 0, "", 0, "")
-# Whom the audit checks that for: uid, its groups, whether fs.protected_hardlinks is on.
-Who = Optional[Tuple[int, FrozenSet[int], bool]]
+# Whom the audit checks that for: each user as (its name in the report, uid, its groups),
+# and whether fs.protected_hardlinks is on.
+Identity = Tuple[str, int, FrozenSet[int]]
+Who = Optional[Tuple[Tuple[Identity, ...], bool]]
 
 
 class Audit(NamedTuple):
@@ -2402,8 +2404,9 @@ def _list_downloads(
                     continue
                 if st is None:
                     continue
-                if who is not None and not can_link(st, who):
-                    access = _add_access(access, (1, _owned(walk.path(parts + (name,)), st),
+                label = blocked_by(st, who) if who is not None else ""
+                if label:
+                    access = _add_access(access, (1, _owned(walk.path(parts + (name,)), st, label),
                                                   0, "", 0, ""))  # fmt: skip
                 if st.st_nlink == 1:
                     loose_files, loose_bytes = loose_files + 1, loose_bytes + st.st_size
@@ -2416,19 +2419,34 @@ def _list_downloads(
     return items, biggest, files, nbytes, unreadable, access
 
 
-def can_link(st: os.stat_result, who: Tuple[int, FrozenSet[int], bool]) -> bool:
-    """Whether who may hardlink a file: with fs.protected_hardlinks on, only its owner or
-    a user who may read and write it, and never a setuid or setgid-executable file."""
-    uid, groups, protected = who
-    if not protected or uid in (0, st.st_uid):
-        return True
+def blocked_by(st: os.stat_result, who: Tuple[Tuple[Identity, ...], bool]) -> str:
+    """The first user of who that may not hardlink a file ("" where all may): with
+    fs.protected_hardlinks on, only its owner or a user who may read and write it may,
+    and never a setuid or setgid-executable file."""
+    identities, protected = who
+    if not protected:
+        return ""
     mode = st.st_mode
-    bits = 0o060 if st.st_gid in groups else 0o006
-    return mode & bits == bits and not mode & 0o4000 and mode & 0o2010 != 0o2010
+    for label, uid, groups in identities:
+        if uid in (0, st.st_uid):
+            continue
+        bits = 0o060 if st.st_gid in groups else 0o006
+        if mode & bits != bits or mode & 0o4000 or mode & 0o2010 == 0o2010:
+            return label
+    return ""
 
 
-def _owned(path: str, st: os.stat_result) -> str:
-    return "%s (owner %d:%d, mode %04o)" % (path, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+def unwritable_by(st: os.stat_result, who: Tuple[Tuple[Identity, ...], bool]) -> str:
+    """The first user of who that may not move files out of a folder, or the folder."""
+    for label, uid, groups in who[0]:
+        if not can_write(st, uid, -1, groups):
+            return label
+    return ""
+
+
+def _owned(path: str, st: os.stat_result, label: str = "") -> str:
+    owner = "%s (owner %d:%d, mode %04o)" % (path, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+    return owner + (" for " + label if label else "")
 
 
 def _add_access(one: Access, two: Access) -> Access:
@@ -2555,9 +2573,10 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
         if folder_st.st_dev != tree_dev and not any(parts[: len(f)] == f for f in foreign):
             foreign.append(parts)
         # An import moves the files out, then the folder: both need write access to it.
-        if who is not None and who[0] != 0 and not can_write(folder_st, who[0], -1, who[1]):
+        label = unwritable_by(folder_st, who) if who is not None else ""
+        if label:
             cannot_move += 1
-            first_move = first_move or _owned("/".join(parts), folder_st)
+            first_move = first_move or _owned("/".join(parts), folder_st, label)
         seen = 0
         try:
             if SCANDIR_FD:
@@ -2575,11 +2594,12 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
                             if st.st_nlink == 1:
                                 files += 1
                                 nbytes += st.st_size
-                            if who is not None and not can_link(st, who):
-                                cannot_link += 1
-                                if not first_link:
+                            if who is not None:
+                                label = blocked_by(st, who)
+                                if label:
+                                    cannot_link += 1
                                     path = "/".join(parts + (entry.name,))
-                                    first_link = _owned(path, st)
+                                    first_link = first_link or _owned(path, st, label)
             else:  # pragma: no cover - Python 3.6
                 for child, is_dir, any_st in folder_entries(fd, lone_only=False):
                     seen += 1
@@ -2588,9 +2608,11 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
                     elif any_st is not None:
                         if any_st.st_nlink == 1:
                             files, nbytes = files + 1, nbytes + any_st.st_size
-                        if who is not None and not can_link(any_st, who):
+                        label = blocked_by(any_st, who) if who is not None else ""
+                        if label:
                             cannot_link += 1
-                            first_link = first_link or _owned("/".join(parts + (child,)), any_st)
+                            path = "/".join(parts + (child,))
+                            first_link = first_link or _owned(path, any_st, label)
         except OSError:
             unreadable += 1
         progress.tick(seen)
@@ -2625,8 +2647,10 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     owner: Optional[Owner],
     progress: Progress,
     signals: Signals,
+    importers: Sequence[Identity] = (),
 ) -> CheckResult:
-    """Everything --check reports: findings, notes, the audit, each section's grade."""
+    """Everything --check reports: findings, notes, the audit, each section's grade;
+    importers: the users (besides --owner's) whose imports the audit checks."""
     findings = layout_findings(steps)
     notes: List[str] = []
     sections: Dict[str, str] = {}
@@ -2695,14 +2719,16 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
         if tree and tree[0] == (DATA, source, COMPLETE):
             trees.append((source, tree))
     signals.poll()
-    who: Who = None
-    if owner is not None:  # the downloads the containers' user can't hardlink or move
+    users = list(importers)  # the downloads these users can't hardlink or move
+    if owner is not None:
         uid, gid, groups = probe_identity(owner)
-        who = (uid, frozenset(groups), protected_hardlinks())
+        users.insert(0, (owner.spec, uid, frozenset(groups)))
+    users = [u for at, u in enumerate(users) if u[1:] not in [v[1:] for v in users[:at]]]
+    who: Who = (tuple(users), protected_hardlinks()) if users else None
     audits = audit(walk, trees, progress, signals.poll, who)
     progress.done()
-    if owner is not None:
-        findings += cannot_link_findings(audits, owner)
+    if users:
+        findings += cannot_link_findings(audits, ", ".join(label for label, _, _ in users))
     findings += download_boundaries(audits, mounts, real_path_of(walk.fds[(DATA,)], steps[0].path))
     graded = _grades(findings, sections)
     return CheckResult(findings, notes, audits, graded, probed_as, probed_text, len(probes.pairs))
@@ -2733,7 +2759,7 @@ def protected_hardlinks() -> bool:
         return True
 
 
-def cannot_link_findings(audits: Sequence[Audit], owner: Owner) -> List[Finding]:
+def cannot_link_findings(audits: Sequence[Audit], users: str) -> List[Finding]:
     """Per source: the downloads the containers' user could not hardlink (another user's
     0644 file, with fs.protected_hardlinks), and the download folders it could not move
     or empty: its importer then copies, or fails."""
@@ -2750,7 +2776,7 @@ def cannot_link_findings(audits: Sequence[Audit], owner: Owner) -> List[Finding]
                         "access to them), e.g. %s" % (moves, first_move))  # fmt: skip
         if said:
             findings.append(finding(
-                "cannot-link", result.path, "%s %s" % (owner.spec, "; and ".join(said)),
+                "cannot-link", result.path, "%s %s" % (users, "; and ".join(said)),
                 "run the download client as the importers' user, or with their PGID and "
                 "UMASK=002 (what it writes then lets the group write); for what is there: "
                 "chmod -R g+rwX %s" % quote(result.path),
@@ -3631,16 +3657,9 @@ class Judged(NamedTuple):
     verdict: str  # its grade, or why it was not judged
 
 
-def check_containers(
-    found: CheckResult,
-    walk: Walk,
-    steps: Sequence[Step],
-    pairs: Pairs,
-    docker_input: str,
-    poll: Callable[[], None] = nothing,
-) -> Tuple[CheckResult, List[Judged]]:
-    """Add the containers section to a host check: findings, grade, and the list; poll
-    runs once per container a rule looks at (a stack of thousands takes a while)."""
+def load_docker(docker_input: str, steps: Sequence[Step]) -> Tuple[List[Container], str]:
+    """The containers --docker names, their volumes that bind folders resolved, and why
+    they can't be judged ('' where they can)."""
     if docker_input == "-" and sys.argv[:1] == ["-"]:
         raise Error(
             "--docker -: the script itself came through stdin; use "
@@ -3650,6 +3669,35 @@ def check_containers(
     containers, why_not = load_containers(docker_input)
     if containers and not why_not:
         containers = resolve_volume_binds(containers, steps, load_mounts()[0])
+    return containers, why_not
+
+
+def importer_users(containers: Sequence[Container]) -> List[Identity]:
+    """The users the importers write as (PUID, PGID and the image's group "users"): whom
+    the audit checks the downloads' links and moves for, one entry per uid:gid with its
+    importers' names.  Root and unknown ids: none."""
+    names: Dict[Tuple[int, int], List[str]] = {}
+    for container in containers:
+        uid, gid = container_ids(container)
+        if container.role == "importer" and uid and gid is not None:
+            names.setdefault((uid, gid), []).append(container.name)
+    return [
+        ("%s (%d:%d)" % (", ".join(who), uid, gid), uid, frozenset({gid} | set(IMAGE_GROUPS)))
+        for (uid, gid), who in names.items()
+    ]
+
+
+def check_containers(
+    found: CheckResult,
+    walk: Walk,
+    steps: Sequence[Step],
+    pairs: Pairs,
+    loaded: Tuple[List[Container], str],
+    poll: Callable[[], None] = nothing,
+) -> Tuple[CheckResult, List[Judged]]:
+    """Add the containers section to a host check: findings, grade, and the list; poll
+    runs once per container a rule looks at (a stack of thousands takes a while)."""
+    containers, why_not = loaded
     sections = dict(found.sections)
     root = walk.path((DATA,))
     judged: List[Judged] = []
@@ -4947,8 +4995,8 @@ def relink_json(dry_run: bool, result: RelinkResult) -> str:
 
 EPILOG = """\
 examples:
-  Unraid (the containers' user nobody:users is 99:100):
-    python3 %(prog)s --path /mnt/user --owner 99:100
+  Unraid (the containers' user, 99:100 there):
+    python3 %(prog)s --path /mnt/user --owner nobody:users
   Synology (a user "docker", uid 1026, group users):
     python3 %(prog)s --path /volume1 --owner 1026:100
   look before you leap:
@@ -5261,8 +5309,12 @@ def check(
     """--check: report; exit 1 on any problem (warnings and the audit never fail)."""
     root = walk.path((DATA,))
     pairs = import_pairs(folders)  # for the probes, the grades, and the containers
+    loaded: Tuple[List[Container], str] = ([], "")
+    if args.docker is not None:  # first: the audit checks the importers' users too
+        loaded = load_docker(args.docker, steps)
     try:
-        found = run_check(walk, steps, pairs, args.owner, Progress(sys.stderr), signals)
+        found = run_check(walk, steps, pairs, args.owner, Progress(sys.stderr), signals,
+                          importer_users(loaded[0]))  # fmt: skip
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: the check was stopped; the probe files it made were removed")
         raise
@@ -5276,7 +5328,7 @@ def check(
     judged: Optional[List[Judged]] = None
     if args.docker is not None:
         try:
-            found, judged = check_containers(found, walk, steps, pairs, args.docker, signals.poll)
+            found, judged = check_containers(found, walk, steps, pairs, loaded, signals.poll)
         except (Interrupted, KeyboardInterrupt):
             err.line("interrupted: the check was stopped; it had changed nothing")
             raise

@@ -794,3 +794,23 @@ def test_an_inspected_volume_bound_outside_the_tree(tree, run, public_tmp):
     assert {"type": "bind", "host": os.path.realpath(str(outside)), "container": "/downloads",
             "rw": True} in judged["mounts"]  # fmt: skip
     assert ("outside-tree", "qbittorrent", "", "problem") in found(document)
+
+
+def test_downloads_an_importer_cannot_hardlink(tree, run, monkeypatch):
+    """With --docker, each importer's PUID is checked against the downloads as --owner's
+    user would be: a client writing as another user with UMASK 022 leaves 0644 files
+    that Sonarr (1000:1000) may not hardlink, so it copies them."""
+    if os.getuid() != 0:
+        pytest.skip("needs root (files of another user)")
+    monkeypatch.setattr(cms, "protected_hardlinks", lambda: True)
+    download = tree / "data" / "torrents" / "complete" / "tv" / "Show.S01"
+    download.mkdir()
+    (download / "e1.mkv").write_bytes(b"x" * 100)
+    for path in (download, download / "e1.mkv"):
+        os.chown(str(path), 1001, 1001)
+    os.chmod(str(download / "e1.mkv"), 0o644)
+    code, document, _ = check(run, tree, trash_layout(tree))
+    (item,) = [f for f in document["findings"] if f["kind"] == "cannot-link"]
+    assert item["section"] == "permissions" and item["severity"] == "problem" and code == 1
+    assert item["detail"].startswith("sonarr, radarr (1000:1000) can't hardlink 1 download ")
+    assert item["detail"].endswith("for sonarr, radarr (1000:1000)")
