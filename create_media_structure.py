@@ -3786,6 +3786,10 @@ FUSE_LEASE = (
 )
 ASIDE = ".was"  # the copy's second, hidden name while the rename is under way
 FSTYPES: Dict[int, str] = {}  # the type of each filesystem a copy was on, by device
+# Filesystems other machines write too: a lease there sees nothing of their opens, and
+# NFSv4 and SMB refuse one (EAGAIN) wherever the server gave no delegation: not "in use".
+SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs",
+                      "gfs2", "ocfs2", "lustre", "fuse.sshfs"}  # fmt: skip
 
 
 class FileEntry(NamedTuple):
@@ -3956,6 +3960,8 @@ def take_lease(fd: int) -> str:
     dev = os.fstat(fd).st_dev
     if dev not in FSTYPES:  # one look at the mount table per filesystem
         FSTYPES[dev] = fstype_of(fd, "") or "this filesystem"
+    if FSTYPES[dev] in SHARED_FILESYSTEMS:
+        return NO_LEASES % FSTYPES[dev]
     try:
         fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
     except OSError as exc:
@@ -4117,6 +4123,7 @@ def find_and_relink(
     comparer = Comparer(progress, signals.poll)
     relinked: List[Relinked] = []
     skipped: List[Skipped] = []
+    FSTYPES.clear()  # device numbers are reused once a filesystem is unmounted
     with LeaseSignal():
         for copy in copies:
             signals.poll()

@@ -1026,3 +1026,14 @@ def test_json_gives_the_exact_bytes_of_a_name_that_is_not_utf8(tree, run):
     (torrents,) = [a for a in json.loads(out)["audit"] if a["source"] == "torrents"]
     exact = {base64.b64decode(b["path_b64"]) for b in torrents["biggest"] if "path_b64" in b}
     assert exact == {folder}
+
+
+def test_on_nfs_a_refused_lease_is_not_in_use(tree, run, monkeypatch):
+    """NFSv4 and SMB refuse a write lease (EAGAIN) wherever the server gave no delegation:
+    that is no program holding the copy open, and every pair there was 'in use'."""
+    keep, copy, film = one_pair(tree)
+    monkeypatch.setattr(cms, "fstype_of", lambda fd, path: "nfs4")
+    monkeypatch.setattr(cms, "FSTYPES", {})
+    code, document, _ = relink(run, tree)
+    assert code == 0 and document["skipped"] == []
+    assert document["pairs"][0]["unwatched"] == cms.NO_LEASES % "nfs4"
