@@ -885,6 +885,7 @@ class Signals:
     def __init__(self) -> None:
         self.caught = 0
         self.saved: Dict[int, Any] = {}
+        self.waiting = False  # in a wait that a signal may end at once (see at_once)
 
     def __enter__(self) -> "Signals":
         import signal
@@ -900,6 +901,13 @@ class Signals:
 
     def _note(self, signum: int, frame: Any) -> None:
         self.caught = self.caught or signum
+        if self.waiting:  # Python would retry the interrupted call and wait on for good
+            raise Interrupted(self.caught)
+
+    def at_once(self) -> "AtOnce":
+        """For a with block that waits on something else (another run's lock): a signal
+        ends the wait at once, where the handler alone would let it go on."""
+        return AtOnce(self)
 
     def poll(self) -> None:
         if self.caught:
@@ -910,6 +918,20 @@ class Signals:
 
         for number, handler in self.saved.items():
             signal.signal(number, handler)
+
+
+class AtOnce:
+    """See Signals.at_once."""
+
+    def __init__(self, signals: Signals) -> None:
+        self.signals = signals
+
+    def __enter__(self) -> None:
+        self.signals.poll()
+        self.signals.waiting = True
+
+    def __exit__(self, *exc: Any) -> None:
+        self.signals.waiting = False
 
 
 # -- what every mode shares: listing, mounts, inode flags, progress, child processes ---
@@ -2673,7 +2695,8 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     unprobed: Set[int] = set()  # pairs whose probes wrote nothing
     if probes.pairs:
         # The probes use fixed names: one check's probes at a time (another waits).
-        lock = lock_folder(walk, (DATA, MEDIA), wait=True)
+        with signals.at_once():  # another check may hold it for a while
+            lock = lock_folder(walk, (DATA, MEDIA), wait=True)
         try:
             removed = remove_leftover_probes(walk, sorted(places))
             if removed:

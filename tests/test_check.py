@@ -1599,3 +1599,26 @@ def test_a_client_with_umask_002_and_one_group_is_fine(tree, run, monkeypatch):
     assert [f for f in document["findings"] if f["kind"] == "cannot-link"] == []
     code, document = check_json(run, tree)  # without --owner: not checked, never said
     assert [f for f in document["findings"] if f["kind"] == "cannot-link"] == []
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_check_waiting_for_another_one_stops_on_a_signal(tree, signal_name, code):
+    """A check waits while another one probes (their probe names are fixed): Python
+    retried the wait after each signal, so Ctrl-C, SIGTERM and SIGHUP never stopped it."""
+    import fcntl
+    import time
+
+    held = os.open(str(tree / "data" / "media"), os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the other check
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), "--path", str(tree), "--check"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.monotonic() + 60  # until it waits for the lock (/proc/locks says)
+        while "-> FLOCK" not in open("/proc/locks").read() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(getattr(signal, signal_name))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(held)
+    assert proc.returncode == code
+    assert b"Traceback" not in err
