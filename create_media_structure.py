@@ -5336,7 +5336,7 @@ def check(
     err: Output,
     signals: Signals,
 ) -> int:
-    """--check: report; exit 1 on any problem (warnings and the audit never fail)."""
+    """--check: report; exit 1 on any problem (warnings and the audit's counts never fail)."""
     root = walk.path((DATA,))
     pairs = import_pairs(folders)  # for the probes, the grades, and the containers
     loaded: Tuple[List[Container], str] = ([], "")
