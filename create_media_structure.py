@@ -1325,6 +1325,8 @@ SERVER_HARDLINKS = {"cifs", "smb3", "smbfs", "9p", "vboxsf"}
 # Unions of several disks: a link works only where both paths land on one disk.
 UNIONS = {"fuse.mergerfs", "mergerfs", "fuse.shfs", "fuse.unionfs", "fuse.unionfs-fuse"}
 RAM_FILESYSTEMS = {"tmpfs", "ramfs", "rootfs"}  # rootfs: Unraid runs from RAM
+# Filesystems with subvolumes: another device to links and moves, and no mount to show it.
+SUBVOLUMES = {"btrfs", "bcachefs"}
 # What the type of data/'s filesystem means: the finding's kind, its text (with the type
 # for %s) and its fix.  A union is a note instead: the probes tell for every pair.
 FILESYSTEM_TYPES: Tuple[Tuple[Set[str], str, str, str], ...] = (
@@ -2305,10 +2307,13 @@ Totals = Tuple[int, int, int, List[Biggest], "Access"]  # the same, biggest by p
 # first's path): see cannot_link_findings and download_boundaries.
 Access = Tuple[int, str, int, str, int, str]
 NO_ACCESS_ISSUE: Access = (0, "", 0, "", 0, "")
-# Whom the audit checks that for: each user as (its name in the report, uid, its groups),
-# and whether fs.protected_hardlinks is on.
+# What the audit looks at besides sizes: the users it checks the downloads' links and
+# moves for, each as (its name in the report, uid, its groups); whether
+# fs.protected_hardlinks is on; whether to compare each folder's device with its category's
+# (where no mount shows a boundary: a btrfs subvolume).
 Identity = Tuple[str, int, FrozenSet[int]]
-Who = Optional[Tuple[Tuple[Identity, ...], bool]]
+Who = Tuple[Tuple[Identity, ...], bool, bool]
+SIZES_ONLY: Who = ((), False, False)
 
 
 class Audit(NamedTuple):
@@ -2326,7 +2331,7 @@ def audit(
     trees: Sequence[Tuple[str, Sequence[Tuple[str, ...]]]],
     progress: Progress,
     poll: Callable[[], None],
-    who: Who = None,
+    who: Who = SIZES_ONLY,
 ) -> List[Audit]:
     """Regular files with a link count of 1 below each source's complete/; with who,
     also the downloads that user could not hardlink, and the folders it could not move.
@@ -2418,7 +2423,7 @@ def _list_downloads(
         loose_files = loose_bytes = seen = 0
         subfolders = {other[-1] for other in tree if other[:-1] == parts}  # the tree's own
         try:
-            for name, is_dir, st in folder_entries(fd, lone_only=who is None):
+            for name, is_dir, st in folder_entries(fd, lone_only=not who[0]):
                 seen += 1
                 if is_dir:
                     if name not in subfolders:
@@ -2426,7 +2431,7 @@ def _list_downloads(
                     continue
                 if st is None:
                     continue
-                label = blocked_by(st, who) if who is not None else ""
+                label = blocked_by(st, who) if who[0] else ""
                 if label:
                     access = _add_access(access, (1, _owned(walk.path(parts + (name,)), st, label),
                                                   0, "", 0, ""))  # fmt: skip
@@ -2441,11 +2446,11 @@ def _list_downloads(
     return items, biggest, files, nbytes, unreadable, access
 
 
-def blocked_by(st: os.stat_result, who: Tuple[Tuple[Identity, ...], bool]) -> str:
+def blocked_by(st: os.stat_result, who: Who) -> str:
     """The first user of who that may not hardlink a file ("" where all may): with
     fs.protected_hardlinks on, only its owner or a user who may read and write it may,
     and never a setuid or setgid-executable file."""
-    identities, protected = who
+    identities, protected, _ = who
     if not protected:
         return ""
     mode = st.st_mode
@@ -2458,7 +2463,7 @@ def blocked_by(st: os.stat_result, who: Tuple[Tuple[Identity, ...], bool]) -> st
     return ""
 
 
-def unwritable_by(st: os.stat_result, who: Tuple[Tuple[Identity, ...], bool]) -> str:
+def unwritable_by(st: os.stat_result, who: Who) -> str:
     """The first user of who that may not move files out of a folder, or the folder."""
     for label, uid, groups in who[0]:
         if not can_write(st, uid, -1, groups):
@@ -2533,7 +2538,7 @@ def _audit_share(
     runs: int,
     progress: Progress,
     poll: Callable[[], None],
-    who: Who = None,
+    who: Who = SIZES_ONLY,
 ) -> ShareResult:
     """Sum the download folders of each run taken: a result per source, and the runs.
 
@@ -2570,7 +2575,7 @@ def _audit_share(
 
 
 def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined on purpose
-    parent: int, name: str, progress: Progress, who: Who = None
+    parent: int, name: str, progress: Progress, who: Who = SIZES_ONLY
 ) -> Tuple[int, int, int, Access]:
     """(files, bytes, unreadable folders) for the lone files of a whole subtree, and
     (with who) what that user can't do there, its paths relative to parent.
@@ -2579,10 +2584,11 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
     for folders (the directory entry's type says so), each relative to its folder.
     """
     parent_pid = progress.parent
+    users, devices = who[0], who[2]
     files = nbytes = unreadable = 0
     cannot_link = cannot_move = 0
     first_link = first_move = ""
-    tree_dev = os.fstat(parent).st_dev
+    tree_dev = os.fstat(parent).st_dev if devices else 0
     foreign: List[Tuple[str, ...]] = []  # where the walk left the category's filesystem
     top = open_below(parent, name)
     if top is None:
@@ -2591,11 +2597,16 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
         if fd < 0:
             unreadable += 1
             continue
-        folder_st = os.fstat(fd)  # one a folder: a btrfs subvolume, a mount below the tree
-        if folder_st.st_dev != tree_dev and not any(parts[: len(f)] == f for f in foreign):
-            foreign.append(parts)
+        if users or devices:  # one fstat a folder, only where it tells something
+            folder_st = os.fstat(fd)
+            if (
+                devices
+                and folder_st.st_dev != tree_dev
+                and not any(parts[: len(f)] == f for f in foreign)
+            ):
+                foreign.append(parts)
         # An import moves the files out, then the folder: both need write access to it.
-        label = unwritable_by(folder_st, who) if who is not None else ""
+        label = unwritable_by(folder_st, who) if users else ""
         if label:
             cannot_move += 1
             first_move = first_move or _owned("/".join(parts), folder_st, label)
@@ -2616,7 +2627,7 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
                             if st.st_nlink == 1:
                                 files += 1
                                 nbytes += st.st_size
-                            if who is not None:
+                            if users:
                                 label = blocked_by(st, who)
                                 if label:
                                     cannot_link += 1
@@ -2630,7 +2641,7 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
                     elif any_st is not None:
                         if any_st.st_nlink == 1:
                             files, nbytes = files + 1, nbytes + any_st.st_size
-                        label = blocked_by(any_st, who) if who is not None else ""
+                        label = blocked_by(any_st, who) if users else ""
                         if label:
                             cannot_link += 1
                             path = "/".join(parts + (child,))
@@ -2686,7 +2697,10 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     if no_table:
         notes.append(no_table + ": bind mounts inside the tree were not checked, devices were")
     more, fs_notes = filesystem_findings(walk, steps, mounts, pairs)
-    findings += more + library_boundaries(walk, steps, mounts, pairs)
+    findings += more
+    root_mount = mount_of(real_path_of(walk.fds[(DATA,)], steps[0].path), mounts or ())
+    if root_mount is None or root_mount.fstype in SUBVOLUMES:
+        findings += library_boundaries(walk, steps, mounts, pairs)
     notes = fs_notes + notes
     probes = with_fuse_flags(walk, plan_probes(steps, pairs), mounts)
     places = {parts for _, src, dst in probes.pairs for parts in (src, dst)}
@@ -2747,7 +2761,10 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
         uid, gid, groups = probe_identity(owner)
         users.insert(0, (owner.spec, uid, frozenset(groups)))
     users = [u for at, u in enumerate(users) if u[1:] not in [v[1:] for v in users[:at]]]
-    who: Who = (tuple(users), protected_hardlinks()) if users else None
+    # A mount below the tree is in the mount table (see filesystem_findings); a btrfs or
+    # bcachefs subvolume, or any boundary where there is no table, only in st_dev.
+    devices = root_mount is None or root_mount.fstype in SUBVOLUMES
+    who: Who = (tuple(users), bool(users) and protected_hardlinks(), devices)
     audits = audit(walk, trees, progress, signals.poll, who)
     progress.done()
     if users:
