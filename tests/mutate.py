@@ -362,6 +362,31 @@ MUTATIONS = [
         '        return _skip(copy_path, download_path, "the download %s: %s; run as its owner '
         'or as "',
     ),
+    (
+        "verdict: downloads the importer can't hardlink not looked at (cannot_link_findings)",
+        "        findings += cannot_link_findings(audits, ",
+        "        findings += [] or cannot_link_findings([], ",
+    ),
+    (
+        "verdict: a subvolume below a category of media/ not looked at (library_boundaries)",
+        "        findings += library_boundaries(walk, steps, mounts, pairs)",
+        "        findings += []",
+    ),
+    (
+        "verdict: a download folder on another filesystem not looked at (_sum_lone_files)",
+        "                devices\n                and folder_st.st_dev != tree_dev\n",
+        "                False\n                and folder_st.st_dev != tree_dev\n",
+    ),
+    (
+        "verdict: split mounts outside the tree not named (_split_mounts)",
+        "        if split_in_tree or (elsewhere and downloads):",
+        "        if split_in_tree:",
+    ),
+    (
+        "verdict: a check waiting for another one deaf to signals (Signals._note)",
+        "        if self.waiting:  # Python would retry the interrupted call and wait on for good",
+        "        if False:",
+    ),
 ]
 
 
