@@ -333,6 +333,20 @@ def drop_caches():
         return False
 
 
+def print_relink(cold, mine, theirs, reads, floor):
+    """One --relink line against jdupes (where it ran), and the bytes read against the floor."""
+    line = "  %s: --relink --dry-run %.2f s" % ("cold" if cold else "warm", statistics.median(mine))
+    if theirs:
+        line += ", jdupes %.2f s: %.2fx" % (
+            statistics.median(theirs),
+            statistics.median(mine) / statistics.median(theirs),
+        )
+    print(line)
+    read = statistics.median(reads)
+    print("        bytes read %.0f MiB, floor %.0f MiB: %.3fx" % (read / 2**20, floor / 2**20,
+                                                                read / floor))  # fmt: skip
+
+
 def make_mixed_tree(base, pairs, near, seed=7):
     """The relink issue's tree: pairs of 1-12 MiB files (a download and its copy) and
     same-size near-duplicates (a download and a library file of its size that differs
@@ -401,22 +415,7 @@ def bench_relink_mixed(pairs, near, rounds=3):
                     if cold:
                         drop_caches()
                     theirs.append(wait([jdupes, "-r", "-m", "-q"] + folders)[0])
-            line = "  %s: --relink --dry-run %.2f s" % ("cold" if cold else "warm",
-                                                        statistics.median(mine))  # fmt: skip
-            if theirs:
-                line += ", jdupes %.2f s: %.2fx" % (
-                    statistics.median(theirs),
-                    statistics.median(mine) / statistics.median(theirs),
-                )
-            print(line)
-            print(
-                "        bytes read %.0f MiB, floor %.0f MiB: %.3fx"
-                % (
-                    statistics.median(reads) / 2**20,
-                    floor / 2**20,
-                    statistics.median(reads) / floor,
-                )
-            )
+            print_relink(cold, mine, theirs, reads, floor)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -518,22 +517,7 @@ def bench_relink(mib, repeat=5):  # noqa: PLR0912 - one benchmark, step by step
                     seconds, _ = wait([jdupes, "-r", "-m", "-q"] + folders)
                     if cold or index:
                         theirs.append(seconds)
-            line = "  %s: --relink --dry-run %.2f s" % ("cold" if cold else "warm",
-                                                        statistics.median(mine))  # fmt: skip
-            if theirs:
-                line += ", jdupes %.2f s: %.2fx" % (
-                    statistics.median(theirs),
-                    statistics.median(mine) / statistics.median(theirs),
-                )
-            print(line)
-            print(
-                "        bytes read %.0f MiB, floor %.0f MiB: %.3fx"
-                % (
-                    statistics.median(reads) / 2**20,
-                    floor / 2**20,
-                    statistics.median(reads) / floor,
-                )
-            )
+            print_relink(cold, mine, theirs, reads, floor)
         if not jdupes:
             print("  (jdupes not installed: apt-get install jdupes)")
     finally:

@@ -63,26 +63,25 @@ def test_the_sections_are_the_design_cards():
     assert all(len(title) <= 100 for title in titles)
 
 
-def test_no_section_uses_another_sections_private_names():
+def uses(private: bool) -> list:
+    """Each top-level statement's use of a name another section owns: of its private
+    names (private), or of any name of a later section."""
     titles, owner, statements = sections()
-    reached = sorted(
+    return sorted(
         "%s (%s) uses %s of %s" % (getattr(node, "name", "?"), titles[at - 1][5:40], name,
                                    titles[owner[name] - 1][5:40])
         for at, node in statements
         for name in used_names(node)
-        if name.startswith("_") and not name.startswith("__") and name in owner
-        and owner[name] != at
+        if name in owner and (
+            (private and name.startswith("_") and not name.startswith("__") and owner[name] != at)
+            or (not private and owner[name] > at)
+        )
     )  # fmt: skip
-    assert reached == []
+
+
+def test_no_section_uses_another_sections_private_names():
+    assert uses(private=True) == []
 
 
 def test_nothing_calls_forward_into_a_later_section():
-    titles, owner, statements = sections()
-    forward = sorted(
-        "%s (%s) uses %s of %s" % (getattr(node, "name", "?"), titles[at - 1][5:40], name,
-                                   titles[owner[name] - 1][5:40])
-        for at, node in statements
-        for name in used_names(node)
-        if name in owner and owner[name] > at
-    )  # fmt: skip
-    assert forward == []
+    assert uses(private=False) == []
