@@ -1025,8 +1025,8 @@ def folders_below(
     try:
         while fd >= 0:
             below: List[str] = []
+            stack.append((parts, fd, below))  # first: a stop at the yield closes it too
             yield parts, fd, below
-            stack.append((parts, fd, below))
             fd = -1
             while stack and fd < 0:  # the next folder to read, or -1 when none is left
                 above, above_fd, left = stack[-1]
@@ -1462,31 +1462,24 @@ def device_boundary(root_mount: Optional[Mount]) -> Tuple[str, str]:
 
 
 def library_boundaries(
-    walk: Walk, steps: Sequence[Step], mounts: Optional[Sequence[Mount]], pairs: Pairs
+    walk: Walk, steps: Sequence[Step], root_mount: Optional[Mount], pairs: Pairs
 ) -> List[Finding]:
     """The folders right below each category of media/ (a show's, a movie's) on another
     filesystem than the category (a btrfs subvolume per show): an import into one is
     EXDEV.  Their folders only: the library's files are never listed one by one."""
     findings: List[Finding] = []
-    real_root = real_path_of(walk.fds[(DATA,)], steps[0].path)
-    root_mount = mount_of(real_root, mounts) if mounts else None
+    tree = {step.folder.parts for step in steps}
     for step in steps:
         parts = step.folder.parts
         if step.st is None or step.symlink or parts[:2] != (DATA, MEDIA) or len(parts) < 3:
             continue
-        fd = walk.fds.get(parts)
-        if not step.folder.leaf or fd is None:
-            try:
-                fd = walk.open(parts)
-            except Error:
-                continue
         try:
+            fd = walk.open(parts)
             names = subfolder_names(fd)
-        except OSError:
+        except (Error, OSError):
             continue
-        subfolders = {s.folder.parts[-1] for s in steps if s.folder.parts[:-1] == parts}
         for name in names:
-            if name in subfolders:
+            if parts + (name,) in tree:
                 continue  # a folder of the tree: looked at as such
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -2287,8 +2280,10 @@ def grade_permissions(
 
 
 # -- --check (host): the audit of lone files in complete/ ------------------------------
-# Information, never a finding: regular files below complete/ with a link count
-# of 1 (not imported, imported as a copy, or kept only to seed).
+# Regular files below complete/ with a link count of 1 (not imported, imported as a
+# copy, or kept only to seed): information, never a finding.  The same walk finds what
+# can be: downloads the importers' users can't hardlink or move, and download folders
+# on another filesystem than their category.
 
 AUDIT_ITEMS_PER_WORKER = 16  # fewer download folders than this a process: no fork
 AUDIT_RUNS = 255  # the most runs the download folders are cut into: a ticket is one byte
@@ -2631,8 +2626,9 @@ def _sum_lone_files(  # noqa: PLR0912, PLR0915 - the audit's hot loop, inlined o
                                 label = blocked_by(st, who)
                                 if label:
                                     cannot_link += 1
-                                    path = "/".join(parts + (entry.name,))
-                                    first_link = first_link or _owned(path, st, label)
+                                    if not first_link:
+                                        path = "/".join(parts + (entry.name,))
+                                        first_link = _owned(path, st, label)
             else:  # pragma: no cover - Python 3.6
                 for child, is_dir, any_st in folder_entries(fd, lone_only=False):
                     seen += 1
@@ -2699,8 +2695,11 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     more, fs_notes = filesystem_findings(walk, steps, mounts, pairs)
     findings += more
     root_mount = mount_of(real_path_of(walk.fds[(DATA,)], steps[0].path), mounts or ())
-    if root_mount is None or root_mount.fstype in SUBVOLUMES:
-        findings += library_boundaries(walk, steps, mounts, pairs)
+    # A mount below the tree is in the mount table (see filesystem_findings); a btrfs or
+    # bcachefs subvolume, or any boundary where there is no table, only in st_dev.
+    devices = root_mount is None or root_mount.fstype in SUBVOLUMES
+    if devices:
+        findings += library_boundaries(walk, steps, root_mount, pairs)
     notes = fs_notes + notes
     probes = with_fuse_flags(walk, plan_probes(steps, pairs), mounts)
     places = {parts for _, src, dst in probes.pairs for parts in (src, dst)}
@@ -2733,8 +2732,10 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
             )
     else:
         sections["probes"] = "not checked: no category has both complete/ and media/ folders"
+    users = list(importers)  # whose downloads' links and moves the audit checks
     if owner is not None:
         uid, gid, groups = probe_identity(owner)
+        users.insert(0, (owner.spec, uid, frozenset(groups)))
         mode_findings = grade_by_imports(writable_findings(steps, owner, set(groups)), pairs, walk)
         if probed_as == "%d:%d" % (uid, gid):
             mode_findings = grade_permissions(mode_findings, probes, results, unprobed, walk)
@@ -2756,31 +2757,22 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
         if tree and tree[0] == (DATA, source, COMPLETE):
             trees.append((source, tree))
     signals.poll()
-    users = list(importers)  # the downloads these users can't hardlink or move
-    if owner is not None:
-        uid, gid, groups = probe_identity(owner)
-        users.insert(0, (owner.spec, uid, frozenset(groups)))
-    users = [u for at, u in enumerate(users) if u[1:] not in [v[1:] for v in users[:at]]]
-    # A mount below the tree is in the mount table (see filesystem_findings); a btrfs or
-    # bcachefs subvolume, or any boundary where there is no table, only in st_dev.
-    devices = root_mount is None or root_mount.fstype in SUBVOLUMES
+    once = {user[1:]: user for user in reversed(users)}  # one each uid and groups, the first's
+    users = [user for user in users if once[user[1:]] is user]
     who: Who = (tuple(users), bool(users) and protected_hardlinks(), devices)
     audits = audit(walk, trees, progress, signals.poll, who)
     progress.done()
     if users:
         findings += cannot_link_findings(audits, ", ".join(label for label, _, _ in users))
-    findings += download_boundaries(audits, mounts, real_path_of(walk.fds[(DATA,)], steps[0].path))
+    findings += download_boundaries(audits, root_mount)
     graded = _grades(findings, sections)
     return CheckResult(findings, notes, audits, graded, probed_as, probed_text, len(probes.pairs))
 
 
-def download_boundaries(
-    audits: Sequence[Audit], mounts: Optional[Sequence[Mount]], real_root: str
-) -> List[Finding]:
+def download_boundaries(audits: Sequence[Audit], root_mount: Optional[Mount]) -> List[Finding]:
     """Per source: the download folders on another filesystem than their category folder
     (a btrfs subvolume, a mount): a link or move from there into media/ is EXDEV."""
     findings = []
-    root_mount = mount_of(real_root, mounts) if mounts else None
     for result in audits:
         count, first = result.access[4], result.access[5]
         if count:
@@ -2929,7 +2921,7 @@ def load_containers(
         return containers, remote if docker_input == "" else ""
     if isinstance(document, dict) and isinstance(document.get("services"), dict):
         services = document["services"].items()
-        binds = _bound_volumes(document.get("volumes"), where)
+        binds = _bound_volumes(document.get("volumes"))
         return [_from_compose(str(name), item, where, binds) for name, item in services], ""
     raise Error(
         "%s: neither docker inspect output (a list) nor docker compose config --format "
@@ -3099,7 +3091,7 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
                      keyword)  # fmt: skip
 
 
-def _bound_volumes(volumes: Any, where: str) -> Dict[str, str]:
+def _bound_volumes(volumes: Any) -> Dict[str, str]:
     """The compose file's named volumes that are binds of a host folder (the local driver
     with type none, o bind, device DIR): name -> DIR."""
     binds: Dict[str, str] = {}
@@ -3128,8 +3120,10 @@ def _from_compose(
     if isinstance(environment, list):
         environment = dict(str(pair).partition("=")[::2] for pair in environment)
     env = {str(k): "" if v is None else str(v) for k, v in environment.items()}
+    binds = binds or {}
     mounts = []
     for at, volume in enumerate(_field(item, "volumes", (list,), where)):
+        subpath = ""
         if isinstance(volume, dict):
             mount = ContainerMount(
                 _field(volume, "type", (str,), where) or "bind",
@@ -3137,22 +3131,19 @@ def _from_compose(
                 _clean(_field(volume, "target", (str,), where)),
                 not volume.get("read_only", False),
             )
-            if mount.type == "volume" and mount.host in (binds or {}):
-                # A named volume that binds a folder: judged as that folder (and subpath).
-                options = volume.get("volume")
-                subpath = options.get("subpath") if isinstance(options, dict) else None
-                host = (binds or {})[mount.host]
-                if isinstance(subpath, str) and subpath:
-                    host = _clean(os.path.join(host, subpath.lstrip("/")))
-                mount = mount._replace(type="bind", host=host)
-            mounts.append(mount)
+            options = volume.get("volume")
+            if isinstance(options, dict) and isinstance(options.get("subpath"), str):
+                subpath = options["subpath"].lstrip("/")
         elif isinstance(volume, str):  # compose 1.x's config, and what people type
             mount = _short_volume(volume)
-            if mount.type == "volume" and mount.host in (binds or {}):
-                mount = mount._replace(type="bind", host=(binds or {})[mount.host])
-            mounts.append(mount)
         else:
             raise Error("%s: volumes[%d] is neither an object nor a string" % (where, at), 2)
+        if mount.type == "volume" and mount.host in binds:
+            # A named volume that binds a folder: judged as that folder (and subpath).
+            host = _clean(os.path.join(binds[mount.host], subpath)) if subpath else (
+                binds[mount.host])  # fmt: skip
+            mount = mount._replace(type="bind", host=host)
+        mounts.append(mount)
     role, keyword = _role(image, name)
     user = str(_field(item, "user", (str, int), where))
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
@@ -3677,7 +3668,8 @@ def _bound_folder(source: str, tree: Dict[Tuple[int, int], str], mounts: Sequenc
         return ""
     if (st.st_dev, st.st_ino) in tree:
         return tree[(st.st_dev, st.st_ino)]
-    bound = [m for m in mounts if m.point == os.path.realpath(source)]
+    real = os.path.realpath(source)
+    bound = [m for m in mounts if m.point == real]
     if not bound or bound[-1].root == "/":
         return ""
     here = bound[-1]  # the same filesystem mounted elsewhere, at the longest root above
@@ -3825,7 +3817,6 @@ FUSE_LEASE = (
     "through the disks below it (/mnt/diskN, a mergerfs branch)"
 )
 ASIDE = ".was"  # the copy's second, hidden name while the rename is under way
-FSTYPES: Dict[int, str] = {}  # the type of each filesystem a copy was on, by device
 # Filesystems other machines write too: a lease there sees nothing of their opens, and
 # NFSv4 and SMB refuse one (EAGAIN) wherever the server gave no delegation: not "in use".
 SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs",
@@ -3990,31 +3981,6 @@ def xattr_differs(download_fd: int, copy_fd: int) -> str:
     return ""
 
 
-def take_lease(fd: int) -> str:
-    """Take a write lease on an open copy: "" where taken (nothing else has it open), IN_USE
-    or NOT_OWNER (skip the pair), else why a lease can't tell here (go on: see README)."""
-    if not sys.platform.startswith("linux") or not LeaseSignal.ready:
-        return NO_LEASES % "this system"
-    import fcntl
-
-    dev = os.fstat(fd).st_dev
-    if dev not in FSTYPES:  # one look at the mount table per filesystem
-        FSTYPES[dev] = fstype_of(fd, "") or "this filesystem"
-    if FSTYPES[dev] in SHARED_FILESYSTEMS:
-        return NO_LEASES % FSTYPES[dev]
-    try:
-        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EBUSY):
-            return IN_USE
-        if exc.errno in DENIED:
-            return NOT_OWNER
-        return NO_LEASES % FSTYPES[dev]
-    if FSTYPES[dev].startswith("fuse"):  # taken, but blind to opens on the disks below
-        return FUSE_LEASE % FSTYPES[dev]
-    return ""
-
-
 def lease_held(fd: int) -> bool:
     """Whether our write lease on fd still stands: no program has opened the file since
     (an open breaks it, and waits until we let go)."""
@@ -4026,20 +3992,23 @@ def lease_held(fd: int) -> bool:
         return False
 
 
-class LeaseSignal:
-    """While --relink runs, a lease break's signal (SIGIO, whose default ends the process)
-    is caught and ignored: lease_held() asks the kernel instead.  Outside the main thread,
-    where Python sets no handler, no lease is taken."""
+class Leases:
+    """The write leases of one --relink run (Linux's F_SETLEASE).  While it runs, a lease
+    break's signal (SIGIO, whose default ends the process) is caught and ignored:
+    lease_held() asks the kernel instead.  Outside the main thread, where Python sets no
+    handler, no lease is taken."""
 
-    ready = False
+    def __init__(self) -> None:
+        self.ready = False
+        self.saved: Any = None
+        self.fstypes: Dict[int, str] = {}  # one look at the mount table per filesystem
 
-    def __enter__(self) -> "LeaseSignal":
+    def __enter__(self) -> "Leases":
         import signal
 
-        self.saved: Any = None
         try:
             self.saved = signal.signal(signal.SIGIO, self._note)
-            LeaseSignal.ready = True
+            self.ready = sys.platform.startswith("linux")
         except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGIO
             pass
         return self
@@ -4051,9 +4020,34 @@ class LeaseSignal:
     def __exit__(self, *exc: Any) -> None:
         import signal
 
-        if LeaseSignal.ready:
+        if self.saved is not None:
             signal.signal(signal.SIGIO, self.saved)
-            LeaseSignal.ready = False
+
+    def take(self, fd: int) -> Tuple[bool, str]:
+        """Take a write lease on an open copy: whether it is held, and "" where it shows
+        that nothing else has the copy open; IN_USE or NOT_OWNER: skip the pair; else why
+        a lease can't tell here (go on: see README)."""
+        if not self.ready:
+            return False, NO_LEASES % "this system"
+        import fcntl
+
+        dev = os.fstat(fd).st_dev
+        if dev not in self.fstypes:
+            self.fstypes[dev] = fstype_of(fd, "") or "this filesystem"
+        fstype = self.fstypes[dev]
+        if fstype in SHARED_FILESYSTEMS:
+            return False, NO_LEASES % fstype
+        try:
+            fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EBUSY):
+                return False, IN_USE
+            if exc.errno in DENIED:
+                return False, NOT_OWNER
+            return False, NO_LEASES % fstype
+        if fstype.startswith("fuse"):  # taken, but blind to opens on the disks below
+            return True, FUSE_LEASE % fstype
+        return True, ""
 
 
 class Comparer:
@@ -4143,32 +4137,29 @@ def find_and_relink(
     for same_size in downloads.values():  # the one with more links first, then by path
         same_size.sort(key=lambda e: (-e.nlink, e.parts, e.name))
 
-    def library() -> Tuple[List[FileEntry], List[FileEntry]]:
+    def library(unread: List[str]) -> Tuple[List[FileEntry], List[FileEntry]]:
         """The copies in media/ (by folder and name), and the temp names left there."""
         copies: List[FileEntry] = []
         leftovers: List[FileEntry] = []
         wanted = lambda st: st.st_nlink == 1 and st.st_size in downloads  # noqa: E731
-        for entry, _ in index_files(walk, (DATA, MEDIA), min_size, wanted, signals.poll, seen):
+        for entry, _ in index_files(walk, (DATA, MEDIA), min_size, wanted, signals.poll, unread):
             (copies if entry.size >= 0 else leftovers).append(entry)
         copies.sort(key=lambda e: (e.parts, e.name))
         return copies, leftovers
 
-    seen: List[str] = []  # the folders of media/ that could not be read
-    copies, leftovers = library()
-    unreadable += seen
+    copies, leftovers = library(unreadable)
     removed = _remove_leftovers(walk, leftovers, args.dry_run)
     if removed and not args.dry_run:  # a copy a killed run left a second name of is one again
-        copies, _ = library()
+        copies, _ = library([])  # its unreadable folders are said already
     progress.total = sum(2 * c.size for c in copies)
     comparer = Comparer(progress, signals.poll)
     relinked: List[Relinked] = []
     skipped: List[Skipped] = []
-    FSTYPES.clear()  # device numbers are reused once a filesystem is unmounted
-    with LeaseSignal():
+    with Leases() as leases:
         for copy in copies:
             signals.poll()
             outcome = _relink_one(
-                walk, copy, downloads[copy.size], comparer, too_young, args.dry_run
+                walk, copy, downloads[copy.size], comparer, leases, too_young, args.dry_run
             )
             if isinstance(outcome, Relinked):
                 relinked.append(outcome)
@@ -4224,6 +4215,7 @@ def _relink_one(
     copy: FileEntry,
     candidates: Sequence[FileEntry],
     comparer: Comparer,
+    leases: Leases,
     too_young: float,
     dry_run: bool,
 ) -> Optional[Union[Relinked, Skipped]]:
@@ -4246,18 +4238,16 @@ def _relink_one(
                     Side(copy, copy_dir, copy_path),
                     Side(download, download_dir, download_path),
                     comparer,
+                    leases,
                     too_young,
                     dry_run,
                 )
+            except Unreadable as exc:  # another download may still have its bytes
+                unread = unread or exc.skipped
+                continue
             finally:
                 os.close(download_dir)
-            if (
-                isinstance(outcome, Skipped)
-                and outcome.errno == "EACCES"
-                and UNREAD in outcome.reason
-            ):
-                unread = unread or outcome
-            elif outcome is not None:
+            if outcome is not None:
                 return outcome
         return unread
     finally:
@@ -4269,27 +4259,46 @@ def _skip(copy_path: str, download_path: str, reason: str, number: int = 0) -> S
     return Skipped(copy_path, download_path, reason, name)
 
 
-def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they must hold
-    copy_side: "Side", download_side: "Side", comparer: Comparer, too_young: float, dry_run: bool
-) -> Optional[Union[Relinked, Skipped]]:
-    """None where the bytes differ (try the next download), else the outcome."""
-    copy, copy_dir, copy_path = copy_side
-    download, download_dir, download_path = download_side
+class Unreadable(Exception):
+    """A file of a pair that can't be read: the pair's skip, if no other download has the
+    copy's bytes."""
+
+    def __init__(self, skipped: Skipped) -> None:
+        super().__init__(skipped.reason)
+        self.skipped = skipped
+
+
+def _open_side(side: "Side", other: "Side", what: str, noatime: bool = False) -> Optional[int]:
+    """A file of a pair, open to read; None where it is gone (the next run sees)."""
     try:
-        download_fd = open_file(download.name, download_dir, noatime=True)
-    except OSError as exc:  # gone (None: the next run sees), or not ours to read
+        return open_file(side.entry.name, side.dir_fd, noatime)
+    except OSError as exc:
         if exc.errno not in DENIED:
             return None
-        return _skip(copy_path, download_path, "the download %s: %s; run as its owner or as "
-                     "root" % (UNREAD, exc.strerror), errno.EACCES)  # fmt: skip
+        copy, download = (side, other) if what == "copy" else (other, side)
+        reason = "the %s %s: %s; run as its owner or as root" % (what, UNREAD, exc.strerror)
+        raise Unreadable(_skip(copy.path, download.path, reason, errno.EACCES))
+
+
+def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they must hold
+    copy_side: "Side",
+    download_side: "Side",
+    comparer: Comparer,
+    leases: Leases,
+    too_young: float,
+    dry_run: bool,
+) -> Optional[Union[Relinked, Skipped]]:
+    """None where the bytes differ (try the next download), else the outcome; Unreadable
+    where a file can't be read."""
+    copy, copy_dir, copy_path = copy_side
+    download, _, download_path = download_side
+    download_fd = _open_side(download_side, copy_side, "download", noatime=True)
+    if download_fd is None:
+        return None
     try:
-        try:
-            copy_fd = open_file(copy.name, copy_dir)
-        except OSError as exc:
-            if exc.errno not in DENIED:
-                return None
-            return _skip(copy_path, download_path, "the copy %s: %s; run as its owner or as "
-                         "root" % (UNREAD, exc.strerror), errno.EACCES)  # fmt: skip
+        copy_fd = _open_side(copy_side, download_side, "copy")
+        if copy_fd is None:
+            return None
         try:
             download_st, copy_st = os.fstat(download_fd), os.fstat(copy_fd)
             if not _unchanged(download_st, download) or not _unchanged(copy_st, copy, nlink=1):
@@ -4328,7 +4337,7 @@ def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they m
                 return _skip(copy_path, download_path, lost)
             # From here to the rename, a lease shows whether another program has the copy
             # open (a tagger writing it): its writes would go to the old copy.
-            unwatched = take_lease(copy_fd)
+            watched, unwatched = leases.take(copy_fd)
             if unwatched in (IN_USE, NOT_OWNER):
                 return _skip(copy_path, download_path, unwatched)
             pair = Relinked(
@@ -4336,7 +4345,6 @@ def _try_pair(  # noqa: PLR0912 - every check before a link, in the order they m
             )
             if dry_run:
                 return pair
-            watched = sys.platform.startswith("linux") and lease_held(copy_fd)
             return (
                 _link_over(copy_side, download_side, download_st, comparer, copy_fd, watched)
                 or pair
@@ -4446,9 +4454,9 @@ def _link_over(  # noqa: PLR0912 - each step of the replace, and its undoing
         now = os.stat(copy.name, dir_fd=copy_dir, follow_symlinks=False)
         if not _unchanged(now, copy, nlink=1):
             return _skip(copy_path, download_path, "changed just before the replace: left alone")
-        if watched and not lease_held(copy_fd):  # opened since the compare: it waits for us
-            return _skip(copy_path, download_path, OPENED_MEANWHILE)
         if watched:
+            if not lease_held(copy_fd):  # opened since the compare: it waits for us
+                return _skip(copy_path, download_path, OPENED_MEANWHILE)
             os.link(copy.name, token + ASIDE, src_dir_fd=copy_dir, dst_dir_fd=copy_dir,
                     follow_symlinks=False)  # fmt: skip
             aside = token + ASIDE
@@ -5327,7 +5335,7 @@ def found_categories(walk: Walk, folders: Sequence[Folder]) -> List[Folder]:
         if fd is None:
             return set()
         try:  # hidden, Synology's #recycle and @eaDir: never a category
-            names = {name for name, is_dir, _ in folder_entries(fd, lone_only=False) if is_dir}
+            names = set(subfolder_names(fd))
         except OSError:
             return set()
         return {name for name in names if not name.startswith((".", "#", "@"))}

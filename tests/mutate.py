@@ -340,7 +340,7 @@ MUTATIONS = [
         "            if False:\n",
     ),
     (
-        "a copy another program has open relinked (take_lease)",
+        "a copy another program has open relinked (Leases.take)",
         "            if unwatched in (IN_USE, NOT_OWNER):",
         "            if False:",
     ),
@@ -355,12 +355,10 @@ MUTATIONS = [
         "    flags = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC",
     ),
     (
-        "an unreadable download stops the run (_try_pair)",
-        '        return _skip(copy_path, download_path, "the download %s: %s; run as its owner '
-        'or as "',
+        "an unreadable download stops the run (_open_side)",
+        '        copy, download = (side, other) if what == "copy" else (other, side)',
         "        raise\n"
-        '        return _skip(copy_path, download_path, "the download %s: %s; run as its owner '
-        'or as "',
+        '        copy, download = (side, other) if what == "copy" else (other, side)',
     ),
     (
         "verdict: downloads the importer can't hardlink not looked at (cannot_link_findings)",
@@ -369,7 +367,7 @@ MUTATIONS = [
     ),
     (
         "verdict: a subvolume below a category of media/ not looked at (library_boundaries)",
-        "        findings += library_boundaries(walk, steps, mounts, pairs)",
+        "        findings += library_boundaries(walk, steps, root_mount, pairs)",
         "        findings += []",
     ),
     (

@@ -583,7 +583,9 @@ def test_a_copy_changed_between_compare_and_replace(tree, run, monkeypatch):
     """Where no lease can be had (FUSE, NFS), a write just before the replace is seen by
     the copy's stat.  (With a lease, the writer's open waits for the relink: below.)"""
     keep, copy, film = one_pair(tree)
-    monkeypatch.setattr(cms, "take_lease", lambda fd: cms.NO_LEASES % "fuse.mergerfs")
+    monkeypatch.setattr(
+        cms.Leases, "take", lambda self, fd: (False, cms.NO_LEASES % "fuse.mergerfs")
+    )
     written_before_the_link(monkeypatch, copy)
     code, document, _ = relink(run, tree)
     assert document["skipped"][0]["reason"] == "changed just before the replace: left alone"
@@ -987,7 +989,7 @@ def test_where_no_lease_can_be_had_the_report_says_so(tree, run, monkeypatch):
     """NFS, SMB: no leases, so nothing shows a program that has the copy open; the pair is
     done (README: why) and the report says what was not seen."""
     keep, copy, film = one_pair(tree)
-    monkeypatch.setattr(cms, "take_lease", lambda fd: cms.NO_LEASES % "nfs4")
+    monkeypatch.setattr(cms.Leases, "take", lambda self, fd: (False, cms.NO_LEASES % "nfs4"))
     code, out, _ = run("--path", str(tree), "--relink")
     assert code == 0 and inode(copy) == inode(keep)
     assert (
@@ -1036,7 +1038,6 @@ def test_on_nfs_a_refused_lease_is_not_in_use(tree, run, monkeypatch):
     that is no program holding the copy open, and every pair there was 'in use'."""
     keep, copy, film = one_pair(tree)
     monkeypatch.setattr(cms, "fstype_of", lambda fd, path: "nfs4")
-    monkeypatch.setattr(cms, "FSTYPES", {})
     code, document, _ = relink(run, tree)
     assert code == 0 and document["skipped"] == []
     assert document["pairs"][0]["unwatched"] == cms.NO_LEASES % "nfs4"
