@@ -243,6 +243,19 @@ KINDS: Dict[str, Kind] = {
     "cannot-write": Kind("containers", PROBLEM, "a warning where an ACL may let it write"),
     "ids": Kind("containers", WARNING, ""),
     "umask": Kind("containers", WARNING, ""),
+    "save-unmounted": Kind("routes", PROBLEM, ""),
+    "import-unseen": Kind("routes", PROBLEM, ""),
+    "import-copies": Kind("routes", PROBLEM, ""),
+    "mapping-wrong": Kind("routes", PROBLEM, ""),
+    "mapping-needless": Kind("routes", WARNING, ""),
+    "root-in-downloads": Kind("routes", PROBLEM, ""),
+    "root-outside-media": Kind("routes", WARNING, ""),
+    "hardlinks-off": Kind("routes", PROBLEM, ""),
+    "import-off": Kind("routes", WARNING, ""),
+    "manual-mode": Kind("routes", WARNING, ""),
+    "incomplete-elsewhere": Kind("routes", WARNING, ""),
+    "library-unseen": Kind("routes", WARNING, ""),
+    "settings-unread": Kind("routes", WARNING, ""),
 }  # fmt: skip
 
 
@@ -2877,6 +2890,12 @@ class Container(NamedTuple):
     env: Dict[str, str]
     user: str
     keyword: str  # the image keyword that decided the role
+    config: str  # the host folder at its /config ("" none; a compose volume: its name)
+    ident: str  # its id ("" from compose)
+    hostname: str
+    network: str  # its network mode: bridge, host, container:<id>, service:<name>, ...
+    aliases: Tuple[str, ...]  # other names on its networks (compose service, aliases)
+    ports: Tuple[int, ...]  # the host ports published to it
 
 
 def load_containers(
@@ -3087,8 +3106,46 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
     role, keyword = _role(image, label)
     name = _field(item, "Name", (str,), where).lstrip("/")
     user = _field(config, "User", (str,), where)
+    host_config: Dict[str, Any] = _object(item.get("HostConfig"))
+    settings: Dict[str, Any] = _object(item.get("NetworkSettings"))
+    aliases = [label]
+    networks = settings.get("Networks")
+    for network in networks.values() if isinstance(networks, dict) else ():
+        for key in ("Aliases", "DNSNames"):
+            names = network.get(key) if isinstance(network, dict) else None
+            aliases += [str(n) for n in names] if isinstance(names, list) else []
+    ports: List[Any] = []
+    for published in (settings.get("Ports"), host_config.get("PortBindings")):
+        for binds in published.values() if isinstance(published, dict) else ():
+            ports += [b.get("HostPort") for b in binds or () if isinstance(b, dict)]
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
-                     keyword)  # fmt: skip
+                     keyword, _config_folder(mounts), str(item.get("Id") or ""),
+                     str(config.get("Hostname") or ""), str(host_config.get("NetworkMode") or ""),
+                     tuple(a for a in aliases if a), _port_numbers(ports))  # fmt: skip
+
+
+def _object(value: Any) -> Dict[str, Any]:
+    """A part of docker's JSON that only helps to match names: {} where of another shape."""
+    return value if isinstance(value, dict) else {}
+
+
+def _config_folder(mounts: Sequence[ContainerMount]) -> str:
+    """The host folder a container keeps its settings in (at /config)."""
+    return next((m.host for m in mounts if m.container == "/config"), "")
+
+
+def _port_numbers(ports: Sequence[Any]) -> Tuple[int, ...]:
+    """Host ports as compose and inspect give them: 8080, "8080", "8080:8080", "1.2.3.4:8080:80",
+    {"published": "8080"}."""
+    numbers = set()
+    for port in ports:
+        given = port.get("published") if isinstance(port, dict) else port
+        text = str(given if given is not None else "").split("/")[0]
+        fields = text.split(":")
+        text = fields[-2] if len(fields) > 1 else fields[0]  # HOST:CONTAINER
+        if ascii_number(text) and 0 < int(text) < 65536:
+            numbers.add(int(text))
+    return tuple(sorted(numbers))
 
 
 def _bound_volumes(volumes: Any) -> Dict[str, str]:
@@ -3146,8 +3203,16 @@ def _from_compose(
         mounts.append(mount)
     role, keyword = _role(image, name)
     user = str(_field(item, "user", (str, int), where))
+    networks = item.get("networks")
+    aliases = [str(item.get("container_name") or "")]
+    for network in networks.values() if isinstance(networks, dict) else ():
+        names = network.get("aliases") if isinstance(network, dict) else None
+        aliases += [str(n) for n in names] if isinstance(names, list) else []
+    ports: List[Any] = item["ports"] if isinstance(item.get("ports"), list) else []
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
-                     keyword)  # fmt: skip
+                     keyword, _config_folder(mounts), "", str(item.get("hostname") or ""),
+                     str(item.get("network_mode") or ""), tuple(a for a in aliases if a),
+                     _port_numbers(ports))  # fmt: skip
 
 
 def _short_volume(text: str) -> ContainerMount:
@@ -3347,7 +3412,7 @@ def _mount_findings(scene: Scene) -> List[Finding]:
     return findings
 
 
-def _ancestors(path: str) -> Iterator[str]:
+def ancestors(path: str) -> Iterator[str]:
     """path and each folder above it, up to /."""
     path = path.rstrip("/") or "/"
     while True:
@@ -3369,7 +3434,7 @@ def _split_mounts(scene: Scene) -> List[Finding]:
     client_folders = sorted({m.host for c in scene.clients for m in c.mounts if m.type == "bind"})
     sources = tree_sources + client_folders
     # A mount covers a client's folder where its host folder is that folder or above it.
-    above_clients = {up for folder in client_folders for up in _ancestors(folder)}
+    above_clients = {up for folder in client_folders for up in ancestors(folder)}
     holds_a_source: Dict[str, bool] = {}
 
     def joined(library: ContainerMount, download: ContainerMount) -> bool:
@@ -3745,19 +3810,1159 @@ def check_containers(
             containers, root, real_root, tree_ids, blocked, creator_categories(steps), poll
         )
         findings += mine
-        by_name: Dict[str, Set[str]] = {}
-        for item in mine:
-            by_name.setdefault(item.container, set()).add(item.severity)
-        for container in containers:
-            severities = by_name.get(container.name, set())
-            if container.role in ("unknown", "other"):
-                verdict = "not judged: unknown image" if container.role == "unknown" else (
-                    "ignored: no media paths")  # fmt: skip
-            else:
-                verdict = grade(severities)
-            judged.append(Judged(container, verdict))
+        judged = verdicts(containers, mine)
         sections["containers"] = grade({f.severity for f in mine})
     return found._replace(findings=findings, sections=sections), judged
+
+
+def verdicts(containers: Sequence[Container], findings: Sequence[Finding]) -> List[Judged]:
+    """Each container with its grade from the containers section's findings."""
+    by_name: Dict[str, Set[str]] = {}
+    for item in findings:
+        if item.section == "containers":
+            by_name.setdefault(item.container, set()).add(item.severity)
+    judged = []
+    for container in containers:
+        if container.role in ("unknown", "other"):
+            verdict = "not judged: unknown image" if container.role == "unknown" else (
+                "ignored: no media paths")  # fmt: skip
+        else:
+            verdict = grade(by_name.get(container.name, set()))
+        judged.append(Judged(container, verdict))
+    return judged
+
+
+# -- --check --docker: routes, from the apps' own settings ------------------------------
+# The mounts can be right while the apps' own settings still copy every import: a
+# save folder on no mount, a root folder inside the downloads, a remote path mapping
+# to the wrong folder, "Use Hardlinks instead of Copy" off.  This reads each app's
+# settings from the host folder at its /config (or an --app folder) without changing
+# a byte there, and follows each download from the client's folder to the importer's
+# root folders: hardlink, move, copy, unseen or unknown.
+
+CLIENT_APPS = {
+    "qbittorrent": "torrent",
+    "transmission": "torrent",
+    "deluge": "torrent",
+    "sabnzbd": "usenet",
+    "nzbget": "usenet",
+}
+IMPORTER_APPS = ("sonarr", "radarr", "lidarr", "readarr", "whisparr")
+SERVER_APPS = ("plex", "jellyfin", "emby")
+APP_KINDS = tuple(CLIENT_APPS) + IMPORTER_APPS + SERVER_APPS
+KEYWORD_APPS = {"pms-docker": "plex"}  # an image keyword that names an app otherwise
+# Where each app keeps its settings below its config folder, in the layouts of the
+# images people run (linuxserver, hotio, binhex, the official ones) and of a native
+# install given as the folder that holds the file itself.
+SETTINGS_FILES = {
+    "qbittorrent": ("qBittorrent/qBittorrent.conf", "config/qBittorrent.conf",
+                    "qBittorrent/config/qBittorrent.conf", "qBittorrent.conf"),
+    "transmission": ("settings.json", "transmission-daemon/settings.json"),
+    "deluge": ("core.conf", "deluge/core.conf"),
+    "sabnzbd": ("sabnzbd.ini", "config/sabnzbd.ini", "sabnzbd/sabnzbd.ini"),
+    "nzbget": ("nzbget.conf", "config/nzbget.conf"),
+    "plex": tuple(os.path.join(above, "Plex Media Server/Plug-in Support/Databases/"
+                               "com.plexapp.plugins.library.db")
+                  for above in ("Library/Application Support", "", "..")),
+    "jellyfin": ("data/root/default", "root/default", "data/data/root/default"),
+}  # fmt: skip
+SETTINGS_FILES["emby"] = SETTINGS_FILES["jellyfin"]
+for _kind in IMPORTER_APPS:
+    SETTINGS_FILES[_kind] = tuple(os.path.join(a, _kind + ".db") for a in ("", "config", "app"))
+SETTINGS_LIMIT = 4 << 20  # a settings file bigger than this is not one
+DB_COPY_LIMIT = 64 << 20  # a db read through a private copy (a -wal without -shm)
+# An *arr's download-client row: the settings keys of the category and the folder.
+CATEGORY_KEYS = ("tvCategory", "movieCategory", "musicCategory", "bookCategory", "category")
+DIRECTORY_KEYS = (
+    "tvDirectory",
+    "movieDirectory",
+    "musicDirectory",
+    "bookDirectory",
+    "completedDirectory",
+    "directory",
+)
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+DOCKER_HOST_NAMES = ("host.docker.internal", "host-gateway", "gateway.docker.internal")
+
+
+class Row(NamedTuple):
+    """An importer's download-client row."""
+
+    name: str
+    implementation: str  # as the row says it (QBittorrent, Sabnzbd, RTorrent, ...)
+    host: str
+    port: int
+    category: str
+    directory: str  # the row's folder override, or ""
+
+
+class Settings(NamedTuple):
+    """What routes need of one app's settings (paths as the app sees them)."""
+
+    unread: str  # why they could not be read; "" where they were
+    save: str  # a client: where finished downloads are, by default
+    categories: Dict[str, str]  # a client: the folder of each category it names
+    subfolders: bool  # a client: a category it doesn't name goes to <save>/<category>
+    incomplete: str  # a client: the folder downloads grow in, where not save's
+    manual: bool  # qBittorrent: Manual mode, so its category folders are not used
+    roots: Tuple[str, ...]  # an importer's root folders
+    mappings: Tuple[Tuple[str, str, str], ...]  # an importer's (host, remote, local)
+    rows: Tuple[Row, ...]  # an importer's enabled download-client rows
+    hardlinks: bool  # an importer: "Use Hardlinks instead of Copy"
+    importing: bool  # an importer: Completed Download Handling
+    libraries: Tuple[str, ...]  # a media server's library folders
+
+
+NOTHING_SET = Settings("", "", {}, False, "", False, (), (), (), True, True, ())
+
+
+class App(NamedTuple):
+    """An app whose settings are read: a container, or one installed natively (--app)."""
+
+    name: str
+    kind: str  # one of APP_KINDS
+    container: Optional[Container]  # None: native, its paths are the host's
+    settings: Settings
+
+
+class Route(NamedTuple):
+    client: str
+    category: str
+    importer: str
+    download: str  # host folder ("" where unknown)
+    seen_as: Optional[str]  # where the importer looks for it; None: nowhere
+    root: str  # host folder of the root folder
+    result: str  # hardlink, move, copy, unseen, unknown
+    cause: str  # the kind of finding that explains a result other than hardlink or move
+    why: str  # for unknown: why, in words
+
+
+class Routes(NamedTuple):
+    routes: List[Route]
+    quiet: List[Tuple[str, str]]  # an app with no route, and why (nothing configured, ...)
+
+
+class Unread(Exception):
+    """An app's settings could not be read: the reason, in words."""
+
+
+def parse_app(text: str) -> Tuple[str, str]:
+    """argparse type for --app KIND=DIR: the kind and the folder (which must exist)."""
+    kind, equals, folder = text.partition("=")
+    kind = kind.strip().lower()
+    if not equals or kind not in APP_KINDS:
+        raise argparse.ArgumentTypeError(
+            "%r: give KIND=DIR, KIND one of %s" % (text, " ".join(APP_KINDS))
+        )
+    folder = os.path.abspath(os.path.expanduser(folder))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError("%s: no such folder" % folder)
+    return kind, folder
+
+
+def app_kind(container: Container) -> str:
+    """The app whose settings a container holds ('' where none is read here)."""
+    kind = KEYWORD_APPS.get(container.keyword, container.keyword)
+    return kind if kind in APP_KINDS else ""
+
+
+# -- reading, never writing: bounded, never waiting, never a traceback
+
+
+def read_bytes(path: str, limit: int = SETTINGS_LIMIT) -> bytes:
+    """A regular file's bytes, up to limit, opened without following its last link and
+    without waiting (a fifo), and without touching its atime where we may."""
+    try:
+        folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY | O_CLOEXEC)
+    except OSError as exc:
+        raise Unread("%s: %s" % (os.path.dirname(path), exc.strerror))
+    try:
+        fd = open_file(os.path.basename(path), folder, noatime=True)
+    except OSError as exc:
+        raise Unread("%s: %s" % (path, exc.strerror))
+    finally:
+        os.close(folder)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Unread("%s: not a regular file" % path)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise Unread("%s: over %s, more than a settings file holds" % (path, human_size(limit)))
+        return b"".join(chunks)
+    except OSError as exc:
+        raise Unread("%s: %s" % (path, exc.strerror))
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str) -> str:
+    text = read_bytes(path).decode("utf-8", "surrogateescape")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def find_settings(kind: str, folder: str) -> str:
+    """The app's settings file (or library folder) below its config folder; '' where
+    the folder holds nothing yet.  Unread where it can't be looked in, or where it
+    holds things but none of the known layouts."""
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        raise Unread("%s: %s" % (folder, exc.strerror))
+    for candidate in SETTINGS_FILES[kind]:
+        path = os.path.normpath(os.path.join(folder, candidate))
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) == (kind in ("jellyfin", "emby")):
+            return path
+    if not [name for name in names if not name.startswith(".")]:
+        return ""
+    raise Unread("%s: none of %s" % (folder, ", ".join(SETTINGS_FILES[kind])))
+
+
+def read_settings(kind: str, folder: str, inside_at: str) -> Settings:
+    """One app's settings from its config folder; inside_at: where the app sees that
+    folder (/config in a container, the folder itself natively)."""
+    path = find_settings(kind, folder)
+    if not path:
+        return NOTHING_SET
+    seen_at = os.path.join(inside_at, os.path.relpath(os.path.dirname(path), folder))
+    seen_at = os.path.normpath(seen_at)
+    try:
+        if kind == "qbittorrent":
+            return _qbittorrent(path)
+        if kind == "transmission":
+            return _transmission(path)
+        if kind == "deluge":
+            return _deluge(path)
+        if kind == "sabnzbd":
+            return _sabnzbd(path, seen_at)
+        if kind == "nzbget":
+            return _nzbget(path, seen_at)
+        if kind in IMPORTER_APPS:
+            return _importer(path)
+        if kind == "plex":
+            with _database(path) as db:
+                found = _query(db, path, "SELECT root_path FROM section_locations")
+            return NOTHING_SET._replace(
+                libraries=tuple(
+                    os.path.normpath(row[0]) for row in found if isinstance(row[0], str) and row[0]
+                )
+            )
+        return _jellyfin(path)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise Unread("%s: not in the shape %s writes (%s)" % (path, kind, exc))
+
+
+def _joined(base: str, path: str) -> str:
+    """path as the app resolves it: relative ones below base."""
+    path = path.strip()
+    return os.path.normpath(os.path.join(base, path)) if path else ""
+
+
+def _truth(value: Any, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().strip('"').lower() in ("true", "1", "yes", "on")
+
+
+def _qbittorrent(path: str) -> Settings:
+    import configparser
+    import json
+
+    parser = configparser.RawConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(read_text(path), path)
+    except configparser.Error as exc:
+        raise Unread("%s: not INI (%s)" % (path, str(exc).splitlines()[0]))
+
+    def value(key: str, section: str = "BitTorrent") -> Optional[str]:
+        found = parser.get(section, key, fallback=None)
+        return None if found is None else found.strip().strip('"')
+
+    new = value("Session\\DefaultSavePath")
+    save = new if new is not None else value("Downloads\\SavePath", "Preferences")
+    save = os.path.normpath(save) if save else ""
+    if value("Session\\TempPathEnabled") is not None or value("Session\\TempPath") is not None:
+        temp_on, temp = value("Session\\TempPathEnabled"), value("Session\\TempPath")
+    else:
+        temp_on = value("Downloads\\TempPathEnabled", "Preferences")
+        temp = value("Downloads\\TempPath", "Preferences")
+    incomplete = ""
+    if _truth(temp_on, False) and save:
+        incomplete = _joined(save, temp or "temp")
+    manual = _truth(value("Session\\DisableAutoTMMByDefault"), True) and not _truth(
+        value("Session\\UseCategoryPathsInManualMode"), False
+    )
+    categories: Dict[str, str] = {}
+    listed = os.path.join(os.path.dirname(path), "categories.json")
+    if os.path.lexists(listed):
+        document = json.loads(read_text(listed) or "{}")
+        if not isinstance(document, dict):
+            raise ValueError("categories.json is not an object")
+        for name, item in document.items():
+            folder = item.get("save_path") if isinstance(item, dict) else item
+            categories[str(name)] = _joined(save, str(folder or "") or str(name))
+    return NOTHING_SET._replace(
+        save=save,
+        categories=categories,
+        subfolders=True,
+        incomplete=incomplete,
+        manual=manual,
+    )
+
+
+def _transmission(path: str) -> Settings:
+    import json
+
+    document = json.loads(read_text(path))
+
+    def value(key: str) -> Any:  # 4.1 renamed download-dir to download_dir, and so on
+        return document.get(key, document.get(key.replace("-", "_")))
+
+    save = str(value("download-dir") or "")
+    incomplete = (
+        str(value("incomplete-dir") or "") if _truth(value("incomplete-dir-enabled"), False) else ""
+    )
+    return NOTHING_SET._replace(
+        save=_joined("/", save) if save else "",
+        subfolders=True,
+        incomplete=_joined("/", incomplete) if incomplete else "",
+    )
+
+
+def _json_objects(text: str) -> List[Any]:
+    """Deluge's files: a header object, then the settings object."""
+    import json
+
+    decoder, at, found = json.JSONDecoder(), 0, []
+    while at < len(text):
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            break
+        item, at = decoder.raw_decode(text, at)
+        found.append(item)
+    return found
+
+
+def _deluge(path: str) -> Settings:
+    document = _json_objects(read_text(path))[-1]
+    moved = _truth(document.get("move_completed"), False)
+    grow = str(document.get("download_location") or "")
+    save = str(document.get("move_completed_path") or "") if moved else grow
+    categories: Dict[str, str] = {}
+    labels_path = os.path.join(os.path.dirname(path), "label.conf")
+    if os.path.lexists(labels_path):
+        labels = _json_objects(read_text(labels_path))[-1].get("labels") or {}
+        for name, label in labels.items():
+            if _truth(label.get("apply_move_completed"), False) and _truth(
+                label.get("move_completed"), False
+            ):
+                categories[str(name)] = _joined("/", str(label.get("move_completed_path") or ""))
+    return NOTHING_SET._replace(
+        save=_joined("/", save) if save else "",
+        categories=categories,
+        incomplete=_joined("/", grow) if moved and grow else "",
+    )
+
+
+def _configobj(text: str) -> Dict[str, Dict[str, Any]]:
+    """SABnzbd's ConfigObj ini: top-level lines, [section], [[sub-section]], key = value."""
+    sections: Dict[str, Dict[str, Any]] = {"": {}}
+    section = sections[""]
+    current = section
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[["):
+            current = section.setdefault(line.strip("[]").strip(), {})
+        elif line.startswith("["):
+            section = current = sections.setdefault(line.strip("[]").strip(), {})
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            value = value.strip()
+            if len(value) > 1 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            current[key.strip()] = value
+        else:
+            raise ValueError("line %r is not key = value" % line[:40])
+    return sections
+
+
+def _sabnzbd(path: str, seen_at: str) -> Settings:
+    sections = _configobj(read_text(path))
+    misc = sections.get("misc", {})
+    complete = _joined(seen_at, str(misc.get("complete_dir") or "Downloads/complete"))
+    incomplete = _joined(seen_at, str(misc.get("download_dir") or "Downloads/incomplete"))
+    categories = {}
+    for name, category in sections.get("categories", {}).items():
+        if isinstance(category, dict):
+            categories[name] = _joined(complete, str(category.get("dir") or ""))
+            categories[name] = categories[name] or complete
+    return NOTHING_SET._replace(
+        save=categories.get("*", complete), categories=categories, incomplete=incomplete
+    )
+
+
+def _nzbget(path: str, seen_at: str) -> Settings:
+    options: Dict[str, str] = {}
+    for raw in read_text(path).splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, given = line.partition("=")
+            options[key.strip().lower()] = given.strip()
+
+    def value(key: str, default: str = "") -> str:
+        text = options.get(key.lower(), default)
+        for _ in range(5):  # ${Option} may name another that names another
+            start = text.find("${")
+            end = text.find("}", start)
+            if start < 0 or end < 0:
+                break
+            text = text[:start] + options.get(text[start + 2 : end].lower(), "") + text[end + 1 :]
+        return _joined(seen_at, text) if text else ""
+
+    options.setdefault("maindir", "~/downloads")
+    destination = value("DestDir", "${MainDir}/completed")
+    append = _truth(options.get("appendcategorydir"), True)
+    categories = {}
+    for number in range(1, 1000):
+        name = options.get("category%d.name" % number)
+        if name is None:
+            break
+        own = value("Category%d.DestDir" % number)
+        categories[name] = own or (os.path.join(destination, name) if append else destination)
+    return NOTHING_SET._replace(
+        save=destination,
+        categories=categories,
+        incomplete=value("InterDir", "${MainDir}/intermediate"),
+    )
+
+
+def _importer(path: str) -> Settings:
+    import json
+
+    xml = os.path.join(os.path.dirname(path), "config.xml")
+    if os.path.lexists(xml) and "<postgreshost>" in read_text(xml).lower():
+        raise Unread("%s: the app keeps its settings in PostgreSQL, not read here" % xml)
+    with _database(path) as db:
+        roots = _query(db, path, "SELECT Path FROM RootFolders")
+        mappings = _query(db, path, "SELECT Host, RemotePath, LocalPath FROM RemotePathMappings")
+        clients = _query(
+            db, path, "SELECT Enable, Name, Implementation, Settings FROM DownloadClients"
+        )
+        config = {
+            str(key).lower(): value
+            for key, value in _query(db, path, "SELECT Key, Value FROM Config")
+        }
+    rows = []
+    for enabled, name, implementation, text in clients:
+        if not enabled:
+            continue
+        fields = json.loads(text or "{}")
+        if not isinstance(fields, dict):
+            raise ValueError("a download client's Settings is not an object")
+        category = next((fields[k] for k in CATEGORY_KEYS if fields.get(k)), "")
+        folder = next((fields[k] for k in DIRECTORY_KEYS if fields.get(k)), "")
+        port = fields.get("port")
+        rows.append(
+            Row(
+                str(name or implementation),
+                str(implementation or ""),
+                str(fields.get("host") or ""),
+                port if isinstance(port, int) else 0,
+                str(category),
+                str(folder),
+            )
+        )
+    return NOTHING_SET._replace(
+        roots=tuple(os.path.normpath(str(root[0])) for root in roots if root[0]),
+        mappings=tuple((str(h or ""), str(r or ""), str(lp or "")) for h, r, lp in mappings),
+        rows=tuple(rows),
+        hardlinks=_truth(config.get("copyusinghardlinks"), True),
+        importing=_truth(config.get("enablecompleteddownloadhandling"), True),
+    )
+
+
+def _jellyfin(folder: str) -> Settings:
+    """Jellyfin's and Emby's libraries: a folder each, its *.mblink files holding its
+    paths (options.xml repeats them)."""
+    import html
+    import re
+
+    paths: List[str] = []
+    for library in sorted(os.listdir(folder)):
+        here = os.path.join(folder, library)
+        if not os.path.isdir(here):
+            continue
+        names = sorted(os.listdir(here))
+        links = [read_text(os.path.join(here, n)).strip() for n in names if n.endswith(".mblink")]
+        if not links and "options.xml" in names:
+            text = read_text(os.path.join(here, "options.xml"))
+            links = [html.unescape(p) for p in re.findall(r"<Path>([^<]*)</Path>", text)]
+        paths += [os.path.normpath(link) for link in links if link.startswith("/")]
+    return NOTHING_SET._replace(libraries=tuple(paths))
+
+
+def _query(connection: Any, path: str, sql: str) -> List[Tuple[Any, ...]]:
+    """The rows of one query; a missing table is an app that has none of those yet."""
+    import sqlite3
+
+    try:
+        return list(connection.execute(sql).fetchall())
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise Unread("%s: %s" % (path, exc))
+    except sqlite3.DatabaseError as exc:
+        raise Unread("%s: %s" % (path, exc))
+
+
+class _database:
+    """A connection to an app's SQLite db that can't change its folder: in place and
+    read-only where its -wal and -shm are there (the app is running), as an immutable
+    file where there is no -wal, else to a private copy of the db and its -wal."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.private = ""
+        self.connection: Any = None
+
+    def __enter__(self) -> Any:
+        import sqlite3
+        from urllib.parse import quote
+
+        path = self.path
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a fifo would hang sqlite's open
+                raise Unread("%s: not a regular file" % path)
+        except OSError as exc:
+            raise Unread("%s: %s" % (path, exc.strerror))
+        wal, shm = (os.path.lexists(path + end) for end in ("-wal", "-shm"))
+        if wal and shm:
+            uri = "file:%s?mode=ro" % quote(path)
+        elif not wal:
+            uri = "file:%s?mode=ro&immutable=1" % quote(path)
+        try:
+            if wal and not shm:  # reading in place would make the -shm
+                uri = "file:%s" % quote(self._copy())
+            self.connection = sqlite3.connect(uri, uri=True, timeout=1.0)
+            self.connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        except (sqlite3.Error, Unread, OSError) as exc:
+            self.__exit__()
+            if isinstance(exc, Unread):
+                raise
+            raise Unread("%s: %s" % (path, getattr(exc, "strerror", None) or exc))
+        return self.connection
+
+    def _copy(self) -> str:
+        import tempfile
+
+        self.private = tempfile.mkdtemp(prefix="cms-settings-")
+        copy = os.path.join(self.private, "app.db")
+        total = 0
+        for end in ("", "-wal"):
+            data = read_bytes(self.path + end, DB_COPY_LIMIT - total)
+            total += len(data)
+            with open(copy + end, "wb") as handle:
+                handle.write(data)
+        return copy
+
+    def __exit__(self, *exc: Any) -> None:
+        import shutil
+
+        if self.connection is not None:
+            self.connection.close()
+        if self.private:
+            shutil.rmtree(self.private, ignore_errors=True)
+
+
+# -- which client a row means, and where a path of an app is on the host
+
+
+def load_apps(
+    containers: Sequence[Container], why_not: str, native: Sequence[Tuple[str, str]]
+) -> Tuple[List[App], List[str], str]:
+    """The apps whose settings are read, notes on those that aren't, and why the
+    containers' settings can't be ('' where they can): their config folders aren't on
+    this machine (DOCKER_HOST elsewhere, a saved file from another host)."""
+    notes: List[str] = []
+    docker: List[Tuple[Container, str]] = []
+    for container in containers:
+        kind = app_kind(container)
+        if kind:
+            docker.append((container, kind))
+        elif container.role in ("download client", "importer"):
+            notes.append(
+                "%s: no reader here for %s's settings, its routes are not checked"
+                % (container.name, container.keyword)
+            )
+    folders = [c.config for c, _ in docker if c.config.startswith("/")]
+    elsewhere = ""
+    if why_not or (folders and not any(os.path.isdir(folder) for folder in folders)):
+        elsewhere = "not checked: the config folders aren't on this machine"
+        docker, notes = [], []
+    apps = [App(c.name, kind, c, settings_of(kind, c.config, "/config")) for c, kind in docker]
+    counts: Dict[str, int] = {}
+    for kind, folder in native:
+        counts[kind] = counts.get(kind, 0) + 1
+        name = kind if counts[kind] == 1 else "%s-%d" % (kind, counts[kind])
+        apps.append(App(name, kind, None, settings_of(kind, folder, folder)))
+    return apps, notes, elsewhere
+
+
+NO_SQLITE = "not checked: this Python has no sqlite3"
+
+
+def settings_of(kind: str, folder: str, inside_at: str) -> Settings:
+    """An app's settings, or why they could not be read (never an exception)."""
+    if not folder:
+        return NOTHING_SET._replace(unread="no folder is bound at /config")
+    if not folder.startswith("/"):
+        return NOTHING_SET._replace(
+            unread="/config is the docker volume %s, which has no folder here to read" % folder
+        )
+    try:
+        return read_settings(kind, folder, inside_at)
+    except Unread as exc:
+        return NOTHING_SET._replace(unread=str(exc))
+    except ImportError:  # a Python built without sqlite3
+        return NOTHING_SET._replace(unread=NO_SQLITE)
+
+
+def names_of(container: Container) -> Set[str]:
+    """The names another container may reach it by: its name, hostname, id, aliases."""
+    names = {container.name, container.hostname, container.ident, container.ident[:12]}
+    return {name.lower() for name in names.union(container.aliases) if name}
+
+
+def namespace_owner(container: Container, containers: Sequence[Container]) -> Optional[Container]:
+    """The container whose network namespace it shares (network_mode: service:gluetun,
+    or container:<name or id>), or None."""
+    mode, _, target = container.network.partition(":")
+    if mode not in ("service", "container") or not target:
+        return None
+    target = target.lower()
+    return next(
+        (
+            c
+            for c in containers
+            if target in names_of(c) or (len(target) >= 12 and c.ident.lower().startswith(target))
+        ),
+        None,
+    )
+
+
+def namespace(app: App, containers: Sequence[Container]) -> str:
+    """Which network namespace an app listens in: 'host' natively or with network_mode
+    host, else the container that owns it."""
+    if app.container is None or app.container.network == "host":
+        return "host"
+    owner = namespace_owner(app.container, containers) or app.container
+    return "host" if owner.network == "host" else owner.name
+
+
+def host_ports(app: App, containers: Sequence[Container]) -> Set[int]:
+    """The host ports that reach an app: its own, and those of its namespace's owner."""
+    if app.container is None:
+        return set()
+    owner = namespace_owner(app.container, containers)
+    return set(app.container.ports) | (set(owner.ports) if owner is not None else set())
+
+
+def own_addresses() -> Set[str]:
+    """This machine's names and addresses, as a row's host may give them."""
+    import socket
+
+    names = set(DOCKER_HOST_NAMES + LOCAL_HOSTS)
+    hostname = socket.gethostname().lower()
+    names |= {hostname, hostname.split(".")[0]}
+    try:  # the kernel's local addresses (docker0's gateway among them)
+        lines = read_bytes("/proc/net/fib_trie").decode("ascii", "replace").splitlines()
+    except Unread:
+        lines = []
+    for before, line in zip(lines, lines[1:]):
+        if "/32 host LOCAL" in line and "-- " in before:
+            names.add(before.split("-- ", 1)[1].strip())
+    return names
+
+
+def match_client(
+    row: Row,
+    importer: App,
+    clients: Sequence[App],
+    containers: Sequence[Container],
+    own: Set[str],
+) -> Tuple[Optional[App], str]:
+    """The client a row means, or why none: its host names a container (the client, or
+    one whose namespace it shares), localhost the importer's own namespace, an address
+    of this machine the client publishing the row's port."""
+    kind = row.implementation.lower()
+    same = [c for c in clients if c.kind == kind]
+    host = row.host.strip().strip("[]").lower()
+    named = [c for c in containers if host in names_of(c)]
+    here = ""
+    if named:
+        found = [
+            c
+            for c in same
+            if c.container is not None
+            and (c.container in named or namespace_owner(c.container, containers) in named)
+        ]
+    elif host in LOCAL_HOSTS and namespace(importer, containers) != "host":
+        found = [c for c in same if namespace(c, containers) == namespace(importer, containers)]
+    elif host in own or ascii_number(host.replace(".", "")) or ":" in host:
+        found = [c for c in same if row.port in host_ports(c, containers)]
+        if not found and host in own and len(same) == 1:
+            found, here = same, "the only %s on this machine" % row.implementation
+    else:
+        found = []
+    if len(found) > 1:
+        return None, "%d %s clients here answer to %s" % (len(found), row.implementation, row.host)
+    if not found:
+        return None, "client not on this machine"
+    return found[0], here
+
+
+def to_host(app: App, path: str) -> Tuple[str, str]:
+    """(host folder, mount point) of an app's path: natively, itself and ''; in a
+    container, through the deepest data mount that covers it: ('', '') where none does,
+    ('', point) where it is a docker volume's."""
+    if app.container is None:
+        return path, ""
+    best: Optional[ContainerMount] = None
+    for mount in app.container.mounts:
+        if inside(path, mount.container) and (
+            best is None or len(mount.container) > len(best.container)
+        ):
+            best = mount
+    if best is None:
+        return "", ""
+    if best.type != "bind":
+        return "", best.container
+    rest = os.path.relpath(path, best.container)
+    return (best.host if rest == "." else os.path.join(best.host, rest)), best.container
+
+
+def through_mappings(
+    mappings: Sequence[Tuple[str, str, str]], host: str, path: str
+) -> Tuple[str, Optional[Tuple[str, str, str]]]:
+    """Where an importer looks for a client's path: through its remote path mapping for
+    that host (the longest remote path that holds it), else the path itself."""
+    best: Optional[Tuple[str, str, str]] = None
+    for mapping in mappings:
+        remote = os.path.normpath(mapping[1]) if mapping[1] else ""
+        longer = best is None or len(remote) > len(os.path.normpath(best[1]))
+        if mapping[0].lower() == host.lower() and remote and inside(path, remote) and longer:
+            best = mapping
+    if best is None:
+        return path, None
+    rest = os.path.relpath(path, os.path.normpath(best[1]))
+    local = os.path.normpath(best[2] or "/")
+    return (local if rest == "." else os.path.join(local, rest)), best
+
+
+def same_folder(one: str, two: str) -> bool:
+    return one == two or os.path.realpath(one) == os.path.realpath(two)
+
+
+def device_of(path: str) -> Optional[int]:
+    """The filesystem a host folder is on (of its nearest folder that exists yet)."""
+    for folder in ancestors(path):
+        try:
+            return os.stat(folder).st_dev
+        except OSError:
+            continue
+    return None  # pragma: no cover - / always exists
+
+
+# -- the routes, and what they find
+
+
+class Judge(NamedTuple):
+    """What the routes are judged against."""
+
+    root: str  # <path>/data
+    media: str
+    in_tree: Callable[[str], bool]
+    said: List[Finding]  # the containers section's findings: a cause they name is cited
+    containers: List[Container]
+    clients: List[App]
+
+
+def check_routes(
+    found: CheckResult,
+    judged: Optional[List[Judged]],
+    loaded: Tuple[List[Container], str],
+    native: Sequence[Tuple[str, str]],
+    root: str,
+    real_root: str,
+    poll: Callable[[], None] = nothing,
+) -> Tuple[CheckResult, Optional[List[Judged]], Routes]:
+    """Add the routes section to a check: each download from the client's folder to
+    the importer's root folders, and what the apps' settings do wrong."""
+    containers, why_not = loaded
+    scene = Scene(root, real_root, os.path.join(root, MEDIA), [], [], [], [], poll)
+    apps, notes, elsewhere = load_apps(containers, why_not, native)
+    sections = dict(found.sections)
+    said = [f for f in found.findings if f.section == "containers"]
+    clients = [a for a in apps if a.kind in CLIENT_APPS]
+    judge = Judge(scene.root, scene.media, scene.in_tree, said, list(containers), clients)
+    routes: List[Route] = []
+    quiet: List[Tuple[str, str]] = []
+    mine: List[Finding] = []
+    needless: Set[Tuple[str, str, str]] = set()  # (client, importer, host) a mapping joins
+    for app in apps:
+        scene.poll()
+        settings = app.settings
+        if settings.unread == NO_SQLITE:
+            quiet.append((app.name, NO_SQLITE))
+        elif settings.unread:
+            quiet.append((app.name, "settings unread"))
+            mine.append(
+                _app_finding(
+                    app,
+                    "settings-unread",
+                    app.container.config if app.container else "",
+                    settings.unread,
+                    "check the folder bound at /config (or given to --app) "
+                    "holds the app's settings, readable by this user",
+                )
+            )
+        elif settings == NOTHING_SET._replace(incomplete=settings.incomplete):
+            quiet.append((app.name, "nothing configured"))
+        elif app.kind in CLIENT_APPS:
+            mine += _client_findings(app, judge)
+        elif app.kind in IMPORTER_APPS:
+            mine += _importer_findings(app, judge, own_addresses(), routes, needless, notes)
+    for server in (a for a in apps if a.kind in SERVER_APPS and a.settings.libraries):
+        mine += _library_findings(server, [a for a in apps if a.kind in IMPORTER_APPS])
+    findings = [
+        f
+        for f in found.findings
+        if not (
+            f.kind == "path-mismatch"
+            and any(
+                f.container == client and f.other == importer and inside(host, f.path)
+                for client, importer, host in needless
+            )
+        )
+    ]
+    if judged is not None and len(findings) != len(found.findings):
+        judged = verdicts([item.container for item in judged], findings)
+        sections["containers"] = grade({f.severity for f in findings if f.section == "containers"})
+    if elsewhere and not native:
+        sections["routes"] = elsewhere
+    elif not apps:
+        sections["routes"] = "not checked: no app here whose settings are read"
+    else:
+        sections["routes"] = grade({f.severity for f in mine})
+        notes = ([elsewhere + " (only the --app ones were)"] if elsewhere else []) + notes
+    found = found._replace(findings=findings + mine, notes=found.notes + notes, sections=sections)
+    return found, judged, Routes(routes, quiet)
+
+
+def _app_finding(app: App, kind: str, path: str, detail: str, fix: str, other: str = "") -> Finding:
+    return finding(kind, path, detail, fix, container=app.name, other=other)
+
+
+def client_folders(settings: Settings) -> List[str]:
+    """Every folder a client saves into."""
+    folders = [settings.save] + sorted(set(settings.categories.values())) + [settings.incomplete]
+    return [folder for at, folder in enumerate(folders) if folder and folder not in folders[:at]]
+
+
+def client_folder(settings: Settings, category: str, directory: str) -> str:
+    """Where a client puts a download of a row's category: the row's own folder, the
+    category's folder (in Automatic mode), else the default one."""
+    if directory:
+        return os.path.normpath(directory)
+    if settings.manual:
+        return settings.save
+    if category in settings.categories:
+        return settings.categories[category]
+    return (
+        os.path.join(settings.save, category)
+        if settings.subfolders and category
+        else (settings.save)
+    )
+
+
+def _client_findings(client: App, judge: Judge) -> List[Finding]:
+    """save-unmounted, manual-mode, incomplete-elsewhere."""
+    settings = client.settings
+    findings = []
+    for folder in client_folders(settings) if client.container is not None else ():
+        host, point = to_host(client, folder)
+        if not host and not point:
+            findings.append(
+                _app_finding(
+                    client,
+                    "save-unmounted",
+                    folder,
+                    "saves into %s, on none of its data mounts: downloads stay inside the "
+                    "container (or its /config) and no importer sees them" % folder,
+                    "a folder under one of its data mounts (e.g. /data/%s/complete)"
+                    % ("torrents" if client.container is None else own_source(client.container)),
+                )
+            )
+    if settings.manual and settings.categories:
+        findings.append(
+            _app_finding(
+                client,
+                "manual-mode",
+                to_host(client, settings.save)[0] or settings.save,
+                "new torrents default to Manual mode: every download goes to %s, the category "
+                "folders (%s) are not used"
+                % (settings.save, ", ".join(sorted(settings.categories))),
+                "Options > Downloads > Default Torrent Management Mode: Automatic",
+            )
+        )
+    if settings.incomplete and settings.save:
+        grow, grow_point = to_host(client, settings.incomplete)
+        save, save_point = to_host(client, settings.save)
+        apart = grow_point != save_point or (grow and save and device_of(grow) != device_of(save))
+        if apart and (grow or grow_point) and (save or save_point):
+            findings.append(
+                _app_finding(
+                    client,
+                    "incomplete-elsewhere",
+                    grow or settings.incomplete,
+                    "downloads grow in %s, on another mount or filesystem than %s: each "
+                    "finished one is copied over" % (settings.incomplete, settings.save),
+                    "an incomplete folder on the same mount, e.g. /data/%s/incomplete"
+                    % own_source(client.container)
+                    if client.container
+                    else "the same filesystem",
+                )
+            )
+    return findings
+
+
+def _said(judge: Judge, kind: str, names: Sequence[str], hosts: Sequence[str] = ()) -> bool:
+    """Whether the containers section already names this cause."""
+    return any(
+        f.kind == kind
+        and f.container in names
+        and (not hosts or any(h and (inside(h, f.path) or not f.path) for h in hosts))
+        for f in judge.said
+    )
+
+
+def _importer_findings(
+    importer: App,
+    judge: Judge,
+    own: Set[str],
+    routes: List[Route],
+    needless: Set[Tuple[str, str, str]],
+    notes: List[str],
+) -> List[Finding]:
+    """An importer's own settings, its root folders, and a route per row and root."""
+    settings = importer.settings
+    findings = []
+    torrent_rows = [
+        r
+        for r in settings.rows
+        if CLIENT_APPS.get(r.implementation.lower(), "torrent") == "torrent"
+    ]
+    if not settings.hardlinks and (torrent_rows or not settings.rows):
+        findings.append(
+            _app_finding(
+                importer,
+                "hardlinks-off",
+                judge.root,
+                '"Use Hardlinks instead of Copy" is off: every torrent import is a copy',
+                "Settings > Media Management > Use Hardlinks instead of Copy: on",
+            )
+        )
+    if not settings.importing:
+        findings.append(
+            _app_finding(
+                importer,
+                "import-off",
+                judge.root,
+                "Completed Download Handling is off: nothing is imported by itself",
+                "Settings > Download Clients > Completed Download Handling: on",
+            )
+        )
+    roots = [(root,) + to_host(importer, root) for root in settings.roots]
+    for root, host, _ in roots:
+        if host and judge.in_tree(host) and not inside(host, judge.media):
+            findings.append(
+                _app_finding(
+                    importer,
+                    "root-outside-media",
+                    host,
+                    "root folder %s is in the tree but not in media/: the library and the "
+                    "downloads mix" % root,
+                    "a root folder under %s" % judge.media,
+                )
+            )
+        for client in judge.clients:
+            for folder in client_folders(client.settings):
+                download = to_host(client, folder)[0]
+                if host and download and (inside(host, download) or inside(download, host)):
+                    findings.append(
+                        _app_finding(
+                            importer,
+                            "root-in-downloads",
+                            host,
+                            "root folder %s and %s's download folder %s hold one another: imports "
+                            "land among the downloads" % (root, client.name, folder),
+                            "a root folder under %s, the downloads under their source folder"
+                            % judge.media,
+                            other=client.name,
+                        )
+                    )
+                    break
+    for row in settings.rows:
+        if row.implementation.lower() not in CLIENT_APPS:
+            notes.append(
+                "%s: download client %s (%s) is not read here: its route is not "
+                "checked" % (importer.name, row.name, row.implementation)
+            )
+            continue
+        matched, why = match_client(row, importer, judge.clients, judge.containers, own)
+        if why and matched is not None:
+            notes.append(
+                "%s: download client %s at %s taken to be %s, %s"
+                % (importer.name, row.name, row.host, matched.name, why)
+            )
+        findings += _route(importer, row, matched, why, roots, judge, routes, needless)
+    return findings
+
+
+def _route(
+    importer: App,
+    row: Row,
+    client: Optional[App],
+    why: str,
+    roots: Sequence[Tuple[str, str, str]],
+    judge: Judge,
+    routes: List[Route],
+    needless: Set[Tuple[str, str, str]],
+) -> List[Finding]:
+    """One row's routes, one per root folder: where the client puts the download, where
+    the importer looks for it, then what each import of it is."""
+    name = client.name if client is not None else row.host or row.name
+    route = Route(name, row.category, importer.name, "", None, "", "unknown", "", why)
+    if client is None or client.settings.unread:
+        cause = "settings-unread" if client is not None else ""
+        routes.append(route._replace(cause=cause))
+        return []
+    folder = client_folder(client.settings, row.category, row.directory)
+    download, point = to_host(client, folder)
+    if not download:  # no save folder set, or one on no mount of the host's
+        cause = "named-volume" if point else "save-unmounted" if folder else ""
+        result = "unseen" if cause == "save-unmounted" else "unknown"
+        routes.append(route._replace(result=result, cause=cause, why="" if folder else (
+            "the client has no save folder set")))  # fmt: skip
+        return []
+    route = route._replace(download=download)
+    seen_as, mapping = through_mappings(importer.settings.mappings, row.host, folder)
+    seen, seen_point = to_host(importer, seen_as)
+    findings: List[Finding] = []
+    if not seen or not same_folder(seen, download):
+        where = "as another folder (%s)" % seen if seen else "nowhere"
+        if mapping is not None:
+            cause = "mapping-wrong"
+            detail = "its remote path mapping %s -> %s (host %s) turns %s's %s into %s, " \
+                "which it sees %s" % (mapping[1], mapping[2], mapping[0], client.name, folder,
+                                      seen_as, where)  # fmt: skip
+            fix = "mount the tree at the same path in both and remove the mapping"
+        else:
+            cause = "path-mismatch" if _said(judge, "path-mismatch", (client.name,), (download,)) \
+                else "import-unseen"  # fmt: skip
+            detail = "%s saves to %s, which it sees %s" % (client.name, folder, where)
+            fix = "mount %s at the same container path in both" % download
+        if cause != "path-mismatch":
+            findings.append(_app_finding(importer, cause, download, detail, fix, client.name))
+        routes += [route._replace(root=host, result="unseen", cause=cause) for _, host, _ in
+                   roots or (("", "", ""),)]  # fmt: skip
+        return findings
+    if mapping is not None and seen_as != folder and client.container and importer.container:
+        needless.add((client.name, importer.name, download))
+        findings.append(_app_finding(
+            importer, "mapping-needless", download,
+            "its remote path mapping %s -> %s only joins two container paths for one "
+            "folder" % (mapping[1], mapping[2]),
+            "mount %s at the same container path in both, then remove the mapping" % download,
+            client.name))  # fmt: skip
+    route = route._replace(client=client.name, seen_as=seen_as, why="")
+    if not roots:
+        routes.append(route._replace(why="no root folder set"))
+    for root, root_host, root_point in roots:
+        result, cause = _import_result(importer, client, judge, download, seen_point,
+                                       root_host, root_point)  # fmt: skip
+        routes.append(route._replace(root=root_host, result=result, cause=cause))
+        if cause == "import-copies":
+            apart = "under two mounts" if root_point != seen_point else (
+                "on two filesystems" if root_host else "on none of its data mounts")  # fmt: skip
+            findings.append(_app_finding(
+                importer, cause, root_host or root,
+                "%s's downloads (%s) and root folder %s are %s: every import is a copy"
+                % (client.name, seen_as, root, apart),
+                "one mount of the whole tree (- %s:/data), the root folder under /data/media"
+                % judge.root, client.name))  # fmt: skip
+    return findings
+
+
+def _import_result(
+    importer: App, client: App, judge: Judge, download: str, seen_point: str,
+    root_host: str, root_point: str,
+) -> Tuple[str, str]:  # fmt: skip
+    """What an import from a download folder the importer sees into a root folder is
+    (hardlink, move or copy), and the kind of finding that says why where not."""
+    torrent = CLIENT_APPS[client.kind] == "torrent"
+    if torrent and not importer.settings.hardlinks:
+        return "copy", "hardlinks-off"
+    if not root_host:
+        return "copy", "named-volume" if root_point else "import-copies"
+    if root_point == seen_point and device_of(download) == device_of(root_host):
+        return "hardlink" if torrent else "move", ""
+    if _said(judge, "split-mounts", (importer.name,)):
+        return "copy", "split-mounts"
+    if _said(judge, "outside-tree", (importer.name, client.name), (download, root_host)):
+        return "copy", "outside-tree"
+    return "copy", "import-copies"
+
+
+def _library_findings(server: App, importers: Sequence[App]) -> List[Finding]:
+    """An importer's root folder that none of the server's libraries covers."""
+    libraries = [to_host(server, folder)[0] for folder in server.settings.libraries]
+    libraries = [folder for folder in libraries if folder]
+    findings = []
+    for importer in importers:
+        for root in importer.settings.roots:
+            host = to_host(importer, root)[0]
+            if host and not any(
+                inside(host, f) or inside(os.path.realpath(host), os.path.realpath(f))
+                for f in libraries
+            ):
+                findings.append(
+                    _app_finding(
+                        server,
+                        "library-unseen",
+                        host,
+                        "none of its libraries (%s) holds %s's root folder %s: its imports don't "
+                        "show up" % (", ".join(server.settings.libraries), importer.name, root),
+                        "add %s as a library folder (as %s sees it)" % (host, server.name),
+                        importer.name,
+                    )
+                )
+    return findings
 
 
 # -- --relink: copies in media/ become hardlinks of the download -----------------------
@@ -4703,6 +5908,7 @@ CHECK_TITLES = {
     "probes": ("probes", "{pairs} import pair(s): a hardlink and a move each work"),
     "permissions": ("permissions", "{owner} can write every folder"),
     "containers": ("containers", "every container sees one consistent /data"),
+    "routes": ("routes", "every download reaches its importer as a hardlink or a move"),
 }
 LEFTOVERS = {
     "torrents": "not imported yet, imported as a copy, or kept only for seeding",
@@ -4718,6 +5924,7 @@ def report_check(
     found: CheckResult,
     out: Output,
     judged: Optional[List[Judged]] = None,
+    routes: Optional[Routes] = None,
 ) -> None:
     """The --check report as text: each section's grade, its findings with fixes."""
     out.line("check of %s" % root)
@@ -4731,6 +5938,13 @@ def report_check(
                 sum(i.severity == WARNING for i in mine), "warning") or "ok"))  # fmt: skip
             report_containers(judged, out)
             _report_findings(explained_first(mine), out)
+            continue
+        if section == "routes" and routes is not None and not grade.startswith("not checked"):
+            out.line("%-12s %s" % (title, _count(
+                sum(i.severity == PROBLEM for i in mine), "problem",
+                sum(i.severity == WARNING for i in mine), "warning") or "ok"))  # fmt: skip
+            report_routes(routes, out)
+            _report_findings(mine, out)
             continue
         if grade == "ok":
             text = healthy.format(
@@ -4857,7 +6071,29 @@ def report_containers(judged: Sequence[Judged], out: Output) -> None:
                                            "" if mount.rw else " (read-only)"))  # fmt: skip
 
 
-def check_json(root: str, found: CheckResult, judged: Optional[List[Judged]] = None) -> str:
+def report_routes(routes: Routes, out: Output) -> None:
+    """A line per route: CLIENT [CATEGORY] -> IMPORTER: DOWNLOAD -> ROOT: RESULT."""
+    for route in routes.routes:
+        category = " [%s]" % route.category if route.category else ""
+        head = "  %s%s -> %s: " % (route.client, category, route.importer)
+        if route.result == "unknown" and not route.download:
+            out.line(head + "unknown: " + (route.why or route.cause))
+            continue
+        result = route.result + (" (%s)" % route.cause if route.cause else "")
+        if route.why:
+            result += ": " + route.why
+        out.line("%s%s -> %s: %s" % (head, route.download or "(inside %s)" % route.client,
+                                     route.root or "(no root folder)", result))  # fmt: skip
+    for name, why in routes.quiet:
+        out.line("  %s: %s" % (name, why))
+
+
+def check_json(
+    root: str,
+    found: CheckResult,
+    judged: Optional[List[Judged]] = None,
+    routes: Optional[Routes] = None,
+) -> str:
     """The --check result as one JSON document, for cron jobs and monitoring."""
     document: Dict[str, Any] = {
         "data_root": root,
@@ -4895,6 +6131,13 @@ def check_json(root: str, found: CheckResult, judged: Optional[List[Judged]] = N
             }
             for container, verdict in judged
         ]
+    if routes is not None:  # with --docker or --app
+        document["routes"] = [
+            {"client": r.client, "category": r.category or None, "importer": r.importer,
+             "download": r.download or None, "seen_as": r.seen_as, "root": r.root or None,
+             "result": r.result, "cause": r.cause or None}
+            for r in routes.routes
+        ]  # fmt: skip
     return json_text(document)
 
 
@@ -4910,7 +6153,18 @@ def _finding_json(item: Finding) -> Dict[str, Any]:
 # The JSON fields that hold a path (or a list of paths): where a name's bytes are not
 # UTF-8, a sibling FIELD_b64 holds them exactly (base64), since the text shows such a
 # byte as \xNN, which a name could also spell out literally.
-PATH_FIELDS = ("path", "other", "data_root", "keep", "replace", "host", "unreadable_folders")
+PATH_FIELDS = (
+    "path",
+    "other",
+    "data_root",
+    "keep",
+    "replace",
+    "host",
+    "unreadable_folders",
+    "download",
+    "seen_as",
+    "root",
+)
 
 
 def json_text(document: Any) -> str:
@@ -5081,6 +6335,7 @@ OPTION_MODES = {
     "--dry-run": ("create", "relink"),
     "--json": ("check", "relink"),
     "--docker": ("check",),
+    "--app": ("check",),
     "--min-size": ("relink",),
     "--min-age": ("relink",),
 }
@@ -5184,6 +6439,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="with --check: check the containers too, from `docker inspect` of the running "
         "ones, or from FILE (docker inspect or docker compose config --format json; - for stdin)",
+    )
+    parser.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        type=parse_app,
+        metavar="KIND=DIR",
+        help="with --check: read the settings of an app installed without docker from DIR, "
+        "its config folder (repeatable); KIND: %s" % " ".join(APP_KINDS),
     )
     parser.add_argument(
         "--min-size",
@@ -5381,19 +6645,26 @@ def check(
         note += " (%s makes it in every client)" % category_option(unnamed[0])
         found = found._replace(notes=found.notes + [note])
     judged: Optional[List[Judged]] = None
-    if args.docker is not None:
-        try:
+    routes: Optional[Routes] = None
+    try:
+        if args.docker is not None:
             found, judged = check_containers(found, walk, steps, pairs, loaded, signals.poll)
-        except (Interrupted, KeyboardInterrupt):
-            err.line("interrupted: the check was stopped; it had changed nothing")
-            raise
+        if args.docker is not None or args.app:
+            real_root = real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
+            found, judged, routes = check_routes(found, judged, loaded, args.app, root,
+                                                 real_root, signals.poll)  # fmt: skip
+    except (Interrupted, KeyboardInterrupt):
+        err.line("interrupted: the check was stopped; it had changed nothing")
+        raise
     if args.json:
-        out.lines(check_json(root, found, judged))
+        out.lines(check_json(root, found, judged, routes))
     elif not args.quiet:
-        report_check(root, steps, args.owner, found, out, judged)
+        report_check(root, steps, args.owner, found, out, judged, routes)
     else:
         for item in found.findings:
-            err.line("%s: %s: %s" % (item.severity, item.path, item.detail))
+            who = item.container + ("/" + item.other if item.other else "")
+            err.line("%s: %s%s: %s" % (item.severity, who + ": " if who else "", item.path,
+                                       item.detail))  # fmt: skip
     return 1 if any(item.severity == PROBLEM for item in found.findings) else 0
 
 
