@@ -2,7 +2,7 @@
 """Benchmark: the creator, --check and --relink against the shell tools they replace.
 
     python3 tests/benchmark.py [--files 100000] [--repeat 7] [--million]
-                               [--relink-mib 3072] [--only create,check,relink]
+                               [--relink-mib 3072] [--only create,check,relink,...]
 
 Prints, from one run, medians over --repeat runs of:
   * a fresh run and a re-run of the script, against `mkdir -p` of the same 52
@@ -20,7 +20,9 @@ Prints, from one run, medians over --repeat runs of:
     /proc/sys/vm/drop_caches is writable) cold, and the bytes the script read
     (its rchar) against the floor (both files of every true pair once, plus each
     same-size non-pair up to its first difference); peak memory at 10,000 and
-    100,000 candidate files.
+    100,000 candidate files;
+  * --check --docker on stacks of 300 and 3,000 services, and what reading the
+    settings of a stack of 10 apps (a 50 MB Sonarr db) adds to it.
 Not a test: nothing here asserts a time.
 """
 
@@ -478,6 +480,117 @@ def bench_docker(counts=(300, 3000), repeat=3):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def routes_stack(base, data):
+    """Ten apps' config folders under base/appdata, the guides' settings in them (a
+    Sonarr db of 50 MB, its history filled), and docker inspect JSON of them."""
+    import json
+    import sqlite3
+
+    def container(name, image, binds):
+        config = os.path.join(base, "appdata", name)
+        os.makedirs(config)
+        mounts = [{"Type": "bind", "Source": s, "Destination": t, "RW": True}
+                  for s, t in binds + [(config, "/config")]]  # fmt: skip
+        stack.append({"Id": name, "Name": "/" + name, "Mounts": mounts,
+                      "Config": {"Image": image, "Env": ["PUID=1000", "PGID=1000"]}})  # fmt: skip
+        return config
+
+    def arr(name, size_mib=0):
+        config = container(name, "lscr.io/linuxserver/" + name, [(data, "/data")])
+        db = sqlite3.connect(os.path.join(config, name + ".db"))
+        db.executescript(
+            "CREATE TABLE RootFolders (Id INTEGER PRIMARY KEY, Path TEXT);"
+            "CREATE TABLE RemotePathMappings (Id INTEGER PRIMARY KEY, Host TEXT, RemotePath TEXT,"
+            " LocalPath TEXT);"
+            "CREATE TABLE DownloadClients (Id INTEGER PRIMARY KEY, Enable INTEGER, Name TEXT,"
+            " Implementation TEXT, Settings TEXT);"
+            "CREATE TABLE Config (Id INTEGER PRIMARY KEY, Key TEXT, Value TEXT);"
+            "CREATE TABLE History (Id INTEGER PRIMARY KEY, Data BLOB);"
+        )
+        db.execute("INSERT INTO RootFolders (Path) VALUES ('/data/media/tv')")
+        for impl, host in (("QBittorrent", "qbittorrent"), ("Sabnzbd", "sabnzbd")):
+            settings = json.dumps({"host": host, "port": 8080, "tvCategory": "tv"})
+            db.execute("INSERT INTO DownloadClients (Enable, Name, Implementation, Settings) "
+                       "VALUES (1, ?, ?, ?)", (impl, impl, settings))  # fmt: skip
+        db.executemany("INSERT INTO History (Data) VALUES (?)",
+                       ((os.urandom(4096),) for _ in range(size_mib * 256)))  # fmt: skip
+        db.commit()
+        db.close()
+
+    stack = []
+    qb = container("qbittorrent", "lscr.io/linuxserver/qbittorrent",
+                   [(data + "/torrents", "/data/torrents")])  # fmt: skip
+    os.makedirs(os.path.join(qb, "qBittorrent"))
+    with open(os.path.join(qb, "qBittorrent", "qBittorrent.conf"), "w") as handle:
+        handle.write("[BitTorrent]\nSession\\DefaultSavePath=/data/torrents/complete\n"
+                     "Session\\DisableAutoTMMByDefault=false\n")  # fmt: skip
+    for name, image, folder, text in (
+        ("transmission", "lscr.io/linuxserver/transmission", "torrents",
+         '{"download-dir": "/data/torrents/complete"}'),
+        ("sabnzbd", "lscr.io/linuxserver/sabnzbd", "usenet",
+         "[misc]\ncomplete_dir = /data/usenet/complete\n"),
+        ("nzbget", "lscr.io/linuxserver/nzbget", "usenet", "MainDir=/data/usenet\n"),
+    ):  # fmt: skip
+        config = container(name, image, [(data + "/" + folder, "/data/" + folder)])
+        settings = {"transmission": "settings.json", "sabnzbd": "sabnzbd.ini"}.get(
+            name, "nzbget.conf"
+        )
+        with open(os.path.join(config, settings), "w") as handle:
+            handle.write(text)
+    arr("sonarr", 50)
+    for name in ("radarr", "lidarr", "readarr"):
+        arr(name)
+    plex = container("plex", "plexinc/pms-docker", [(data + "/media", "/data/media")])
+    folder = os.path.join(plex, "Library/Application Support/Plex Media Server/Plug-in Support/"
+                          "Databases")  # fmt: skip
+    os.makedirs(folder)
+    db = sqlite3.connect(os.path.join(folder, "com.plexapp.plugins.library.db"))
+    db.execute("CREATE TABLE section_locations (id INTEGER PRIMARY KEY, root_path TEXT)")
+    db.execute("INSERT INTO section_locations (root_path) VALUES ('/data/media/tv')")
+    db.commit()
+    db.close()
+    jellyfin = container("jellyfin", "jellyfin/jellyfin", [(data + "/media", "/data/media")])
+    os.makedirs(os.path.join(jellyfin, "root/default/Shows"))
+    with open(os.path.join(jellyfin, "root/default/Shows/tv.mblink"), "w") as handle:
+        handle.write("/data/media/tv")
+    return stack
+
+
+def bench_routes(repeat=9):
+    """What reading the apps' settings adds to --check --docker: a stack of 10 apps with
+    a 50 MB Sonarr db read in place, against the same stack whose config folders aren't
+    on this machine (nothing read); runs alternate, medians compared."""
+    import json
+
+    base = tempfile.mkdtemp(prefix="cms-bench-routes-")
+    try:
+        wait([sys.executable, SCRIPT, "--path", base, "-q"])
+        stack = routes_stack(base, os.path.join(base, "data"))
+        away = json.loads(json.dumps(stack).replace(base + "/appdata", "/nonexistent"))
+        runs = {"read": [], "not read": []}
+        for _ in range(repeat):
+            for label, document in (("read", stack), ("not read", away)):
+                path = os.path.join(base, "stack.json")
+                with open(path, "w") as handle:
+                    json.dump(document, handle)
+                command = [sys.executable, SCRIPT, "--path", base, "--check", "--docker", path,
+                           "--json"]  # fmt: skip
+                start = time.perf_counter()
+                done = subprocess.run(command, stdout=subprocess.PIPE, check=False)
+                runs[label].append(time.perf_counter() - start)
+                routes = json.loads(done.stdout).get("routes", [])
+                assert label == "not read" or len(routes) == 8, routes
+        read, skipped = (statistics.median(runs[k]) for k in ("read", "not read"))
+        size = os.path.getsize(os.path.join(base, "appdata", "sonarr", "sonarr.db")) >> 20
+        print()
+        print("--check --docker on 10 apps (a %d MiB Sonarr db), median of %d runs" % (
+            size, repeat))  # fmt: skip
+        print("  settings read: %.0f ms, not read: %.0f ms, reading adds %.0f ms"
+              % (read * 1000, skipped * 1000, (read - skipped) * 1000))  # fmt: skip
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def bench_relink(mib, repeat=5):  # noqa: PLR0912 - one benchmark, step by step
     jdupes = shutil.which("jdupes")
     base = tempfile.mkdtemp(prefix="cms-bench-relink-")
@@ -547,7 +660,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--million", action="store_true", help="--check at 1,000,000 files too")
     parser.add_argument("--relink-mib", type=int, default=3072)
-    parser.add_argument("--only", default="create,check,relink,mixed,docker")
+    parser.add_argument("--only", default="create,check,relink,mixed,docker,routes")
     parser.add_argument(
         "--mixed-pairs",
         type=int,
@@ -566,6 +679,8 @@ def main():
         bench_relink_mixed(args.mixed_pairs, args.mixed_pairs)
     if "docker" in args.only:
         bench_docker()
+    if "routes" in args.only:
+        bench_routes()
 
 
 if __name__ == "__main__":

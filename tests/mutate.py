@@ -385,6 +385,41 @@ MUTATIONS = [
         "        if self.waiting:  # Python would retry the interrupted call and wait on for good",
         "        if False:",
     ),
+    (
+        "routes: an *arr db opened in place without immutable=1 (makes its -wal, -shm)",
+        'uri = "file:%s?mode=ro&immutable=1" % quote(path)',
+        'uri = "file:%s" % quote(path)',
+    ),
+    (
+        "routes: a -wal without its -shm read in place (makes the -shm)",
+        "            if wal and not shm:  # reading in place would make the -shm",
+        "            if False:",
+    ),
+    (
+        "routes: qBittorrent's legacy save key read first",
+        r'save = new if new is not None else value("Downloads\\SavePath", "Preferences")',
+        r'save = value("Downloads\\SavePath", "Preferences") or new',
+    ),
+    (
+        "routes: qBittorrent's Manual mode taken for Automatic (client_folder)",
+        "    if settings.manual:\n        return settings.save",
+        "    if False:\n        return settings.save",
+    ),
+    (
+        "routes: a remote path mapping applied to every host (through_mappings)",
+        "if mapping[0].lower() == host.lower() and remote",
+        "if remote",
+    ),
+    (
+        "routes: two mounts in the importer taken for one (_import_result)",
+        "    if root_point == seen_point and device_of(download) == device_of(root_host):",
+        "    if device_of(download) == device_of(root_host):",
+    ),
+    (
+        "routes: a path-mismatch that a mapping resolves kept as a problem",
+        "        needless.add((client.name, importer.name, download))",
+        "        pass",
+    ),
 ]
 
 

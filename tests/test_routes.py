@@ -729,3 +729,19 @@ def test_every_kind_of_routes_is_made_by_a_test():
     kinds = [k for k, known in cms.KINDS.items() if known.section == "routes"]
     assert len(kinds) == 13
     assert [k for k in kinds if '"%s"' % k not in source] == []
+
+
+def test_a_mapping_for_another_host_is_not_applied(stack):
+    # Sonarr applies a remote path mapping only to the rows of its Host.
+    stack.guides()
+    stack.containers[0]["Mounts"][0]["Destination"] = "/downloads"
+    qbittorrent(stack.config("qbittorrent"), save="/downloads/complete")
+    arr_db(
+        stack.config("sonarr") / "sonarr.db",
+        ["/data/media/tv"],
+        [qb_row()],
+        mappings=[("seedbox", "/downloads/", "/data/torrents/")],
+    )
+    code, document = stack.check()
+    assert code == 1
+    assert results(document) == [("qbittorrent", "tv-sonarr", "sonarr", "unseen", "path-mismatch")]
