@@ -4057,7 +4057,9 @@ def read_settings(kind: str, folder: str, inside_at: str) -> Settings:
                 )
             )
         return _jellyfin(path)
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+    except OSError as exc:  # a library folder that can't be listed
+        raise Unread("%s: %s" % (exc.filename or path, exc.strerror))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
         raise Unread("%s: not in the shape %s writes (%s)" % (path, kind, exc))
 
 
@@ -4624,6 +4626,7 @@ def check_routes(
     quiet: List[Tuple[str, str]] = []
     mine: List[Finding] = []
     needless: Set[Tuple[str, str, str]] = set()  # (client, importer, host) a mapping joins
+    own: Set[str] = set()  # this machine's names and addresses, once an importer needs them
     for app in apps:
         scene.poll()
         settings = app.settings
@@ -4641,12 +4644,13 @@ def check_routes(
                     "holds the app's settings, readable by this user",
                 )
             )
-        elif settings == NOTHING_SET._replace(incomplete=settings.incomplete):
-            quiet.append((app.name, "nothing configured"))
+        elif not (settings.save or settings.roots or settings.rows or settings.libraries):
+            quiet.append((app.name, "nothing configured"))  # set up later: nothing to say
         elif app.kind in CLIENT_APPS:
             mine += _client_findings(app, judge)
         elif app.kind in IMPORTER_APPS:
-            mine += _importer_findings(app, judge, own_addresses(), routes, needless, notes)
+            own = own or own_addresses()
+            mine += _importer_findings(app, judge, own, routes, needless, notes)
     for server in (a for a in apps if a.kind in SERVER_APPS and a.settings.libraries):
         mine += _library_findings(server, [a for a in apps if a.kind in IMPORTER_APPS])
     findings = [

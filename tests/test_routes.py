@@ -313,20 +313,18 @@ def test_a_mapping_to_the_wrong_folder(stack):
     assert results(document) == [("qbittorrent", "tv-sonarr", "sonarr", "unseen", "mapping-wrong")]
 
 
-def test_a_needless_mapping_replaces_the_path_mismatch(stack):
-    # qBittorrent sees its folder at /downloads, Sonarr at /data/torrents: a remote path
-    # mapping makes imports work, so the path-mismatch becomes a warning.
-    d = stack.data
+def client_at_downloads(stack, mappings=()):
+    """qBittorrent sees its folder at /downloads, Sonarr at /data/torrents."""
     stack.guides()
     stack.containers[0]["Mounts"][0]["Destination"] = "/downloads"
     qbittorrent(stack.config("qbittorrent"), save="/downloads/complete")
-    arr_db(
-        stack.config("sonarr") / "sonarr.db",
-        ["/data/media/tv"],
-        [qb_row()],
-        mappings=[("qbittorrent", "/downloads/", "/data/torrents/")],
-    )
-    code, document = stack.check()
+    arr_db(stack.config("sonarr") / "sonarr.db", ["/data/media/tv"], [qb_row()], mappings)
+    return stack.check()
+
+
+def test_a_needless_mapping_replaces_the_path_mismatch(stack):
+    # A remote path mapping makes imports work: the path-mismatch becomes a warning.
+    code, document = client_at_downloads(stack, [("qbittorrent", "/downloads/", "/data/torrents/")])
     assert code == 0, document["findings"]
     assert not [f for f in document["findings"] if f["kind"] == "path-mismatch"]
     assert routes_findings(document) == [("mapping-needless", "sonarr", "qbittorrent", "warning")]
@@ -335,16 +333,15 @@ def test_a_needless_mapping_replaces_the_path_mismatch(stack):
     assert document["sections"]["containers"] == "ok"
     verdicts = {c["name"]: c["verdict"] for c in document["containers"]}
     assert verdicts["qbittorrent"] == "ok"
-    assert document["routes"][0]["download"] == d + "/torrents/complete/tv-sonarr"
+    assert document["routes"][0]["download"] == stack.data + "/torrents/complete/tv-sonarr"
 
 
-def test_the_mismatch_without_a_mapping_is_cited(stack):
-    stack.guides()
-    stack.containers[0]["Mounts"][0]["Destination"] = "/downloads"
-    qbittorrent(stack.config("qbittorrent"), save="/downloads/complete")
-    code, document = stack.check()
+@pytest.mark.parametrize("mappings", [[], [("seedbox", "/downloads/", "/data/torrents/")]])
+def test_the_mismatch_without_a_mapping_for_its_host_is_cited(stack, mappings):
+    # Sonarr applies a remote path mapping only to the rows of its Host.
+    code, document = client_at_downloads(stack, mappings)
     assert code == 1
-    assert results(document)[0][3:] == ("unseen", "path-mismatch")
+    assert results(document) == [("qbittorrent", "tv-sonarr", "sonarr", "unseen", "path-mismatch")]
     assert routes_findings(document) == []
 
 
@@ -731,17 +728,45 @@ def test_every_kind_of_routes_is_made_by_a_test():
     assert [k for k in kinds if '"%s"' % k not in source] == []
 
 
-def test_a_mapping_for_another_host_is_not_applied(stack):
-    # Sonarr applies a remote path mapping only to the rows of its Host.
+def test_an_importer_set_up_later_says_nothing_configured(stack):
+    # Hardlinks off in a Sonarr with no root folder and no client yet: no finding.
     stack.guides()
-    stack.containers[0]["Mounts"][0]["Destination"] = "/downloads"
-    qbittorrent(stack.config("qbittorrent"), save="/downloads/complete")
-    arr_db(
-        stack.config("sonarr") / "sonarr.db",
-        ["/data/media/tv"],
-        [qb_row()],
-        mappings=[("seedbox", "/downloads/", "/data/torrents/")],
-    )
+    arr_db(stack.config("sonarr") / "sonarr.db", config={"copyusinghardlinks": "False"})
+    code, out, _ = stack.text()
+    assert code == 0
+    assert "  sonarr: nothing configured\n" in out and "hardlinks-off" not in out
+
+
+@pytest.mark.parametrize(
+    ("app", "name", "text"),
+    [
+        ("deluge", "core.conf", ""),
+        ("deluge", "core.conf", '{"file": 1}["not", "an object"]'),
+        ("transmission", "settings.json", "[1, 2]"),
+        ("transmission", "settings.json", "[" * 100000),
+        ("sabnzbd", "sabnzbd.ini", "[misc]\nthis line has no equals sign\n"),
+        ("qbittorrent", "qBittorrent/categories.json", '["tv"]'),
+    ],
+)
+def test_settings_of_another_shape_are_unread_not_a_crash(stack, app, name, text):
+    d = stack.data
+    stack.guides()
+    if app in ("deluge", "transmission"):
+        stack.add(app, "lscr.io/linuxserver/" + app, [(d + "/torrents", "/data/torrents")])
+    (stack.config(app) / name).write_text(text)
     code, document = stack.check()
-    assert code == 1
-    assert results(document) == [("qbittorrent", "tv-sonarr", "sonarr", "unseen", "path-mismatch")]
+    assert ("settings-unread", app, "", "warning") in routes_findings(document)
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="root reads any folder")
+def test_a_library_folder_that_cant_be_listed(stack):
+    stack.guides()
+    config = stack.add("jellyfin", "jellyfin/jellyfin", [(stack.data + "/media", "/data/media")])
+    library = config / "root" / "default" / "Shows"
+    library.mkdir(parents=True)
+    library.chmod(0)
+    try:
+        code, document = stack.check()
+    finally:
+        library.chmod(0o755)
+    assert ("settings-unread", "jellyfin", "", "warning") in routes_findings(document)
