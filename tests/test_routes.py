@@ -14,14 +14,14 @@ TREE_OPTIONS = ["--owner", "1000:1000"] if os.getuid() == 0 else []
 LSIO = ["PUID=1000", "PGID=1000", "UMASK=002"]
 
 
-def inspect(name, image, mounts, network="bridge", ports=(), hostname="", aliases=()):
+def inspect(name, image, mounts, network="bridge", ports=(), hostname="", aliases=(), env=LSIO):
     """One container as `docker inspect` prints it (the fields we read, in their shape)."""
     return {
         "Id": name.encode().hex().ljust(64, "0"),
         "Name": "/" + name,
         "Config": {
             "Image": image,
-            "Env": LSIO,
+            "Env": list(env),
             "User": "",
             "Labels": {},
             "Hostname": hostname or name.encode().hex()[:12],
@@ -134,7 +134,9 @@ class Stack:
 
     def add(self, name, image, mounts, **more):
         mounts = list(mounts) + [(str(self.config(name)), "/config")]
-        self.containers.append(inspect(name, image, mounts, **more))
+        st = os.stat(self.data)  # the apps write as the tree's owner (1000:1000 as root)
+        env = ["PUID=%d" % st.st_uid, "PGID=%d" % st.st_gid, "UMASK=002"]
+        self.containers.append(inspect(name, image, mounts, env=env, **more))
         return self.config(name)
 
     def guides(self, rows=None, roots=("/data/media/tv",)):
@@ -421,11 +423,16 @@ def test_incomplete_elsewhere(stack, tmp_path):
     assert ("save-unmounted", "qbittorrent", "", "problem") in routes_findings(document)
 
 
-def test_a_client_behind_gluetun(stack):
+@pytest.mark.parametrize("host", ["gluetun", "localhost"])
+def test_a_client_behind_gluetun(stack, host):
+    # network_mode: container:<gluetun>; with localhost, Sonarr is in gluetun's namespace too.
     d = stack.data
-    stack.guides(rows=[qb_row(host="gluetun")])
+    stack.guides(rows=[qb_row(host=host)])
     stack.containers.append(inspect("gluetun", "qmcgaw/gluetun", [], ports=(8080,)))
-    stack.containers[0]["HostConfig"]["NetworkMode"] = "container:" + stack.containers[-1]["Id"]
+    gluetun = "container:" + stack.containers[-1]["Id"]
+    stack.containers[0]["HostConfig"]["NetworkMode"] = gluetun
+    if host == "localhost":
+        stack.containers[2]["HostConfig"]["NetworkMode"] = gluetun
     code, document = stack.check()
     assert code == 0, document["findings"]
     assert results(document) == [("qbittorrent", "tv-sonarr", "sonarr", "hardlink", None)]
