@@ -777,3 +777,61 @@ def test_a_library_folder_that_cant_be_listed(stack):
     finally:
         library.chmod(0o755)
     assert ("settings-unread", "jellyfin", "", "warning") in routes_findings(document)
+
+
+def test_a_fifo_db_an_oversized_conf_and_an_unknown_layout_are_unread(stack):
+    stack.guides()
+    sonarr = stack.config("sonarr") / "sonarr.db"
+    sonarr.unlink()
+    os.mkfifo(str(sonarr))  # sqlite's own open would wait on it for good
+    conf = stack.config("qbittorrent") / QB_LAYOUTS["linuxserver"]
+    conf.write_text("[BitTorrent]\n" + "; padding\n" * (1 << 19))
+    sab = stack.config("sabnzbd")
+    (sab / "sabnzbd.ini").rename(sab / "notes.txt")
+    code, document = stack.check()
+    kinds = routes_findings(document)
+    for app in ("sonarr", "qbittorrent", "sabnzbd"):
+        assert ("settings-unread", app, "", "warning") in kinds
+    details = " ".join(f["detail"] for f in document["findings"])
+    assert "not a regular file" in details and "more than a settings file holds" in details
+
+
+def test_a_deluge_label_moves_its_downloads(stack):
+    d = stack.data
+    config = stack.add(
+        "deluge", "lscr.io/linuxserver/deluge", [(d + "/torrents", "/data/torrents")]
+    )
+    (config / "core.conf").write_text(
+        '{"file": 1}\n{"download_location": "/data/torrents/complete"}'
+    )
+    (config / "label.conf").write_text(
+        '{"file": 1}{"labels": {"tv": {"apply_move_completed": true, "move_completed": true,'
+        ' "move_completed_path": "/data/torrents/complete/tv"}}}'
+    )
+    sonarr = stack.add("sonarr", "lscr.io/linuxserver/sonarr", [(d, "/data")])
+    arr_db(
+        sonarr / "sonarr.db",
+        ["/data/media/tv"],
+        [(1, "Deluge", "Deluge", {"host": "deluge", "port": 8112, "tvCategory": "tv"})],
+    )
+    code, document = stack.check()
+    assert [(r["download"], r["result"]) for r in document["routes"]] == [
+        (d + "/torrents/complete/tv", "hardlink")
+    ]
+
+
+def test_two_clients_in_one_namespace_cant_be_told_apart(stack):
+    stack.guides(rows=[qb_row(host="gluetun")])
+    stack.add(
+        "qbittorrent-2",
+        "lscr.io/linuxserver/qbittorrent",
+        [(stack.data + "/torrents", "/data/torrents")],
+    )
+    qbittorrent(stack.config("qbittorrent-2"))
+    stack.containers.append(inspect("gluetun", "qmcgaw/gluetun", [], ports=(8080,)))
+    for at in (0, -2):
+        stack.containers[at]["HostConfig"]["NetworkMode"] = "service:gluetun"
+    code, document = stack.check()
+    assert document["routes"][0]["result"] == "unknown"
+    code, out, _ = stack.text()
+    assert "unknown: 2 QBittorrent clients here answer to gluetun" in out
