@@ -3861,9 +3861,9 @@ SETTINGS_FILES = {
     "deluge": ("core.conf", "deluge/core.conf"),
     "sabnzbd": ("sabnzbd.ini", "config/sabnzbd.ini", "sabnzbd/sabnzbd.ini"),
     "nzbget": ("nzbget.conf", "config/nzbget.conf"),
-    "plex": tuple(os.path.join(above, "Plex Media Server/Plug-in Support/Databases/"
-                               "com.plexapp.plugins.library.db")
-                  for above in ("Library/Application Support", "", "..")),
+    "plex": tuple(os.path.join(above, "Plug-in Support/Databases/com.plexapp.plugins.library.db")
+                  for above in ("Library/Application Support/Plex Media Server",
+                                "Plex Media Server", "")),
     "jellyfin": ("data/root/default", "root/default", "data/data/root/default"),
 }  # fmt: skip
 SETTINGS_FILES["emby"] = SETTINGS_FILES["jellyfin"]
@@ -3911,9 +3911,10 @@ class Settings(NamedTuple):
     hardlinks: bool  # an importer: "Use Hardlinks instead of Copy"
     importing: bool  # an importer: Completed Download Handling
     libraries: Tuple[str, ...]  # a media server's library folders
+    port: int  # a client: the port its web API listens on (0: not known)
 
 
-NOTHING_SET = Settings("", "", {}, False, "", False, (), (), (), True, True, ())
+NOTHING_SET = Settings("", "", {}, False, "", False, (), (), (), True, True, (), 0)
 
 
 class App(NamedTuple):
@@ -4121,6 +4122,7 @@ def _qbittorrent(path: str) -> Settings:
         subfolders=True,
         incomplete=incomplete,
         manual=manual,
+        port=_port(value("WebUI\\Port", "Preferences"), 8080),
     )
 
 
@@ -4139,6 +4141,7 @@ def _transmission(path: str) -> Settings:
     return NOTHING_SET._replace(
         save=_joined("/", save) if save else "",
         subfolders=True,
+        port=_port(value("rpc-port"), 9091),
         incomplete=_joined("/", incomplete) if incomplete else "",
     )
 
@@ -4172,10 +4175,13 @@ def _deluge(path: str) -> Settings:
                 label.get("move_completed"), False
             ):
                 categories[str(name)] = _joined("/", str(label.get("move_completed_path") or ""))
+    web_path = os.path.join(os.path.dirname(path), "web.conf")  # the *arr apps talk to the web UI
+    web = _json_objects(read_text(web_path))[-1] if os.path.lexists(web_path) else {}
     return NOTHING_SET._replace(
         save=_joined("/", save) if save else "",
         categories=categories,
         incomplete=_joined("/", grow) if moved and grow else "",
+        port=_port(web.get("port"), 8112),
     )
 
 
@@ -4214,7 +4220,10 @@ def _sabnzbd(path: str, seen_at: str) -> Settings:
             categories[name] = _joined(complete, str(category.get("dir") or ""))
             categories[name] = categories[name] or complete
     return NOTHING_SET._replace(
-        save=categories.get("*", complete), categories=categories, incomplete=incomplete
+        save=categories.get("*", complete),
+        categories=categories,
+        incomplete=incomplete,
+        port=_port(misc.get("port"), 8080),
     )
 
 
@@ -4250,6 +4259,7 @@ def _nzbget(path: str, seen_at: str) -> Settings:
         save=destination,
         categories=categories,
         incomplete=value("InterDir", "${MainDir}/intermediate"),
+        port=_port(options.get("controlport"), 6789),
     )
 
 
@@ -4477,11 +4487,19 @@ def namespace(app: App, containers: Sequence[Container]) -> str:
 
 
 def host_ports(app: App, containers: Sequence[Container]) -> Set[int]:
-    """The host ports that reach an app: its own, and those of its namespace's owner."""
-    if app.container is None:
-        return set()
+    """The host ports that reach an app: its own published ones and those of its
+    namespace's owner; natively or on the host's network, the one it listens on."""
+    if namespace(app, containers) == "host":
+        return {app.settings.port} - {0}
+    assert app.container is not None
     owner = namespace_owner(app.container, containers)
     return set(app.container.ports) | (set(owner.ports) if owner is not None else set())
+
+
+def _port(value: Any, default: int) -> int:
+    """A listen port from a settings file, or the app's default."""
+    text = str(value if value is not None else "").strip().strip('"')
+    return int(text) if ascii_number(text) and 0 < int(text) < 65536 else default
 
 
 def own_addresses() -> Set[str]:

@@ -835,3 +835,76 @@ def test_two_clients_in_one_namespace_cant_be_told_apart(stack):
     assert document["routes"][0]["result"] == "unknown"
     code, out, _ = stack.text()
     assert "unknown: 2 QBittorrent clients here answer to gluetun" in out
+
+
+def test_native_plex_given_the_folder_that_holds_its_files(tree, run):
+    # Synology's Plex package: --app plex=".../AppData/Plex Media Server" itself.
+    d = str(tree / "data")
+    appdata = tree / "PlexMediaServer" / "AppData"
+    plex_db(appdata, [d + "/media/movies"], layout="Plex Media Server")
+    sonarr = tree / "sonarr"
+    arr_db(sonarr / "sonarr.db", [d + "/media/tv"])
+    code, out, _ = run(
+        "--path",
+        str(tree),
+        "--check",
+        "--json",
+        "--app",
+        "plex=%s" % (appdata / "Plex Media Server"),
+        "--app",
+        "sonarr=%s" % sonarr,
+    )
+    document = json.loads(out)
+    assert routes_findings(document) == [("library-unseen", "plex", "sonarr", "warning")]
+
+
+def test_compose_a_client_behind_gluetun_as_a_service(stack):
+    # docker compose config: network_mode service:gluetun, the row's host is gluetun.
+    d = stack.data
+    qb = stack.config("qbittorrent")
+    qbittorrent(qb)
+    sonarr = stack.config("sonarr")
+    arr_db(sonarr / "sonarr.db", ["/data/media/tv"], [qb_row(host="gluetun")])
+    services = {
+        "gluetun": {"image": "qmcgaw/gluetun", "ports": ["8080:8080"]},
+        "qbittorrent": {
+            "image": "lscr.io/linuxserver/qbittorrent",
+            "network_mode": "service:gluetun",
+            "volumes": [str(qb) + ":/config", d + "/torrents:/data/torrents"],
+        },
+        "sonarr": {
+            "image": "lscr.io/linuxserver/sonarr",
+            "volumes": [str(sonarr) + ":/config", d + ":/data"],
+        },
+    }
+    path = stack.tree / "compose.json"
+    path.write_text(json.dumps({"services": services}))
+    code, out, _ = stack.run("--path", str(stack.tree), "--check", "--json", "--docker", str(path))
+    document = json.loads(out)
+    assert results(document) == [("qbittorrent", "tv-sonarr", "sonarr", "hardlink", None)]
+
+
+def test_two_native_qbittorrents_told_apart_by_their_web_ui_port(tree, run):
+    d = str(tree / "data")
+    folders = []
+    for number, (port, category) in enumerate(((8080, "tv"), (8081, "tv-4k"))):
+        qb = tree / ("qb%d" % number)
+        qb.mkdir()
+        (qb / "qBittorrent.conf").write_text(
+            "[BitTorrent]\nSession\\DefaultSavePath=%s/torrents/complete\n"
+            "Session\\DisableAutoTMMByDefault=false\n[Preferences]\nWebUI\\Port=%d\n" % (d, port)
+        )
+        (qb / "categories.json").write_text(json.dumps({category: {"save_path": ""}}))
+        folders += ["--app", "qbittorrent=%s" % qb]
+    sonarr = tree / "sonarr"
+    arr_db(
+        sonarr / "sonarr.db",
+        [d + "/media/tv"],
+        [qb_row(host="127.0.0.1", port=8081, category="tv-4k")],
+    )
+    code, out, _ = run(
+        "--path", str(tree), "--check", "--json", "--app", "sonarr=%s" % sonarr, *folders
+    )
+    document = json.loads(out)
+    assert results(document) == [("qbittorrent-2", "tv-4k", "sonarr", "hardlink", None)]
+    assert document["routes"][0]["download"] == d + "/torrents/complete/tv-4k"
