@@ -3867,8 +3867,12 @@ SETTINGS_FILES = {
     "jellyfin": ("data/root/default", "root/default", "data/data/root/default"),
 }  # fmt: skip
 SETTINGS_FILES["emby"] = SETTINGS_FILES["jellyfin"]
-for _kind in IMPORTER_APPS:
-    SETTINGS_FILES[_kind] = tuple(os.path.join(a, _kind + ".db") for a in ("", "config", "app"))
+SETTINGS_FILES.update(
+    {
+        kind: tuple(os.path.join(a, kind + ".db") for a in ("", "config", "app"))
+        for kind in IMPORTER_APPS
+    }
+)
 SETTINGS_LIMIT = 4 << 20  # a settings file bigger than this is not one
 DB_COPY_LIMIT = 64 << 20  # a db read through a private copy (a -wal without -shm)
 # An *arr's download-client row: the settings keys of the category and the folder.
@@ -3974,7 +3978,10 @@ def read_bytes(path: str, limit: int = SETTINGS_LIMIT) -> bytes:
     """A regular file's bytes, up to limit, opened without following its last link and
     without waiting (a fifo), and without touching its atime where we may."""
     try:
-        folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY | O_CLOEXEC)
+        flags = (
+            os.O_RDONLY | O_CLOEXEC | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
+        folder = os.open(os.path.dirname(path) or ".", flags)
     except OSError as exc:
         raise Unread("%s: %s" % (os.path.dirname(path), exc.strerror))
     try:
@@ -4012,7 +4019,8 @@ def find_settings(kind: str, folder: str) -> str:
     the folder holds nothing yet.  Unread where it can't be looked in, or where it
     holds things but none of the known layouts."""
     try:
-        names = os.listdir(folder)
+        with os.scandir(folder) as entries:  # is anything there? (not how much)
+            holds = any(not entry.name.startswith(".") for entry in entries)
     except OSError as exc:
         raise Unread("%s: %s" % (folder, exc.strerror))
     for candidate in SETTINGS_FILES[kind]:
@@ -4023,7 +4031,7 @@ def find_settings(kind: str, folder: str) -> str:
             continue
         if stat.S_ISDIR(st.st_mode) == (kind in ("jellyfin", "emby")):
             return path
-    if not [name for name in names if not name.startswith(".")]:
+    if not holds:
         return ""
     raise Unread("%s: none of %s" % (folder, ", ".join(SETTINGS_FILES[kind])))
 
@@ -4036,28 +4044,9 @@ def read_settings(kind: str, folder: str, inside_at: str) -> Settings:
         return NOTHING_SET
     seen_at = os.path.join(inside_at, os.path.relpath(os.path.dirname(path), folder))
     seen_at = os.path.normpath(seen_at)
+    reader = READERS["importer" if kind in IMPORTER_APPS else kind]
     try:
-        if kind == "qbittorrent":
-            return _qbittorrent(path)
-        if kind == "transmission":
-            return _transmission(path)
-        if kind == "deluge":
-            return _deluge(path)
-        if kind == "sabnzbd":
-            return _sabnzbd(path, seen_at)
-        if kind == "nzbget":
-            return _nzbget(path, seen_at)
-        if kind in IMPORTER_APPS:
-            return _importer(path)
-        if kind == "plex":
-            with _database(path) as db:
-                found = _query(db, path, "SELECT root_path FROM section_locations")
-            return NOTHING_SET._replace(
-                libraries=tuple(
-                    os.path.normpath(row[0]) for row in found if isinstance(row[0], str) and row[0]
-                )
-            )
-        return _jellyfin(path)
+        return reader(path, seen_at)
     except OSError as exc:  # a library folder that can't be listed
         raise Unread("%s: %s" % (exc.filename or path, exc.strerror))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
@@ -4078,7 +4067,13 @@ def _truth(value: Any, default: bool) -> bool:
     return str(value).strip().strip('"').lower() in ("true", "1", "yes", "on")
 
 
-def _qbittorrent(path: str) -> Settings:
+def _port(value: Any, default: int) -> int:
+    """A listen port from a settings file, or the app's default."""
+    text = str(value if value is not None else "").strip().strip('"')
+    return int(text) if ascii_number(text) and 0 < int(text) < 65536 else default
+
+
+def _qbittorrent(path: str, seen_at: str) -> Settings:
     import configparser
     import json
 
@@ -4126,7 +4121,7 @@ def _qbittorrent(path: str) -> Settings:
     )
 
 
-def _transmission(path: str) -> Settings:
+def _transmission(path: str, seen_at: str) -> Settings:
     import json
 
     document = json.loads(read_text(path))
@@ -4161,7 +4156,7 @@ def _json_objects(text: str) -> List[Any]:
     return found
 
 
-def _deluge(path: str) -> Settings:
+def _deluge(path: str, seen_at: str) -> Settings:
     document = _json_objects(read_text(path))[-1]
     moved = _truth(document.get("move_completed"), False)
     grow = str(document.get("download_location") or "")
@@ -4263,13 +4258,13 @@ def _nzbget(path: str, seen_at: str) -> Settings:
     )
 
 
-def _importer(path: str) -> Settings:
+def _importer(path: str, seen_at: str) -> Settings:
     import json
 
     xml = os.path.join(os.path.dirname(path), "config.xml")
     if os.path.lexists(xml) and "<postgreshost>" in read_text(xml).lower():
         raise Unread("%s: the app keeps its settings in PostgreSQL, not read here" % xml)
-    with _database(path) as db:
+    with _AppDatabase(path) as db:
         roots = _query(db, path, "SELECT Path FROM RootFolders")
         mappings = _query(db, path, "SELECT Host, RemotePath, LocalPath FROM RemotePathMappings")
         clients = _query(
@@ -4308,7 +4303,14 @@ def _importer(path: str) -> Settings:
     )
 
 
-def _jellyfin(folder: str) -> Settings:
+def _plex(path: str, seen_at: str) -> Settings:
+    with _AppDatabase(path) as db:
+        found = _query(db, path, "SELECT root_path FROM section_locations")
+    paths = [row[0] for row in found if isinstance(row[0], str) and row[0]]
+    return NOTHING_SET._replace(libraries=tuple(os.path.normpath(path) for path in paths))
+
+
+def _jellyfin(folder: str, seen_at: str) -> Settings:
     """Jellyfin's and Emby's libraries: a folder each, its *.mblink files holding its
     paths (options.xml repeats them)."""
     import html
@@ -4328,6 +4330,20 @@ def _jellyfin(folder: str) -> Settings:
     return NOTHING_SET._replace(libraries=tuple(paths))
 
 
+# Each app's reader: (its settings file, the folder the app sees it in) -> Settings.
+READERS: Dict[str, Callable[[str, str], Settings]] = {
+    "qbittorrent": _qbittorrent,
+    "transmission": _transmission,
+    "deluge": _deluge,
+    "sabnzbd": _sabnzbd,
+    "nzbget": _nzbget,
+    "importer": _importer,
+    "plex": _plex,
+    "jellyfin": _jellyfin,
+    "emby": _jellyfin,
+}
+
+
 def _query(connection: Any, path: str, sql: str) -> List[Tuple[Any, ...]]:
     """The rows of one query; a missing table is an app that has none of those yet."""
     import sqlite3
@@ -4342,7 +4358,7 @@ def _query(connection: Any, path: str, sql: str) -> List[Tuple[Any, ...]]:
         raise Unread("%s: %s" % (path, exc))
 
 
-class _database:
+class _AppDatabase:
     """A connection to an app's SQLite db that can't change its folder: in place and
     read-only where its -wal and -shm are there (the app is running), as an immutable
     file where there is no -wal, else to a private copy of the db and its -wal."""
@@ -4494,12 +4510,6 @@ def host_ports(app: App, containers: Sequence[Container]) -> Set[int]:
     assert app.container is not None
     owner = namespace_owner(app.container, containers)
     return set(app.container.ports) | (set(owner.ports) if owner is not None else set())
-
-
-def _port(value: Any, default: int) -> int:
-    """A listen port from a settings file, or the app's default."""
-    text = str(value if value is not None else "").strip().strip('"')
-    return int(text) if ascii_number(text) and 0 < int(text) < 65536 else default
 
 
 def own_addresses() -> Set[str]:
@@ -6321,8 +6331,9 @@ def relink_json(dry_run: bool, result: RelinkResult) -> str:
 
 
 # -- the command line: options, and which go with which mode ---------------------------
-# The options, their argparse types (in the plan section) and the table of which
-# option goes with which mode: a usage error is exit 2 before anything runs.
+# The options, their argparse types (in the plan section; --app's with the routes) and
+# the table of which option goes with which mode: a usage error is exit 2 before
+# anything runs.
 
 EPILOG = """\
 examples:
