@@ -3927,6 +3927,7 @@ class App(NamedTuple):
     name: str
     kind: str  # one of APP_KINDS
     container: Optional[Container]  # None: native, its paths are the host's
+    folder: str  # its config folder on the host (a docker volume's name, "" none)
     settings: Settings
 
 
@@ -4442,12 +4443,13 @@ def load_apps(
     if why_not or (folders and not any(os.path.isdir(folder) for folder in folders)):
         elsewhere = "not checked: the config folders aren't on this machine"
         docker, notes = [], []
-    apps = [App(c.name, kind, c, settings_of(kind, c.config, "/config")) for c, kind in docker]
+    apps = [App(c.name, kind, c, c.config, settings_of(kind, c.config, "/config"))
+            for c, kind in docker]  # fmt: skip
     counts: Dict[str, int] = {}
     for kind, folder in native:
         counts[kind] = counts.get(kind, 0) + 1
         name = kind if counts[kind] == 1 else "%s-%d" % (kind, counts[kind])
-        apps.append(App(name, kind, None, settings_of(kind, folder, folder)))
+        apps.append(App(name, kind, None, folder, settings_of(kind, folder, folder)))
     return apps, notes, elsewhere
 
 
@@ -4666,7 +4668,7 @@ def check_routes(
                 _app_finding(
                     app,
                     "settings-unread",
-                    app.container.config if app.container else "",
+                    app.folder,
                     settings.unread,
                     "check the folder bound at /config (or given to --app) "
                     "holds the app's settings, readable by this user",

@@ -908,3 +908,14 @@ def test_two_native_qbittorrents_told_apart_by_their_web_ui_port(tree, run):
     document = json.loads(out)
     assert results(document) == [("qbittorrent-2", "tv-4k", "sonarr", "hardlink", None)]
     assert document["routes"][0]["download"] == d + "/torrents/complete/tv-4k"
+
+
+def test_a_native_app_unread_names_its_folder(tree, run):
+    folder = tree / "sonarr-config"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a database")
+    code, out, _ = run("--path", str(tree), "--check", "--json", "--app", "sonarr=%s" % folder)
+    document = json.loads(out)
+    unread = [f for f in document["findings"] if f["kind"] == "settings-unread"]
+    assert [(f["container"], f["path"]) for f in unread] == [("sonarr", str(folder))]
+    assert code == 0 and document["routes"] == []
