@@ -4832,6 +4832,30 @@ def _importer_findings(
             )
         )
     roots = [(root,) + to_host(importer, root) for root in settings.roots]
+    findings += _root_findings(importer, roots, judge)
+    for row in settings.rows:
+        if row.implementation.lower() not in CLIENT_APPS:
+            notes.append(
+                "%s: download client %s (%s) is not read here: its route is not "
+                "checked" % (importer.name, row.name, row.implementation)
+            )
+            continue
+        matched, why = match_client(row, importer, judge.clients, judge.containers, own)
+        if why and matched is not None:
+            notes.append(
+                "%s: download client %s at %s taken to be %s, %s"
+                % (importer.name, row.name, row.host, matched.name, why)
+            )
+        findings += _route(importer, row, matched, why, roots, judge, routes, needless)
+    return findings
+
+
+def _root_findings(
+    importer: App, roots: Sequence[Tuple[str, str, str]], judge: Judge
+) -> List[Finding]:
+    """Root folders in the tree but outside media/, and inside a client's downloads (or
+    holding them), whether or not a row names that client."""
+    findings = []
     for root, host, _ in roots:
         if host and judge.in_tree(host) and not inside(host, judge.media):
             findings.append(
@@ -4861,20 +4885,6 @@ def _importer_findings(
                         )
                     )
                     break
-    for row in settings.rows:
-        if row.implementation.lower() not in CLIENT_APPS:
-            notes.append(
-                "%s: download client %s (%s) is not read here: its route is not "
-                "checked" % (importer.name, row.name, row.implementation)
-            )
-            continue
-        matched, why = match_client(row, importer, judge.clients, judge.containers, own)
-        if why and matched is not None:
-            notes.append(
-                "%s: download client %s at %s taken to be %s, %s"
-                % (importer.name, row.name, row.host, matched.name, why)
-            )
-        findings += _route(importer, row, matched, why, roots, judge, routes, needless)
     return findings
 
 
