@@ -3875,6 +3875,8 @@ SETTINGS_FILES.update(
 )
 SETTINGS_LIMIT = 4 << 20  # a settings file bigger than this is not one
 DB_COPY_LIMIT = 64 << 20  # a db read through a private copy (a -wal without -shm)
+DB_ROWS = 100000  # rows of one table of settings (root folders, clients, ...)
+DB_STEPS = 50000000  # steps of SQLite's machine for one query (a second or so)
 # An *arr's download-client row: the settings keys of the category and the folder.
 CATEGORY_KEYS = ("tvCategory", "movieCategory", "musicCategory", "bookCategory", "category")
 DIRECTORY_KEYS = (
@@ -4346,17 +4348,26 @@ READERS: Dict[str, Callable[[str, str], Settings]] = {
 
 
 def _query(connection: Any, path: str, sql: str) -> List[Tuple[Any, ...]]:
-    """The rows of one query; a missing table is an app that has none of those yet."""
+    """The rows of one query, at most DB_ROWS; a missing table is an app that has none
+    of those yet.  A query that runs on (a table that is a view of an endless
+    recursion) is stopped after DB_STEPS steps of SQLite's machine."""
     import sqlite3
 
+    table = sql.rsplit(maxsplit=1)[-1]
+    connection.set_progress_handler(lambda: 1, DB_STEPS)  # non-zero: stop the query
     try:
-        return list(connection.execute(sql).fetchall())
+        rows = connection.execute(sql).fetchmany(DB_ROWS + 1)
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []
+        if "interrupted" in str(exc):
+            raise Unread("%s: %s takes too long for a table of settings" % (path, table))
         raise Unread("%s: %s" % (path, exc))
     except sqlite3.DatabaseError as exc:
         raise Unread("%s: %s" % (path, exc))
+    if len(rows) > DB_ROWS:
+        raise Unread("%s: over %d rows in %s, more than settings hold" % (path, DB_ROWS, table))
+    return list(rows)
 
 
 class _AppDatabase:

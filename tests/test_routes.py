@@ -919,3 +919,30 @@ def test_a_native_app_unread_names_its_folder(tree, run):
     unread = [f for f in document["findings"] if f["kind"] == "settings-unread"]
     assert [(f["container"], f["path"]) for f in unread] == [("sonarr", str(folder))]
     assert code == 0 and document["routes"] == []
+
+
+def test_a_db_whose_table_never_ends_is_stopped(stack):
+    # A hostile db: RootFolders is a view of an endless recursion, DownloadClients of
+    # more rows than any settings hold.
+    stack.guides()
+    path = stack.config("sonarr") / "sonarr.db"
+    db = sqlite3.connect(str(path))
+    db.executescript("""
+        DROP TABLE RootFolders;
+        CREATE VIEW RootFolders AS WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1
+            FROM n) SELECT 'p' || x AS Path FROM n WHERE x < 0;
+    """)
+    db.close()
+    code, document = stack.check()
+    unread = [f["detail"] for f in document["findings"] if f["kind"] == "settings-unread"]
+    assert len(unread) == 1 and "takes too long" in unread[0]
+    db = sqlite3.connect(str(path))
+    db.executescript("""
+        DROP VIEW RootFolders;
+        CREATE VIEW RootFolders AS WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1
+            FROM n) SELECT 'p' || x AS Path FROM n;
+    """)
+    db.close()
+    code, document = stack.check()
+    unread = [f["detail"] for f in document["findings"] if f["kind"] == "settings-unread"]
+    assert len(unread) == 1 and "more than settings hold" in unread[0]
