@@ -946,3 +946,20 @@ def test_a_db_whose_table_never_ends_is_stopped(stack):
     code, document = stack.check()
     unread = [f["detail"] for f in document["findings"] if f["kind"] == "settings-unread"]
     assert len(unread) == 1 and "more than settings hold" in unread[0]
+
+
+def test_docker_host_elsewhere_leaves_the_app_ones_checked(tree, run, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.1.2.3:2375")
+    code, out, _ = run("--path", str(tree), "--check", "--json", "--docker")
+    document = json.loads(out)
+    assert (
+        document["sections"]["routes"] == "not checked: the config folders aren't on this machine"
+    )
+    sonarr = tree / "sonarr"
+    arr_db(sonarr / "sonarr.db", [str(tree / "data" / "media" / "tv")])
+    code, out, _ = run(
+        "--path", str(tree), "--check", "--json", "--docker", "--app", "sonarr=%s" % sonarr
+    )
+    document = json.loads(out)
+    assert document["sections"]["routes"] == "ok"
+    assert any("only the --app ones were" in note for note in document["notes"])
