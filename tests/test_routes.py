@@ -158,6 +158,11 @@ class Stack:
         plex_db(plex, ["/data/media/tv", "/data/media/movies"])
         return sonarr
 
+    def sonarr(self, rows):
+        """A Sonarr that sees the whole tree, root folder /data/media/tv, with these rows."""
+        config = self.add("sonarr", "lscr.io/linuxserver/sonarr", [(self.data, "/data")])
+        arr_db(config / "sonarr.db", ["/data/media/tv"], rows)
+
     def check(self, *extra):
         path = self.tree / "containers.json"
         path.write_text(json.dumps(self.containers))
@@ -684,21 +689,11 @@ def test_transmission_deluge_nzbget(stack):
         "MainDir=/data/usenet\nDestDir=${MainDir}/complete\n"
         "InterDir=${MainDir}/incomplete\nCategory1.Name=tv\n"
     )
-    sonarr = stack.add("sonarr", "lscr.io/linuxserver/sonarr", [(d, "/data")])
-    arr_db(
-        sonarr / "sonarr.db",
-        ["/data/media/tv"],
-        [
-            (
-                1,
-                "Transmission",
-                "Transmission",
-                {"host": "transmission", "port": 9091, "tvCategory": "tv"},
-            ),
-            (1, "Deluge", "Deluge", {"host": "deluge", "port": 8112, "tvCategory": "tv"}),
-            (1, "NZBGet", "Nzbget", {"host": "nzbget", "port": 6789, "tvCategory": "tv"}),
-        ],
-    )
+    rows = [
+        (1, name, name, {"host": name.lower(), "port": port, "tvCategory": "tv"})
+        for name, port in (("Transmission", 9091), ("Deluge", 8112), ("Nzbget", 6789))
+    ]
+    stack.sonarr(rows)
     code, document = stack.check()
     assert code == 0, document["findings"]
     assert [(r["client"], r["download"], r["result"]) for r in document["routes"]] == [
@@ -808,12 +803,7 @@ def test_a_deluge_label_moves_its_downloads(stack):
         '{"file": 1}{"labels": {"tv": {"apply_move_completed": true, "move_completed": true,'
         ' "move_completed_path": "/data/torrents/complete/tv"}}}'
     )
-    sonarr = stack.add("sonarr", "lscr.io/linuxserver/sonarr", [(d, "/data")])
-    arr_db(
-        sonarr / "sonarr.db",
-        ["/data/media/tv"],
-        [(1, "Deluge", "Deluge", {"host": "deluge", "port": 8112, "tvCategory": "tv"})],
-    )
+    stack.sonarr([(1, "Deluge", "Deluge", {"host": "deluge", "port": 8112, "tvCategory": "tv"})])
     code, document = stack.check()
     assert [(r["download"], r["result"]) for r in document["routes"]] == [
         (d + "/torrents/complete/tv", "hardlink")
