@@ -3108,12 +3108,7 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
     user = _field(config, "User", (str,), where)
     host_config: Dict[str, Any] = _object(item.get("HostConfig"))
     settings: Dict[str, Any] = _object(item.get("NetworkSettings"))
-    aliases = [label]
-    networks = settings.get("Networks")
-    for network in networks.values() if isinstance(networks, dict) else ():
-        for key in ("Aliases", "DNSNames"):
-            names = network.get(key) if isinstance(network, dict) else None
-            aliases += [str(n) for n in names] if isinstance(names, list) else []
+    aliases = [label] + _aliases(settings.get("Networks"), ("Aliases", "DNSNames"))
     ports: List[Any] = []
     for published in (settings.get("Ports"), host_config.get("PortBindings")):
         for binds in published.values() if isinstance(published, dict) else ():
@@ -3127,6 +3122,16 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
 def _object(value: Any) -> Dict[str, Any]:
     """A part of docker's JSON that only helps to match names: {} where of another shape."""
     return value if isinstance(value, dict) else {}
+
+
+def _aliases(networks: Any, keys: Sequence[str]) -> List[str]:
+    """The names a container has on its networks (inspect's and compose's shapes)."""
+    names: List[str] = []
+    for network in networks.values() if isinstance(networks, dict) else ():
+        for key in keys:
+            given = network.get(key) if isinstance(network, dict) else None
+            names += [str(name) for name in given] if isinstance(given, list) else []
+    return names
 
 
 def _config_folder(mounts: Sequence[ContainerMount]) -> str:
@@ -3203,11 +3208,7 @@ def _from_compose(
         mounts.append(mount)
     role, keyword = _role(image, name)
     user = str(_field(item, "user", (str, int), where))
-    networks = item.get("networks")
-    aliases = [str(item.get("container_name") or "")]
-    for network in networks.values() if isinstance(networks, dict) else ():
-        names = network.get("aliases") if isinstance(network, dict) else None
-        aliases += [str(n) for n in names] if isinstance(names, list) else []
+    aliases = [str(item.get("container_name") or "")] + _aliases(item.get("networks"), ("aliases",))
     ports: List[Any] = item["ports"] if isinstance(item.get("ports"), list) else []
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
                      keyword, _config_folder(mounts), "", str(item.get("hostname") or ""),
@@ -3304,8 +3305,14 @@ def _covers(mount: ContainerMount, host: str) -> bool:
 
 def _seen_at(mount: ContainerMount, host: str) -> str:
     """The container path at which mount shows host (which it covers)."""
-    rel = os.path.relpath(host, mount.host)
-    return mount.container if rel == "." else os.path.join(mount.container, rel)
+    return rebase(host, mount.host, mount.container)
+
+
+def rebase(path: str, old: str, new: str) -> str:
+    """path, which is old or below it, as the same place below new (a mount's two
+    sides, a remote path mapping's two paths)."""
+    rest = os.path.relpath(path, old)
+    return new if rest == "." else os.path.join(new, rest)
 
 
 class Scene(NamedTuple):
@@ -3804,7 +3811,7 @@ def check_containers(
     else:
         st = steps[0].st
         tree_ids = (st.st_uid, st.st_gid) if st is not None else None
-        real_root = real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
+        real_root = real_data_root(walk)
         blocked = blocked_writers(containers, walk, steps, pairs)
         mine = judge_containers(
             containers, root, real_root, tree_ids, blocked, creator_categories(steps), poll
@@ -3813,6 +3820,12 @@ def check_containers(
         judged = verdicts(containers, mine)
         sections["containers"] = grade({f.severity for f in mine})
     return found._replace(findings=findings, sections=sections), judged
+
+
+def real_data_root(walk: Walk) -> str:
+    """Where <path>/data really is (its path as given where it isn't there)."""
+    root = walk.path((DATA,))
+    return real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
 
 
 def verdicts(containers: Sequence[Container], findings: Sequence[Finding]) -> List[Judged]:
@@ -4017,6 +4030,12 @@ def read_text(path: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
+def _beside(path: str, name: str) -> str:
+    """The text of a file an app may keep beside its settings file; "" where there is none."""
+    other = os.path.join(os.path.dirname(path), name)
+    return read_text(other) if os.path.lexists(other) else ""
+
+
 def find_settings(kind: str, folder: str) -> str:
     """The app's settings file (or library folder) below its config folder; '' where
     the folder holds nothing yet.  Unread where it can't be looked in, or where it
@@ -4106,14 +4125,12 @@ def _qbittorrent(path: str, seen_at: str) -> Settings:
         value("Session\\UseCategoryPathsInManualMode"), False
     )
     categories: Dict[str, str] = {}
-    listed = os.path.join(os.path.dirname(path), "categories.json")
-    if os.path.lexists(listed):
-        document = json.loads(read_text(listed) or "{}")
-        if not isinstance(document, dict):
-            raise ValueError("categories.json is not an object")
-        for name, item in document.items():
-            folder = item.get("save_path") if isinstance(item, dict) else item
-            categories[str(name)] = _joined(save, str(folder or "") or str(name))
+    document = json.loads(_beside(path, "categories.json") or "{}")
+    if not isinstance(document, dict):
+        raise ValueError("categories.json is not an object")
+    for name, item in document.items():
+        folder = item.get("save_path") if isinstance(item, dict) else item
+        categories[str(name)] = _joined(save, str(folder or "") or str(name))
     return NOTHING_SET._replace(
         save=save,
         categories=categories,
@@ -4137,10 +4154,10 @@ def _transmission(path: str, seen_at: str) -> Settings:
         str(value("incomplete-dir") or "") if _truth(value("incomplete-dir-enabled"), False) else ""
     )
     return NOTHING_SET._replace(
-        save=_joined("/", save) if save else "",
+        save=_joined("/", save),
         subfolders=True,
         port=_port(value("rpc-port"), 9091),
-        incomplete=_joined("/", incomplete) if incomplete else "",
+        incomplete=_joined("/", incomplete),
     )
 
 
@@ -4165,20 +4182,17 @@ def _deluge(path: str, seen_at: str) -> Settings:
     grow = str(document.get("download_location") or "")
     save = str(document.get("move_completed_path") or "") if moved else grow
     categories: Dict[str, str] = {}
-    labels_path = os.path.join(os.path.dirname(path), "label.conf")
-    if os.path.lexists(labels_path):
-        labels = _json_objects(read_text(labels_path))[-1].get("labels") or {}
-        for name, label in labels.items():
-            if _truth(label.get("apply_move_completed"), False) and _truth(
-                label.get("move_completed"), False
-            ):
-                categories[str(name)] = _joined("/", str(label.get("move_completed_path") or ""))
-    web_path = os.path.join(os.path.dirname(path), "web.conf")  # the *arr apps talk to the web UI
-    web = _json_objects(read_text(web_path))[-1] if os.path.lexists(web_path) else {}
+    labels = _json_objects(_beside(path, "label.conf") or "{}")[-1].get("labels") or {}
+    for name, label in labels.items():
+        if _truth(label.get("apply_move_completed"), False) and _truth(
+            label.get("move_completed"), False
+        ):
+            categories[str(name)] = _joined("/", str(label.get("move_completed_path") or ""))
+    web = _json_objects(_beside(path, "web.conf") or "{}")[-1]  # the *arr apps use the web UI
     return NOTHING_SET._replace(
-        save=_joined("/", save) if save else "",
+        save=_joined("/", save),
         categories=categories,
-        incomplete=_joined("/", grow) if moved and grow else "",
+        incomplete=_joined("/", grow) if moved else "",
         port=_port(web.get("port"), 8112),
     )
 
@@ -4214,9 +4228,8 @@ def _sabnzbd(path: str, seen_at: str) -> Settings:
     incomplete = _joined(seen_at, str(misc.get("download_dir") or "Downloads/incomplete"))
     categories = {}
     for name, category in sections.get("categories", {}).items():
-        if isinstance(category, dict):
-            categories[name] = _joined(complete, str(category.get("dir") or ""))
-            categories[name] = categories[name] or complete
+        if isinstance(category, dict):  # an empty dir is complete_dir itself
+            categories[name] = _joined(complete, str(category.get("dir") or "")) or complete
     return NOTHING_SET._replace(
         save=categories.get("*", complete),
         categories=categories,
@@ -4264,8 +4277,8 @@ def _nzbget(path: str, seen_at: str) -> Settings:
 def _importer(path: str, seen_at: str) -> Settings:
     import json
 
-    xml = os.path.join(os.path.dirname(path), "config.xml")
-    if os.path.lexists(xml) and "<postgreshost>" in read_text(xml).lower():
+    if "<postgreshost>" in _beside(path, "config.xml").lower():
+        xml = os.path.join(os.path.dirname(path), "config.xml")
         raise Unread("%s: the app keeps its settings in PostgreSQL, not read here" % xml)
     with _AppDatabase(path) as db:
         roots = _query(db, path, "SELECT Path FROM RootFolders")
@@ -4391,19 +4404,20 @@ class _AppDatabase:
         except OSError as exc:
             raise Unread("%s: %s" % (path, exc.strerror))
         wal, shm = (os.path.lexists(path + end) for end in ("-wal", "-shm"))
-        if wal and shm:
-            uri = "file:%s?mode=ro" % quote(path)
-        elif not wal:
-            uri = "file:%s?mode=ro&immutable=1" % quote(path)
         try:
             if wal and not shm:  # reading in place would make the -shm
                 uri = "file:%s" % quote(self._copy())
+            elif wal:
+                uri = "file:%s?mode=ro" % quote(path)
+            else:
+                uri = "file:%s?mode=ro&immutable=1" % quote(path)
             self.connection = sqlite3.connect(uri, uri=True, timeout=1.0)
             self.connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
-        except (sqlite3.Error, Unread, OSError) as exc:
+        except Unread:  # the private copy could not be made
             self.__exit__()
-            if isinstance(exc, Unread):
-                raise
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self.__exit__()
             raise Unread("%s: %s" % (path, getattr(exc, "strerror", None) or exc))
         return self.connection
 
@@ -4595,8 +4609,7 @@ def to_host(app: App, path: str) -> Tuple[str, str]:
         return "", ""
     if best.type != "bind":
         return "", best.container
-    rest = os.path.relpath(path, best.container)
-    return (best.host if rest == "." else os.path.join(best.host, rest)), best.container
+    return rebase(path, best.container, best.host), best.container
 
 
 def through_mappings(
@@ -4612,9 +4625,7 @@ def through_mappings(
             best = mapping
     if best is None:
         return path, None
-    rest = os.path.relpath(path, os.path.normpath(best[1]))
-    local = os.path.normpath(best[2] or "/")
-    return (local if rest == "." else os.path.join(local, rest)), best
+    return rebase(path, os.path.normpath(best[1]), os.path.normpath(best[2] or "/")), best
 
 
 def same_folder(one: str, two: str) -> bool:
@@ -4637,12 +4648,11 @@ def device_of(path: str) -> Optional[int]:
 class Judge(NamedTuple):
     """What the routes are judged against."""
 
-    root: str  # <path>/data
-    media: str
-    in_tree: Callable[[str], bool]
+    scene: Scene  # the tree (root, media, in_tree) and poll; its container lists unused
     said: List[Finding]  # the containers section's findings: a cause they name is cited
     containers: List[Container]
     clients: List[App]
+    downloads: List[Tuple[App, str, str]]  # each client's folders: (client, folder, host)
 
 
 def check_routes(
@@ -4662,7 +4672,11 @@ def check_routes(
     sections = dict(found.sections)
     said = [f for f in found.findings if f.section == "containers"]
     clients = [a for a in apps if a.kind in CLIENT_APPS]
-    judge = Judge(scene.root, scene.media, scene.in_tree, said, list(containers), clients)
+    downloads = [(c, folder, to_host(c, folder)[0]) for c in clients
+                 for folder in client_folders(c.settings)]  # fmt: skip
+    judge = Judge(scene, said, list(containers), clients, downloads)
+    importers = [a for a in apps if a.kind in IMPORTER_APPS]
+    roots = {a.name: [(root,) + to_host(a, root) for root in a.settings.roots] for a in importers}
     routes: List[Route] = []
     quiet: List[Tuple[str, str]] = []
     mine: List[Finding] = []
@@ -4691,9 +4705,9 @@ def check_routes(
             mine += _client_findings(app, judge)
         elif app.kind in IMPORTER_APPS:
             own = own or own_addresses()
-            mine += _importer_findings(app, judge, own, routes, needless, notes)
+            mine += _importer_findings(app, roots[app.name], judge, own, routes, needless, notes)
     for server in (a for a in apps if a.kind in SERVER_APPS and a.settings.libraries):
-        mine += _library_findings(server, [a for a in apps if a.kind in IMPORTER_APPS])
+        mine += _library_findings(server, importers, roots)
     findings = [
         f
         for f in found.findings
@@ -4738,20 +4752,18 @@ def client_folder(settings: Settings, category: str, directory: str) -> str:
         return settings.save
     if category in settings.categories:
         return settings.categories[category]
-    return (
-        os.path.join(settings.save, category)
-        if settings.subfolders and category
-        else (settings.save)
-    )
+    if settings.subfolders and category:
+        return os.path.join(settings.save, category)
+    return settings.save
 
 
 def _client_findings(client: App, judge: Judge) -> List[Finding]:
     """save-unmounted, manual-mode, incomplete-elsewhere."""
-    settings = client.settings
+    settings, container = client.settings, client.container
+    source = own_source(container) if container is not None else "torrents"
     findings = []
-    for folder in client_folders(settings) if client.container is not None else ():
-        host, point = to_host(client, folder)
-        if not host and not point:
+    for folder in client_folders(settings) if container is not None else ():  # natively: host's
+        if to_host(client, folder) == ("", ""):
             findings.append(
                 _app_finding(
                     client,
@@ -4759,8 +4771,7 @@ def _client_findings(client: App, judge: Judge) -> List[Finding]:
                     folder,
                     "saves into %s, on none of its data mounts: downloads stay inside the "
                     "container (or its /config) and no importer sees them" % folder,
-                    "a folder under one of its data mounts (e.g. /data/%s/complete)"
-                    % ("torrents" if client.container is None else own_source(client.container)),
+                    "a folder under one of its data mounts (e.g. /data/%s/complete)" % source,
                 )
             )
     if settings.manual and settings.categories:
@@ -4787,9 +4798,8 @@ def _client_findings(client: App, judge: Judge) -> List[Finding]:
                     grow or settings.incomplete,
                     "downloads grow in %s, on another mount or filesystem than %s: each "
                     "finished one is copied over" % (settings.incomplete, settings.save),
-                    "an incomplete folder on the same mount, e.g. /data/%s/incomplete"
-                    % own_source(client.container)
-                    if client.container
+                    "an incomplete folder on the same mount, e.g. /data/%s/incomplete" % source
+                    if container
                     else "the same filesystem",
                 )
             )
@@ -4808,13 +4818,15 @@ def _said(judge: Judge, kind: str, names: Sequence[str], hosts: Sequence[str] = 
 
 def _importer_findings(
     importer: App,
+    roots: Sequence[Tuple[str, str, str]],
     judge: Judge,
     own: Set[str],
     routes: List[Route],
     needless: Set[Tuple[str, str, str]],
     notes: List[str],
 ) -> List[Finding]:
-    """An importer's own settings, its root folders, and a route per row and root."""
+    """An importer's own settings, its root folders (each as (its path, host folder,
+    mount point)), and a route per row and root."""
     settings = importer.settings
     findings = []
     torrent_rows = [
@@ -4827,7 +4839,7 @@ def _importer_findings(
             _app_finding(
                 importer,
                 "hardlinks-off",
-                judge.root,
+                judge.scene.root,
                 '"Use Hardlinks instead of Copy" is off: every torrent import is a copy',
                 "Settings > Media Management > Use Hardlinks instead of Copy: on",
             )
@@ -4837,12 +4849,11 @@ def _importer_findings(
             _app_finding(
                 importer,
                 "import-off",
-                judge.root,
+                judge.scene.root,
                 "Completed Download Handling is off: nothing is imported by itself",
                 "Settings > Download Clients > Completed Download Handling: on",
             )
         )
-    roots = [(root,) + to_host(importer, root) for root in settings.roots]
     findings += _root_findings(importer, roots, judge)
     for row in settings.rows:
         if row.implementation.lower() not in CLIENT_APPS:
@@ -4866,9 +4877,10 @@ def _root_findings(
 ) -> List[Finding]:
     """Root folders in the tree but outside media/, and inside a client's downloads (or
     holding them), whether or not a row names that client."""
+    media = judge.scene.media
     findings = []
     for root, host, _ in roots:
-        if host and judge.in_tree(host) and not inside(host, judge.media):
+        if host and judge.scene.in_tree(host) and not inside(host, media):
             findings.append(
                 _app_finding(
                     importer,
@@ -4876,26 +4888,29 @@ def _root_findings(
                     host,
                     "root folder %s is in the tree but not in media/: the library and the "
                     "downloads mix" % root,
-                    "a root folder under %s" % judge.media,
+                    "a root folder under %s" % media,
                 )
             )
-        for client in judge.clients:
-            for folder in client_folders(client.settings):
-                download = to_host(client, folder)[0]
-                if host and download and (inside(host, download) or inside(download, host)):
-                    findings.append(
-                        _app_finding(
-                            importer,
-                            "root-in-downloads",
-                            host,
-                            "root folder %s and %s's download folder %s hold one another: imports "
-                            "land among the downloads" % (root, client.name, folder),
-                            "a root folder under %s, the downloads under their source folder"
-                            % judge.media,
-                            other=client.name,
-                        )
+        named: Set[str] = set()  # one finding per client
+        for client, folder, download in judge.downloads:
+            if (
+                host
+                and download
+                and client.name not in named
+                and (inside(host, download) or inside(download, host))
+            ):
+                named.add(client.name)
+                findings.append(
+                    _app_finding(
+                        importer,
+                        "root-in-downloads",
+                        host,
+                        "root folder %s and %s's download folder %s hold one another: imports "
+                        "land among the downloads" % (root, client.name, folder),
+                        "a root folder under %s, the downloads under their source folder" % media,
+                        other=client.name,
                     )
-                    break
+                )
     return findings
 
 
@@ -4970,7 +4985,7 @@ def _route(
                 "%s's downloads (%s) and root folder %s are %s: every import is a copy"
                 % (client.name, seen_as, root, apart),
                 "one mount of the whole tree (- %s:/data), the root folder under /data/media"
-                % judge.root, client.name))  # fmt: skip
+                % judge.scene.root, client.name))  # fmt: skip
     return findings
 
 
@@ -4994,14 +5009,15 @@ def _import_result(
     return "copy", "import-copies"
 
 
-def _library_findings(server: App, importers: Sequence[App]) -> List[Finding]:
+def _library_findings(
+    server: App, importers: Sequence[App], roots: Dict[str, List[Tuple[str, str, str]]]
+) -> List[Finding]:
     """An importer's root folder that none of the server's libraries covers."""
     libraries = [to_host(server, folder)[0] for folder in server.settings.libraries]
     libraries = [folder for folder in libraries if folder]
     findings = []
     for importer in importers:
-        for root in importer.settings.roots:
-            host = to_host(importer, root)[0]
+        for root, host, _ in roots[importer.name]:
             if host and not any(
                 inside(host, f) or inside(os.path.realpath(host), os.path.realpath(f))
                 for f in libraries
@@ -5987,19 +6003,19 @@ def report_check(
         title, healthy = CHECK_TITLES[section]
         mine = [item for item in found.findings if item.section == section]
         mine.sort(key=lambda item: item.severity != PROBLEM)  # problems first, in order
-        if section == "containers" and judged:
+        # A section that lists what it judged (the containers, the routes): its counts,
+        # the list, then its findings.
+        containers = section == "containers" and bool(judged)
+        routed = section == "routes" and routes is not None and not grade.startswith("not checked")
+        if containers or routed:
             out.line("%-12s %s" % (title, _count(
                 sum(i.severity == PROBLEM for i in mine), "problem",
                 sum(i.severity == WARNING for i in mine), "warning") or "ok"))  # fmt: skip
-            report_containers(judged, out)
+            if judged and containers:
+                report_containers(judged, out)
+            elif routes is not None:
+                report_routes(routes, out)
             _report_findings(explained_first(mine), out)
-            continue
-        if section == "routes" and routes is not None and not grade.startswith("not checked"):
-            out.line("%-12s %s" % (title, _count(
-                sum(i.severity == PROBLEM for i in mine), "problem",
-                sum(i.severity == WARNING for i in mine), "warning") or "ok"))  # fmt: skip
-            report_routes(routes, out)
-            _report_findings(mine, out)
             continue
         if grade == "ok":
             text = healthy.format(
@@ -6706,9 +6722,8 @@ def check(
         if args.docker is not None:
             found, judged = check_containers(found, walk, steps, pairs, loaded, signals.poll)
         if args.docker is not None or args.app:
-            real_root = real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
             found, judged, routes = check_routes(found, judged, loaded, args.app, root,
-                                                 real_root, signals.poll)  # fmt: skip
+                                                 real_data_root(walk), signals.poll)  # fmt: skip
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: the check was stopped; it had changed nothing")
         raise
