@@ -193,6 +193,7 @@ class Finding(NamedTuple):
     severity: str  # PROBLEM or WARNING
     container: str  # for the containers section: the container, and
     other: str  # the other container of a pair
+    paths: Tuple[str, ...]  # every path of its one cause (path is the first)
 
 
 class Kind(NamedTuple):
@@ -243,6 +244,7 @@ KINDS: Dict[str, Kind] = {
     "cannot-write": Kind("containers", PROBLEM, "a warning where an ACL may let it write"),
     "ids": Kind("containers", WARNING, ""),
     "umask": Kind("containers", WARNING, ""),
+    "docker-unreachable": Kind("containers", PROBLEM, ""),
     "save-unmounted": Kind("routes", PROBLEM, ""),
     "import-unseen": Kind("routes", PROBLEM, ""),
     "import-copies": Kind("routes", PROBLEM, ""),
@@ -270,12 +272,15 @@ def finding(
     errno_name: str = "",
     container: str = "",
     other: str = "",
+    paths: Sequence[str] = (),
 ) -> Finding:
     """A finding of a kind of KINDS, in its section and with its grade unless the case
-    (the kind's rule) says otherwise."""
+    (the kind's rule) says otherwise; paths: every path one cause blocks (one finding,
+    counted once), path being the first."""
     known = KINDS[kind]
     return Finding(section or known.section, kind, path, detail, fix, errno_name,
-                   severity or known.severity, container, other)  # fmt: skip
+                   severity or known.severity, container, other,
+                   tuple(paths) or (path,))  # fmt: skip
 
 
 # -- the plan (pure): options and the tree into folders and decisions ------------------
@@ -547,6 +552,17 @@ def category_option(name: str) -> str:
     """--add-category NAME as a shell takes it: quoted where it needs to be, and joined
     by '=' where NAME starts with '-' (argparse would take it for an option)."""
     return "--add-category" + ("=" if name.startswith("-") else " ") + quote(name)
+
+
+SCRIPT_NAME = "create_media_structure.py"
+
+
+def creator_command(steps: Sequence[Step], options: str = "") -> str:
+    """The create command a fix: line gives to paste: the tree's --path, then options,
+    then the categories it must name (creator_categories)."""
+    base = os.path.dirname(steps[0].path)
+    return "python3 %s --path %s%s%s" % (SCRIPT_NAME, quote(base), options,
+                                         creator_categories(steps))  # fmt: skip
 
 
 def creator_categories(steps: Sequence[Step]) -> str:
@@ -1360,7 +1376,7 @@ FILESYSTEM_TYPES: Tuple[Tuple[Set[str], str, str, str], ...] = (
 def layout_findings(steps: Sequence[Step]) -> List[Finding]:
     """Each conflict, and each topmost missing folder with how many lie below it."""
     findings: List[Finding] = []
-    again = "run without --check" + creator_categories(steps)
+    again = creator_command(steps)
     absent: Set[Tuple[str, ...]] = set()
     for step in steps:
         parts = step.folder.parts
@@ -1373,14 +1389,14 @@ def layout_findings(steps: Sequence[Step]) -> List[Finding]:
                     "conflict",
                     step.path,
                     step.detail + " is in the way",
-                    "move it away, then " + again,
+                    "mv %s %s && %s" % (quote(step.path), quote(step.path + ".old"), again),
                 )
             )
         elif step.action == CREATE:
             absent.add(parts)
             below = sum(1 for s in steps if s.folder.parts[: len(parts)] == parts) - 1
             detail = "missing" + (" (and the %d folders below it)" % below if below else "")
-            findings.append(finding("missing", step.path, detail, again + " to create it"))
+            findings.append(finding("missing", step.path, detail, again))
     return findings
 
 
@@ -1604,22 +1620,42 @@ def can_write(st: os.stat_result, uid: int, gid: int, groups: AbstractSet[int]) 
     return st.st_mode & bits == bits
 
 
-def writable_findings(steps: Sequence[Step], owner: Owner, groups: Set[int]) -> List[Finding]:
-    """Folders that owner could not write, from mode bits and ownership (no ACLs)."""
-    findings: List[Finding] = []
-    fix = "run again without --check, with --owner " + owner.spec + creator_categories(steps)
+def writable_findings(
+    steps: Sequence[Step],
+    owner: Owner,
+    groups: Set[int],
+    imported: AbstractSet[str],
+    wrote: AbstractSet[str] = frozenset(),
+) -> List[Finding]:
+    """Folders that owner could not write, from mode bits and ownership (no ACLs): one
+    finding per owner and mode that stops it (one cause, its folders in paths).  A
+    problem where a download or an import writes (imported), else a warning: only a new
+    category needs those; a warning too where the probe as that user wrote all the same
+    (wrote: an ACL, a group the bits don't show)."""
+    causes: Dict[Tuple[int, int, int, bool], List[str]] = {}
+    folders = 0
     for step in steps:
         st = step.st
-        if st is not None and not can_write(st, owner.uid, owner.gid, groups):
-            findings.append(
-                finding(
-                    "not-writable",
-                    step.path,
-                    "%s cannot write here (owner %d:%d, mode %04o)"
-                    % (owner.spec, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
-                    fix,
-                )
-            )
+        if st is None:
+            continue
+        folders += 1
+        if not can_write(st, owner.uid, owner.gid, groups):
+            key = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), step.path in wrote)
+            causes.setdefault(key, []).append(step.path)
+    fix = creator_command(steps, " --owner " + quote(owner.spec))
+    findings: List[Finding] = []
+    for (uid, gid, mode, probed), paths in causes.items():
+        where = "here" if len(paths) == 1 else "%d of the tree's %d folders" % (len(paths), folders)
+        detail = "%s can't write %s (owner %d:%d, mode %04o)" % (owner.spec, where, uid, gid, mode)
+        severity = PROBLEM
+        if probed:
+            detail += ", but the probe as that user wrote there (an ACL?)"
+            severity = WARNING
+        elif not any(path in imported for path in paths):
+            detail += "; no import writes there"
+            severity = WARNING
+        findings.append(finding("not-writable", paths[0], detail, fix, severity=severity,
+                                paths=paths))  # fmt: skip
     return findings
 
 
@@ -1627,21 +1663,24 @@ def sticky_findings(steps: Sequence[Step]) -> List[Finding]:
     """Folders with the sticky bit: there only a file's owner (or the folder's) may
     move or delete it, so an app running as another user than the one that made a
     download can't move it out (usenet imports) or clean up.  One user for every
-    app works: a warning."""
-    categories = creator_categories(steps)
-    return [
-        finding(
-            "sticky",
-            step.path,
-            "sticky (mode %04o): only a file's owner can move or delete it here, so an app "
+    app works: a warning, one per mode (its folders in paths)."""
+    modes: Dict[int, List[str]] = {}
+    for step in steps:
+        if step.st is not None and step.st.st_mode & stat.S_ISVTX:
+            modes.setdefault(stat.S_IMODE(step.st.st_mode), []).append(step.path)
+    findings = []
+    for mode, paths in modes.items():
+        fix = "chmod -t " + " ".join(quote(path) for path in paths)
+        if len(paths) > REPORT_SAME:
+            fix = creator_command(steps, " --mode %04o" % (mode & ~stat.S_ISVTX))
+        findings.append(finding(
+            "sticky", paths[0],
+            "sticky (mode %04o)%s: only a file's owner can move or delete it there, so an app "
             "running as another user can't move a download out or clean up"
-            % stat.S_IMODE(step.st.st_mode),
-            "chmod -t the folder, or run again without --check with --mode %04o%s"
-            % (stat.S_IMODE(step.st.st_mode) & ~stat.S_ISVTX, categories),
-        )
-        for step in steps
-        if step.st is not None and step.st.st_mode & stat.S_ISVTX
-    ]
+            % (mode, "" if len(paths) == 1 else " in %d folders" % len(paths)),
+            fix, paths=paths,
+        ))  # fmt: skip
+    return findings
 
 
 def import_folders(pairs: Pairs) -> Set[Tuple[str, ...]]:
@@ -1651,16 +1690,9 @@ def import_folders(pairs: Pairs) -> Set[Tuple[str, ...]]:
     return folders
 
 
-def grade_by_imports(mode_findings: List[Finding], pairs: Pairs, walk: Walk) -> List[Finding]:
-    """A folder that no download or import writes into (data/, torrents/, media/,
-    personal/...) the user not writing it is a warning: only a new category needs it."""
-    written = {walk.path(parts) for parts in import_folders(pairs)}
-    return [
-        item
-        if item.path in written
-        else item._replace(severity=WARNING, detail=item.detail + "; no import writes here")
-        for item in mode_findings
-    ]
+def imported_paths(pairs: Pairs, walk: Walk) -> Set[str]:
+    """The paths of the folders downloads and imports write into (see import_folders)."""
+    return {walk.path(parts) for parts in import_folders(pairs)}
 
 
 def groups_of(uid: int, gid: int) -> List[int]:
@@ -2220,13 +2252,28 @@ PROBE_FINDINGS: Dict[str, Tuple[str, str, str, str]] = {
 NO_ERRNO = (Stage.TAKEN, Stage.SAME_FOLDER)
 REACH_DENIED_FIX = (
     "every folder from / down to this one must let the user through (x for its owner, "
-    "group or others): fix the modes above data/, or run again without --check, with "
-    "--owner PUID:PGID; a FUSE mount (mergerfs) needs the option allow_other"
+    "group or others): run again without --check, with --owner PUID:PGID; a FUSE mount "
+    "(mergerfs) needs the option allow_other"
 )
 
 
-def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk) -> List[Finding]:
-    """Name the stage that failed, for which pair, graded: imports failing are problems."""
+def pass_fix(folder: str, probed_as: str) -> str:
+    """The command that lets the probes' user (UID:GID) through a folder above data/,
+    which --owner never touches: x for the class of users it falls in."""
+    try:
+        st = os.lstat(folder)
+        uid, gid = (int(number) for number in probed_as.split(":"))
+    except (OSError, ValueError):
+        return REACH_DENIED_FIX
+    who = "u" if st.st_uid == uid else "g" if st.st_gid in groups_of(uid, gid) else "o"
+    return "chmod %s+x %s" % (who, quote(folder))
+
+
+def probe_findings(
+    results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk, probed_as: str = ""
+) -> List[Finding]:
+    """Name the stage that failed, for which pair, graded: imports failing are problems;
+    probed_as: as whom the probes ran (UID:GID), whom a fix lets through."""
     findings: List[Finding] = []
     for index, stage, folder, number, text in results:
         if stage == Stage.LOCKED:
@@ -2245,6 +2292,8 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
                 fix = REACH_DENIED_FIX
             if stage == Stage.REACH and text and text != path:
                 path, template = text, "the probes can't get through this folder: %(reason)s"
+                if number in DENIED and not inside(path, walk.path((DATA,))):
+                    fix = pass_fix(path, probed_as)
         detail = template % {
             "src": "/".join(src[1:]), "dst": "/".join(dst[1:]), "source": source,
             "reason": reason, "probe": walk.path(dst + (probes.token + ".l",)),
@@ -2260,16 +2309,12 @@ def probe_findings(results: Sequence[ProbeResult], probes: ProbePlan, walk: Walk
     return list(unique.values())
 
 
-def grade_permissions(
-    mode_findings: List[Finding],
-    probes: ProbePlan,
-    results: Sequence[ProbeResult],
-    unprobed: Set[int],
-    walk: Walk,
-) -> List[Finding]:
-    """Where the probes ran as the user and wrote a folder, the mode bits were wrong
-    about it (an ACL, a group the bits don't show): a warning, not a problem.
-    unprobed: the pairs whose probes wrote nothing (see unprobed_pairs)."""
+def probe_wrote(
+    probes: ProbePlan, results: Sequence[ProbeResult], unprobed: Set[int], walk: Walk
+) -> Set[str]:
+    """The folders the probes wrote into as the user: where the mode bits say it can't,
+    they were wrong about it (an ACL, a group the bits don't show).  unprobed: the
+    pairs whose probes wrote nothing (see unprobed_pairs)."""
     written: Set[str] = set()
     failed = {(index, stage, folder) for index, stage, folder, _, _ in results}
     for index, (_, src, dst) in enumerate(probes.pairs):
@@ -2281,15 +2326,7 @@ def grade_permissions(
         incoming = probes.incoming[index]
         if incoming is not None and (index, Stage.CREATE, incoming) not in failed:
             written.add(walk.path(incoming))
-    return [
-        item._replace(
-            severity=WARNING,
-            detail=item.detail + ", but the probe as that user wrote here (an ACL?)",
-        )
-        if item.path in written
-        else item
-        for item in mode_findings
-    ]
+    return written
 
 
 # -- --check (host): the audit of lone files in complete/ ------------------------------
@@ -2718,6 +2755,7 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     places = {parts for _, src, dst in probes.pairs for parts in (src, dst)}
     places.update(parts for parts in probes.incoming if parts is not None)
     results: List[ProbeResult] = []
+    probe_found: List[Finding] = []
     unprobed: Set[int] = set()  # pairs whose probes wrote nothing
     if probes.pairs:
         # The probes use fixed names: one check's probes at a time (another waits).
@@ -2736,9 +2774,9 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
             if lock is not None:
                 os.close(lock)
         notes += probe_notes
-        findings += probe_findings(results, probes, walk)
+        probe_found = probe_findings(results, probes, walk, probed_as)
         unprobed = unprobed_pairs(results, probes)
-        if unprobed and not any(item.section == "probes" for item in findings):
+        if unprobed and not any(item.section == "probes" for item in probe_found):
             sections["probes"] = (
                 "not checked: %d of %d import pair(s) could not be probed "
                 "(see permissions)" % (len(unprobed), len(probes.pairs))
@@ -2746,13 +2784,22 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     else:
         sections["probes"] = "not checked: no category has both complete/ and media/ folders"
     users = list(importers)  # whose downloads' links and moves the audit checks
+    mode_findings: List[Finding] = []
+    wrote: Set[str] = set()
     if owner is not None:
         uid, gid, groups = probe_identity(owner)
         users.insert(0, (owner.spec, uid, frozenset(groups)))
-        mode_findings = grade_by_imports(writable_findings(steps, owner, set(groups)), pairs, walk)
-        if probed_as == "%d:%d" % (uid, gid):
-            mode_findings = grade_permissions(mode_findings, probes, results, unprobed, walk)
-        findings += mode_findings
+        wrote = probe_wrote(probes, results, unprobed, walk) if probed_as == "%d:%d" % (
+            uid, gid) else set()  # fmt: skip
+        mode_findings = writable_findings(steps, owner, set(groups), imported_paths(pairs, walk),
+                                          wrote)  # fmt: skip
+    # A folder the mode bits already say the user can't write: the probe's EACCES there
+    # has that one cause, counted once (in not-writable).
+    blocked = {path for item in mode_findings for path in item.paths} - wrote
+    probe_found = [item for item in probe_found if not (item.section == "permissions"
+                                                        and item.path in blocked)]  # fmt: skip
+    findings += probe_found
+    findings += mode_findings
     findings += sticky_findings(steps)
     if owner is None:
         unchecked = "give --owner PUID:PGID to check as the containers' user"
@@ -2866,9 +2913,10 @@ CLIENT_SOURCES = (
     ("usenet", ("sabnzbd", "nzbget")),
     ("ddl", ("jdownloader", "pyload")),
 )
-# The group "users" (100, or 1000 where the image renumbers it), which linuxserver's and
-# hotio's images add their app user to besides PGID.
-IMAGE_GROUPS = (100, 1000)
+# The group "users" that an image's app user is in besides PGID, where the image is
+# known: linuxserver's base images renumber it to 1000 (groupmod -g 1000 users); hotio's
+# keep Alpine's 100.  Any other image: PGID alone, as --owner is judged.
+IMAGE_GROUPS = (("linuxserver/", 1000), ("hotio/", 100))
 # Container paths that hold an app's own state, not media.
 STATE_PATHS = ("/config", "/app/config", "/transcode", "/cache")
 SYSTEM_PATHS = ("/etc", "/run", "/var/run", "/dev", "/sys", "/proc")
@@ -2910,24 +2958,21 @@ def load_containers(
     if docker_input == "":
         if remote:
             return [], remote
-        text = _run_docker()
+        text, failed = _run_docker()
+        if failed:
+            return [], "not checked: " + failed
         if not text.strip():
             return [], ""
     else:
         text = _read_saved(docker_input, stdin, where)
+        if looks_like_compose_yaml(text):  # the compose file itself: compose reads it
+            text = _compose_config(docker_input, text, where)
     try:
         document = json.loads(text)
     except RecursionError:  # hostile or broken: nested deeper than Python's stack
         raise Error("%s: JSON nested too deep to be docker's; give the output of docker "
                     "inspect or of docker compose config --format json" % where, 2)  # fmt: skip
     except ValueError as exc:
-        if any(line.startswith("services:") for line in text.splitlines()):
-            raise Error(
-                "%s: a compose file in YAML, not JSON: give docker compose config --format "
-                "json (Compose v2; docker-compose 1.x has no JSON: start the containers and "
-                "give --docker alone)" % where,
-                2,
-            )
         raise Error(
             "%s: not JSON (%s); give the output of docker inspect or of docker compose "
             "config --format json" % (where, exc),
@@ -2945,6 +2990,66 @@ def load_containers(
     raise Error(
         "%s: neither docker inspect output (a list) nor docker compose config --format "
         "json (an object with services)" % where,
+        2,
+    )
+
+
+def looks_like_compose_yaml(text: str) -> bool:
+    """Whether a --docker file is a compose file in YAML (not JSON): a top-level key
+    compose knows, at the start of a line."""
+    if text.lstrip()[:1] in ("{", "["):
+        return False
+    keys = ("services:", "version:", "name:", "include:", "volumes:", "networks:")
+    return any(line.startswith(keys) for line in text.splitlines())
+
+
+# Compose implementations that print a compose file as JSON, the first one here wins:
+# the docker CLI's plugin (v2), then the standalone docker-compose v2.  docker-compose
+# 1.x has no --format: it prints its usage (exit 0), which is no JSON.
+COMPOSE_COMMANDS = (["docker", "compose"], ["docker-compose"])
+
+
+def _compose_config(docker_input: str, text: str, where: str) -> str:
+    """`docker compose -f FILE config --format json` of a compose file in YAML, from the
+    file's folder so that its .env applies (stdin: from here): compose's own reading
+    of interpolation, .env, anchors and extends.  A failure is exit 2, in one line."""
+    import subprocess
+
+    stdin = docker_input == "-"
+    path = "-" if stdin else os.path.abspath(docker_input)
+    folder = os.getcwd() if stdin else os.path.dirname(path)
+    for command in COMPOSE_COMMANDS:
+        try:
+            proc = subprocess.run(
+                command + ["-f", path, "config", "--format", "json"],
+                check=False,
+                input=text.encode("utf-8", "surrogateescape") if stdin else None,
+                stdin=None if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=folder,
+                timeout=DOCKER_TIMEOUT,
+            )
+        except (OSError, subprocess.TimeoutExpired):  # not here, or hangs: the next one
+            continue
+        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        output = proc.stdout.decode("utf-8", "surrogateescape")
+        if proc.returncode == 0 and output.lstrip().startswith("{"):
+            return output
+        unknown = (
+            "unknown command",
+            "not a docker command",
+            "unknown flag",
+            "unknown shorthand",
+            "no such option",
+        )
+        if proc.returncode != 0 and not any(u in "\n".join(said).lower() for u in unknown):
+            why = said[-1] if said else "exit code %d" % proc.returncode
+            raise Error("%s: %s config: %s" % (where, " ".join(command), why), 2)
+    raise Error(
+        "%s: a compose file in YAML, and no Compose v2 here to read it (docker compose, or "
+        "docker-compose 2.x): where there is one, run docker compose -f FILE config --format "
+        "json > stack.json, then give --docker stack.json" % where,
         2,
     )
 
@@ -2974,15 +3079,17 @@ def _remote_docker_host() -> str:
         "machine's" % host  # fmt: skip
 
 
-def _run_docker() -> str:
-    """`docker ps -q`, then `docker inspect` of those: the JSON text."""
-    ids = _docker(["ps", "-q"])
-    if not ids.split():
-        return ""
+def _run_docker() -> Tuple[str, str]:
+    """`docker ps -q`, then `docker inspect` of those: the JSON text, or why not."""
+    ids, failed = _docker(["ps", "-q"])
+    if failed or not ids.split():
+        return "", failed
     return _docker(["inspect"] + ids.split())
 
 
-def _docker(args: List[str]) -> str:
+def _docker(args: List[str]) -> Tuple[str, str]:
+    """What `docker ARGS` printed, or why it failed ("" where it didn't): docker's own
+    error, in one line."""
     import subprocess
 
     try:
@@ -2995,25 +3102,32 @@ def _docker(args: List[str]) -> str:
             timeout=DOCKER_TIMEOUT,
         )
     except FileNotFoundError:
-        raise Error(
+        return "", (
             "docker: no docker command here; run this where docker is, or save "
             "`docker inspect $(docker ps -aq) > containers.json` and give --docker containers.json"
         )
     except subprocess.TimeoutExpired:
-        raise Error(
-            "docker %s: no answer in %d s; is the daemon running?" % (args[0], DOCKER_TIMEOUT)
-        )
+        return "", "docker %s: no answer in %d s; is the daemon running?" % (
+            args[0], DOCKER_TIMEOUT)  # fmt: skip
     except OSError as exc:
-        raise Error("docker: %s" % exc.strerror)
+        return "", "docker: %s" % exc.strerror
     if proc.returncode != 0:
         said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         first = said[-1] if said else "exit code %d" % proc.returncode
         hint = ""
         if "permission denied" in first.lower():
             hint = " (run it with sudo, or add your user to the docker group)"
-        raise Error("docker %s: %s%s" % (args[0], first, hint))
-    text: str = proc.stdout.decode("utf-8", "surrogateescape")
-    return text
+        return "", "docker %s: %s%s" % (args[0], first, hint)
+    return proc.stdout.decode("utf-8", "surrogateescape"), ""
+
+
+DOCKER_DOWN = "not checked: docker"  # why_not where docker itself failed
+
+
+def docker_down(why_not: str) -> bool:
+    """Whether the containers weren't checked because docker failed (not answering, not
+    there): the user asked for them, so that is a problem (docker-unreachable)."""
+    return why_not.startswith(DOCKER_DOWN)
 
 
 def _role(image: str, label: str) -> Tuple[str, str]:
@@ -3242,6 +3356,14 @@ def container_ids(container: Container) -> Tuple[Optional[int], Optional[int]]:
     return None, None
 
 
+def writer_groups(container: Container, gid: int) -> FrozenSet[int]:
+    """The groups an app writes with: its PGID, and its image's group "users" where the
+    image is known to add its user to it (IMAGE_GROUPS)."""
+    image = container.image.split("@", 1)[0].lower()
+    extra = {group for prefix, group in IMAGE_GROUPS if prefix in image}
+    return frozenset({gid} | extra)
+
+
 def own_source(client: Container) -> str:
     """The source folder a download client writes: usenet/, ddl/, else torrents/."""
     return next((s for s, keys in CLIENT_SOURCES if client.keyword in keys), "torrents")
@@ -3271,8 +3393,7 @@ def blocked_writers(
         else:
             wanted = {parts for parts in wanted_by_all if INCOMPLETE not in parts}
         mine = [s for s in steps if s.st is not None and s.folder.parts in wanted]
-        # The groups it may also be in are unknown: they are not held against it.
-        groups = {gid} | set(IMAGE_GROUPS)
+        groups = writer_groups(container, gid)
         denied = {
             s.path for s in mine if s.st is not None and not can_write(s.st, uid, gid, groups)
         }
@@ -3337,8 +3458,9 @@ def judge_containers(
     real_root: str,
     tree_ids: Optional[Tuple[int, int]],
     blocked: Optional[Blocked] = None,
-    categories: str = "",
+    creator: Callable[[str], str] = lambda options: "python3 %s%s" % (SCRIPT_NAME, options),
     poll: Callable[[], None] = nothing,
+    cited: AbstractSet[str] = frozenset(),
 ) -> List[Finding]:
     """Every containers finding, one rule after another: the mounts themselves
     (named-volume, outside-tree, read-only), split-mounts, path-mismatch, the readers'
@@ -3358,7 +3480,8 @@ def judge_containers(
     for rule in (_mount_findings, _split_mounts, _path_mismatches, _reader_findings,
                  _client_breadth):  # fmt: skip
         findings += rule(scene)
-    return findings + _ids_findings(scene.writers, tree_ids, root, blocked, categories)
+    writers = [c for c in scene.writers if c.name not in cited]  # see check_containers
+    return findings + _ids_findings(writers, tree_ids, root, blocked, creator)
 
 
 def _found(container: Container, kind: str, path: str, detail: str, fix: str,
@@ -3615,20 +3738,19 @@ def _ids_findings(
     tree_ids: Optional[Tuple[int, int]],
     root: str,
     blocked: Optional[Blocked] = None,
-    categories: str = "",
+    creator: Callable[[str], str] = lambda options: "python3 %s%s" % (SCRIPT_NAME, options),
 ) -> List[Finding]:
     """Ids the writers run as, against each other and the tree's owner (None: no data/);
-    blocked: the writers the tree doesn't let write (see blocked_writers); categories:
-    see creator_categories.  A tree of root's is fixed by giving it to the apps' user,
-    never the other way."""
+    blocked: the writers the tree doesn't let write (see blocked_writers); creator:
+    the create command with the options given (creator_command).  A tree of root's is
+    fixed by giving it to the apps' user, never the other way."""
     blocked = blocked or {}
     findings: List[Finding] = []
     known = [(c, container_ids(c)) for c in writers]
     known = [(c, ids) for c, ids in known if ids != (None, None)]
 
     def give(ids: str) -> str:
-        command = "run again without --check, with --owner " + ids + categories
-        return "give the tree to the apps' user: " + command
+        return "give the tree to the apps' user: " + creator(" --owner " + ids)
 
     users_tree = tree_ids is not None and tree_ids[0] != 0  # root's is given away instead
     owner = "%d:%d" % tree_ids if tree_ids is not None else ""
@@ -3780,14 +3902,15 @@ def importer_users(containers: Sequence[Container]) -> List[Identity]:
     """The users the importers write as (PUID, PGID and the image's group "users"): whom
     the audit checks the downloads' links and moves for, one entry per uid:gid with its
     importers' names.  Root and unknown ids: none."""
-    names: Dict[Tuple[int, int], List[str]] = {}
+    names: Dict[Tuple[int, int, FrozenSet[int]], List[str]] = {}
     for container in containers:
         uid, gid = container_ids(container)
         if container.role == "importer" and uid and gid is not None:
-            names.setdefault((uid, gid), []).append(container.name)
+            key = (uid, gid, writer_groups(container, gid))
+            names.setdefault(key, []).append(container.name)
     return [
-        ("%s (%d:%d)" % (", ".join(who), uid, gid), uid, frozenset({gid} | set(IMAGE_GROUPS)))
-        for (uid, gid), who in names.items()
+        ("%s (%d:%d)" % (", ".join(who), uid, gid), uid, groups)
+        for (uid, gid, groups), who in names.items()
     ]
 
 
@@ -3798,9 +3921,12 @@ def check_containers(
     pairs: Pairs,
     loaded: Tuple[List[Container], str],
     poll: Callable[[], None] = nothing,
+    owner_blocked: Optional[Tuple[int, int]] = None,
 ) -> Tuple[CheckResult, List[Judged]]:
     """Add the containers section to a host check: findings, grade, and the list; poll
-    runs once per container a rule looks at (a stack of thousands takes a while)."""
+    runs once per container a rule looks at (a stack of thousands takes a while).
+    owner_blocked: the ids --owner gave, where the permissions section found that they
+    can't write: a writer of those ids that can't is that one problem, cited here."""
     containers, why_not = loaded
     sections = dict(found.sections)
     root = walk.path((DATA,))
@@ -3808,17 +3934,32 @@ def check_containers(
     findings = list(found.findings)
     if why_not or not containers:
         sections["containers"] = why_not or "not checked: no containers"
+        if docker_down(why_not):
+            findings.append(finding(
+                "docker-unreachable", "docker", why_not[len("not checked: "):],
+                "start docker (systemctl start docker), or check a saved file: docker inspect "
+                "$(docker ps -q) > containers.json, then --docker containers.json",
+            ))  # fmt: skip
     else:
         st = steps[0].st
         tree_ids = (st.st_uid, st.st_gid) if st is not None else None
         real_root = real_data_root(walk)
         blocked = blocked_writers(containers, walk, steps, pairs)
+        cited = {c.name for c in containers if c.name in blocked
+                 and container_ids(c) == owner_blocked}  # fmt: skip
         mine = judge_containers(
-            containers, root, real_root, tree_ids, blocked, creator_categories(steps), poll
+            containers,
+            root,
+            real_root,
+            tree_ids,
+            blocked,
+            lambda options: creator_command(steps, options),
+            poll,
+            cited,
         )
         findings += mine
-        judged = verdicts(containers, mine)
-        sections["containers"] = grade({f.severity for f in mine})
+        judged = verdicts(containers, mine, cited)
+        sections["containers"] = grade({f.severity for f in mine} | ({PROBLEM} if cited else set()))
     return found._replace(findings=findings, sections=sections), judged
 
 
@@ -3828,8 +3969,16 @@ def real_data_root(walk: Walk) -> str:
     return real_path_of(walk.fds[(DATA,)], root) if (DATA,) in walk.fds else root
 
 
-def verdicts(containers: Sequence[Container], findings: Sequence[Finding]) -> List[Judged]:
-    """Each container with its grade from the containers section's findings."""
+CITED = "problem: can't write, counted in permissions"
+
+
+def verdicts(
+    containers: Sequence[Container],
+    findings: Sequence[Finding],
+    cited: AbstractSet[str] = frozenset(),
+) -> List[Judged]:
+    """Each container with its grade from the containers section's findings; cited: the
+    writers whose one problem the permissions section counts (see check_containers)."""
     by_name: Dict[str, Set[str]] = {}
     for item in findings:
         if item.section == "containers":
@@ -3839,6 +3988,8 @@ def verdicts(containers: Sequence[Container], findings: Sequence[Finding]) -> Li
         if container.role in ("unknown", "other"):
             verdict = "not judged: unknown image" if container.role == "unknown" else (
                 "ignored: no media paths")  # fmt: skip
+        elif container.name in cited:
+            verdict = CITED
         else:
             verdict = grade(by_name.get(container.name, set()))
         judged.append(Judged(container, verdict))
@@ -4465,7 +4616,10 @@ def load_apps(
             )
     folders = [c.config for c, _ in docker if c.config.startswith("/")]
     elsewhere = ""
-    if why_not or (folders and not any(os.path.isdir(folder) for folder in folders)):
+    if docker_down(why_not):
+        elsewhere = "not checked: it needs the containers, which were not (see containers)"
+        docker, notes = [], []
+    elif why_not or (folders and not any(os.path.isdir(folder) for folder in folders)):
         elsewhere = "not checked: the config folders aren't on this machine"
         docker, notes = [], []
     apps = [App(c.name, kind, c, c.config, settings_of(kind, c.config, "/config"))
@@ -4720,7 +4874,8 @@ def check_routes(
         )
     ]
     if judged is not None and len(findings) != len(found.findings):
-        judged = verdicts([item.container for item in judged], findings)
+        cited = {item.container.name for item in judged if item.verdict == CITED}
+        judged = verdicts([item.container for item in judged], findings, cited)
         sections["containers"] = grade({f.severity for f in findings if f.section == "containers"})
     if elsewhere and not native:
         sections["routes"] = elsewhere
@@ -6008,40 +6163,63 @@ def report_check(
         containers = section == "containers" and bool(judged)
         routed = section == "routes" and routes is not None and not grade.startswith("not checked")
         if containers or routed:
-            out.line("%-12s %s" % (title, _count(
-                sum(i.severity == PROBLEM for i in mine), "problem",
-                sum(i.severity == WARNING for i in mine), "warning") or "ok"))  # fmt: skip
+            cited = containers and any(verdict == CITED for _, verdict in judged or ())
+            said = [_count(*_named(causes(mine)))]
+            if routed and routes is not None:
+                said.append(_route_counts(routes))
+            out.line("%-12s %s" % (title, "; ".join(text for text in said if text) or (
+                "problem counted in permissions" if cited else "ok")))  # fmt: skip
             if judged and containers:
                 report_containers(judged, out)
             elif routes is not None:
                 report_routes(routes, out)
             _report_findings(explained_first(mine), out)
-            continue
-        if grade == "ok":
+        elif grade == "ok":
             text = healthy.format(
                 folders=len(steps), pairs=found.pairs, owner=owner.spec if owner else ""
             )
             out.line("%-12s ok: %s" % (title, text))
-            continue
-        if not mine:
-            out.line("%-12s %s" % (title, grade))
-            continue
-        problems = sum(item.severity == PROBLEM for item in mine)
-        out.line("%-12s %s" % (title, _count(problems, "problem", len(mine) - problems, "warning")))
-        _report_findings(mine, out)
+        else:
+            _report_section(title, grade, mine, out)
     if found.probed_text:
         out.line("note: the probes ran as %s" % found.probed_text)
     for note in found.notes:
         out.line("note: " + note)
     report_audit(found.audits, out)
-    problems = sum(item.severity == PROBLEM for item in found.findings)
-    warnings = len(found.findings) - problems
-    if not problems:
+    problems, warnings = causes(found.findings)
+    if not any(item.severity == PROBLEM for item in found.findings):
         out.line(
             "result: healthy" + (", %s" % _count(0, "", warnings, "warning") if warnings else "")
         )
     else:
         out.line("result: %s, see above" % _count(problems, "problem", warnings, "warning"))
+
+
+def _report_section(title: str, grade: str, mine: Sequence[Finding], out: Output) -> None:
+    """A section that isn't ok: why it wasn't checked (with the fix, where it is a
+    problem: docker-unreachable), its one cause on the header line, or its counts and
+    findings."""
+    if not mine or grade.startswith("not checked"):
+        out.line("%-12s %s" % (title, grade))
+        for item in mine:
+            out.line("  fix: %s" % item.fix)
+        return
+    counted = _count(*_named(causes(mine)))
+    if len(mine) > 1 or mine[0].container:
+        out.line("%-12s %s" % (title, counted))
+        _report_findings(mine, out)
+        return
+    item = mine[0]  # one cause: said on the header line
+    if len(item.paths) == 1:
+        out.line("%-12s %s: %s: %s" % (title, counted, item.path, item.detail))
+    else:
+        out.line("%-12s %s: %s" % (title, counted, item.detail))
+        shown = ", ".join(item.paths[:REPORT_SAME])
+        if len(item.paths) > REPORT_SAME:
+            shown += " and %d more (--json lists each)" % (len(item.paths) - REPORT_SAME)
+        out.line("  where: %s" % shown)
+    if item.fix:
+        out.line("  fix: %s" % item.fix)
 
 
 def report_audit(audits: Sequence[Audit], out: Output) -> None:
@@ -6105,18 +6283,16 @@ def explained_first(findings: Sequence[Finding]) -> List[Finding]:
 
 def _report_findings(findings: Sequence[Finding], out: Output) -> None:
     """Each finding on a line, its fix once for a run of the same fix; of findings alike
-    but for their folder (a tree made as root, checked for --owner; every pair across one
-    boundary, failing at the same step), the first few and a count: --json lists each."""
-
-    def alike(item: Finding) -> Tuple[str, str, str, str]:
-        shape = item.kind + item.errno if item.section == "probes" else item.detail  # the pair
-        return item.severity, item.container, shape, item.fix
+    but for their folder (every pair across one boundary, failing at the same step), the
+    first few and a count; of one cause's many folders, the first and a count: --json
+    lists each."""
 
     last_fix = ""
-    for shown, more in fold(findings, alike):
+    for shown, more in fold(findings, _alike):
         for item in shown:
             who = "%s: " % item.container if item.container else ""
-            out.line("  - %s: %s%s: %s" % (item.severity, who, item.path, item.detail))
+            out.line("  - %s: %s%s%s: %s" % (item.severity, who, item.path,
+                                              _more_paths(item), item.detail))  # fmt: skip
             if item.fix and item.fix != last_fix:  # said once for a run of the same
                 out.line("    fix: %s" % item.fix)
             last_fix = item.fix
@@ -6124,13 +6300,38 @@ def _report_findings(findings: Sequence[Finding], out: Output) -> None:
             out.line("  - ... and %d more like these (--json lists each)" % more)
 
 
+def _alike(item: Finding) -> Tuple[str, str, str, str]:
+    """What findings alike but for their folder share: one line and a count in the text,
+    one cause in the counts."""
+    shape = item.kind + item.errno if item.section == "probes" else item.detail  # the pair
+    return item.severity, item.container, shape, item.fix
+
+
+def _more_paths(item: Finding) -> str:
+    """(and N more): the other paths of a finding's one cause."""
+    more = len(item.paths) - 1
+    return " (and %d more)" % more if more > 0 else ""
+
+
 def _count(first: int, first_name: str, second: int, second_name: str) -> str:
     said = []
-    if first:
-        said.append("%d %s(s)" % (first, first_name))
-    if second:
-        said.append("%d %s(s)" % (second, second_name))
+    for number, name in ((first, first_name), (second, second_name)):
+        if number:
+            said.append("%d %s%s" % (number, name, "" if number == 1 else "s"))
     return ", ".join(said)
+
+
+def _named(counts: Tuple[int, int]) -> Tuple[int, str, int, str]:
+    return counts[0], "problem", counts[1], "warning"
+
+
+def causes(findings: Sequence[Finding]) -> Tuple[int, int]:
+    """(problems, warnings) as the text counts them: one per cause, a container's cause
+    counting for the findings it explains (explained_first), and the findings alike but
+    for their folder (every pair across one boundary, failing at the same step) once."""
+    groups = {_alike(item) for item in explained_first(findings)}
+    problems = sum(severity == PROBLEM for severity, _, _, _ in groups)
+    return problems, len(groups) - problems
 
 
 def report_containers(judged: Sequence[Judged], out: Output) -> None:
@@ -6140,6 +6341,20 @@ def report_containers(judged: Sequence[Judged], out: Output) -> None:
         for mount in container.mounts:
             out.line("      %s -> %s%s" % (mount.host, mount.container,
                                            "" if mount.rw else " (read-only)"))  # fmt: skip
+
+
+def _route_counts(routes: Routes) -> str:
+    """The routes that are not a hardlink or a move, counted by result: what the header
+    says, so that it is never "ok" over one of them; "(see containers)" where the
+    containers section names their cause."""
+    counts: Dict[str, int] = {}
+    for route in routes.routes:
+        if route.result not in ("hardlink", "move"):
+            counts[route.result] = counts.get(route.result, 0) + 1
+    text = ", ".join("%d %s" % (number, result) for result, number in sorted(counts.items()))
+    cited = any(route.cause in KINDS and KINDS[route.cause].section == "containers"
+                for route in routes.routes if route.result not in ("hardlink", "move"))  # fmt: skip
+    return text + (" (see containers)" if text and cited else "")
 
 
 def report_routes(routes: Routes, out: Output) -> None:
@@ -6226,6 +6441,7 @@ def _finding_json(item: Finding) -> Dict[str, Any]:
 # byte as \xNN, which a name could also spell out literally.
 PATH_FIELDS = (
     "path",
+    "paths",
     "other",
     "data_root",
     "keep",
@@ -6447,7 +6663,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="create_media_structure.py",
         description="Create the data/ tree (torrents, usenet, ddl, media) under --path,\n"
-        "on one filesystem, so that imports are hardlinks or atomic moves.",
+        "on one filesystem, so that imports are hardlinks or atomic moves.\n\n"
+        "Creating is the default mode. --check creates nothing: it proves the tree\n"
+        "works (a real hardlink and move per category, as --owner's user), and with\n"
+        "--docker the containers' mounts and each download's route through the\n"
+        "apps' own settings. --relink turns copies back into hardlinks.",
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
@@ -6533,8 +6753,41 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MINUTES",
         help="with --relink: leave files changed in the last MINUTES alone (default 15)",
     )
-    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        nargs=0,
+        help="print the version and this file's sha256 (compare it with sha256sum's where "
+        "you copied it from), then exit",
+    )
     return parser
+
+
+class VersionAction(argparse.Action):
+    """--version: the version and the file's sha256, hashed only when asked for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.exit(message="%s %s%s\n" % (parser.prog, __version__, own_sha256()))
+
+
+def own_sha256() -> str:
+    """'\nsha256 HEX  FILE' of this script as it lies on disk, so that the copy on the NAS
+    can be checked against the one it came from without sha256sum; '' where it came
+    through stdin (there is no file to hash)."""
+    import hashlib
+
+    path = globals().get("__file__") or ""
+    if not path or path == "<stdin>":
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            digest = hashlib.sha256(handle.read(SCRIPT_LIMIT)).hexdigest()
+    except OSError:
+        return ""
+    return "\nsha256 %s  %s" % (digest, os.path.basename(path))
+
+
+SCRIPT_LIMIT = 16 << 20  # this file is well under a MiB: more is not this file
 
 
 def chosen_mode(args: argparse.Namespace) -> str:
@@ -6720,7 +6973,14 @@ def check(
     routes: Optional[Routes] = None
     try:
         if args.docker is not None:
-            found, judged = check_containers(found, walk, steps, pairs, loaded, signals.poll)
+            owner_blocked: Optional[Tuple[int, int]] = None
+            if args.owner is not None and any(
+                f.kind == "not-writable" and f.severity == PROBLEM for f in found.findings
+            ):
+                uid, gid, _ = probe_identity(args.owner)
+                owner_blocked = (uid, gid)
+            found, judged = check_containers(found, walk, steps, pairs, loaded, signals.poll,
+                                             owner_blocked)  # fmt: skip
         if args.docker is not None or args.app:
             found, judged, routes = check_routes(found, judged, loaded, args.app, root,
                                                  real_data_root(walk), signals.poll)  # fmt: skip
