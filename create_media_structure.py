@@ -6767,7 +6767,8 @@ class VersionAction(argparse.Action):
     """--version: the version and the file's sha256, hashed only when asked for."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        parser.exit(message="%s %s%s\n" % (parser.prog, __version__, own_sha256()))
+        parser._print_message("%s %s%s\n" % (parser.prog, __version__, own_sha256()), sys.stdout)
+        parser.exit()
 
 
 def own_sha256() -> str:

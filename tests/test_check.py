@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -93,11 +94,14 @@ def test_check_never_creates_a_folder(tmp_path, run):
     code, out, _ = run("--path", str(tmp_path), "--check")
     assert code == 1
     assert list(tmp_path.iterdir()) == []
-    assert "  - problem: %s: missing (and the 51 folders below it)" % (tmp_path / "data") in out
-    assert "    fix: run without --check to create it" in out
+    assert "layout       1 problem: %s: missing (and the 51 folders below it)" % (
+        tmp_path / "data"
+    ) in out
+    # The fix is the command itself, to paste.
+    assert "  fix: python3 create_media_structure.py --path %s\n" % tmp_path in out
     assert "probes       not checked: data/ is not there" in out
     assert "ok" not in out.replace("look", "")  # nothing said ok that wasn't checked
-    assert out.splitlines()[-1] == "result: 1 problem(s), see above"
+    assert out.splitlines()[-1] == "result: 1 problem, see above"
 
 
 def test_missing_and_conflicting_folders(tree, run):
@@ -164,7 +168,7 @@ def test_tmpfs_over_media_is_a_second_filesystem(tree, run, mount):
     )
     assert probe_files(tree) == []
     code, out, _ = run("--path", str(tree), "--check")
-    assert "  - problem: %s: a mount point (tmpfs tmpfs)" % media in out
+    assert "filesystem   1 problem: %s: a mount point (tmpfs tmpfs)" % media in out
     assert out.count("fix: the two folders are not on one filesystem") == 1
 
 
@@ -711,19 +715,17 @@ def test_probes_as_an_owner_who_may_not_write(public_tmp, run, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     code, document = check_json(run, tree, "--owner", "4242:4242")
     assert code == 1
-    created = [f for f in document["findings"] if f["kind"] == "create-failed"]
-    assert created and {f["errno"] for f in created} == {"EACCES"}
-    assert {f["section"] for f in created} == {"permissions"}
+    # One owner and mode stop the user everywhere: one cause, one finding, its 52 folders
+    # listed; the probes' EACCES in those folders is that cause too (was 21 create-failed
+    # and 52 not-writable: "48 problem(s), 25 warning(s)").
+    assert [f["kind"] for f in document["findings"]] == ["not-writable"]
+    (mode,) = document["findings"]
+    assert mode["severity"] == "problem" and len(mode["paths"]) == 52
+    assert mode["detail"] == "4242:4242 can't write 52 of the tree's 52 folders (owner 0:0, mode 0775)"
     assert document["sections"]["probes"].startswith("not checked: 18 of 18 import pair(s)")
-    modes = [f for f in document["findings"] if f["kind"] == "not-writable"]
-    assert len(modes) == 52  # 27 folders an import writes (problems), 25 it doesn't
-    assert [f["severity"] for f in modes].count("problem") == IMPORT_FOLDERS
-    assert (
-        modes[0]["detail"]
-        == "4242:4242 cannot write here (owner 0:0, mode 0775); no import writes here"
-    )
-    incomplete = next(f for f in modes if f["path"].endswith("torrents/incomplete"))
-    assert incomplete["detail"] == "4242:4242 cannot write here (owner 0:0, mode 0775)"
+    code, out, _ = run("--path", str(tree), "--check", "--owner", "4242:4242")
+    assert "permissions  1 problem: 4242:4242 can't write 52 of the tree's 52 folders" in out
+    assert out.splitlines()[-1] == "result: 1 problem, see above"
 
 
 @needs_root
@@ -761,7 +763,7 @@ def test_a_sticky_folder_is_a_warning(tree, run):
     assert document["sections"]["permissions"] == "warning"
     code, out, _ = run("--path", str(tree), "--check")
     assert code == 0
-    assert "fix: chmod -t the folder, or run again without --check with --mode 0775" in out
+    assert "  fix: chmod -t %s\n" % tv in out
     assert "note: write access was not checked: give --owner PUID:PGID" in out
     os.chmod(str(tv), 0o775)
     code, document = check_json(run, tree)
@@ -778,20 +780,17 @@ def test_fixes_that_run_the_creator_name_the_categories_it_would_miss(tree, run)
     os.chmod(str(tree / "data" / "media" / "movies 4k"), 0o1775)
     code, document = check_json(run, tree, "--owner", "4242:4242")
     fixes = {(f["kind"], f["fix"]) for f in document["findings"]}
+    create = "python3 create_media_structure.py --path %s" % tree
     assert fixes == {
-        ("not-writable", "run again without --check, with --owner 4242:4242 "
-                         "--add-category 'movies 4k'"),
-        ("sticky", "chmod -t the folder, or run again without --check with --mode 0775 "
-                   "--add-category 'movies 4k'"),
-    }  # fmt: skip
+        ("not-writable", create + " --owner 4242:4242 --add-category 'movies 4k'"),
+        ("sticky", "chmod -t '%s'" % (tree / "data" / "media" / "movies 4k")),
+    }
     # Given to the check, a category is named in the fix that creates what is missing.
     code, document = check_json(run, tree, "--add-category", "anime-4k")
     assert {(f["kind"], f["fix"]) for f in document["findings"]} == {
-        ("missing", "run without --check --add-category anime-4k --add-category 'movies 4k' "
-                    "to create it"),
-        ("sticky", "chmod -t the folder, or run again without --check with --mode 0775 "
-                   "--add-category anime-4k --add-category 'movies 4k'"),
-    }  # fmt: skip
+        ("missing", create + " --add-category anime-4k --add-category 'movies 4k'"),
+        ("sticky", "chmod -t '%s'" % (tree / "data" / "media" / "movies 4k")),
+    }
     code, out, _ = run("--path", str(tree), "--check")
     assert "(--add-category 'movies 4k' makes it in every client)" in out
     # A name that starts with '-' is joined by '=': argparse would take it for an option.
@@ -810,9 +809,12 @@ def test_the_fix_for_a_hand_made_category_works(public_tmp, run, monkeypatch):
     code, document = check_json(run, tree, "--owner", "4242:4242")
     assert code == 1
     fixes = {f["fix"] for f in document["findings"] if f["kind"] == "not-writable"}
-    assert fixes == {"run again without --check, with --owner 4242:4242 --add-category movies-4k"}
-    command = fixes.pop().split(", with ")[1].split()
-    assert run("--path", str(tree), "-q", *command)[0] == 0
+    assert fixes == {
+        "python3 create_media_structure.py --path %s --owner 4242:4242 --add-category movies-4k"
+        % tree
+    }
+    command = shlex.split(fixes.pop())[2:]
+    assert run("-q", *command)[0] == 0
     code, document = check_json(run, tree, "--owner", "4242:4242")
     assert (code, document["findings"]) == (0, [])
 
@@ -839,7 +841,7 @@ def test_an_acl_the_mode_bits_dont_show_is_a_warning(public_tmp, run, monkeypatc
         ("not-writable", str(tv), "warning")
     ]
     assert document["findings"][0]["detail"].endswith(
-        ", but the probe as that user wrote here (an ACL?)"
+        ", but the probe as that user wrote there (an ACL?)"
     )
 
 
@@ -896,22 +898,24 @@ def test_a_failed_switch_of_user_falls_back_to_the_caller(tree, run, monkeypatch
 
 
 def test_owner_who_cannot_write(tree, run):
+    # Two modes, two causes: 0775 (51 folders) and personal/'s 0755, each one finding.
     os.chmod(str(tree / "data" / "media" / "personal"), 0o755)
-    code, document = check_json(run, tree, "--owner", "%d:4242" % (os.getuid() + 1))
+    other = "%d:4242" % (os.getuid() + 1)
+    code, document = check_json(run, tree, "--owner", other)
     assert code == 1
     denied = [f for f in document["findings"] if f["kind"] == "not-writable"]
-    assert len(denied) == 52
-    problems = [f["path"] for f in denied if f["severity"] == "problem"]
-    assert len(problems) == IMPORT_FOLDERS
-    assert str(tree / "data/media/tv") in problems and str(tree / "data/media") not in problems
-    denied = [f for f in denied if f["severity"] == "problem"]
-    owner = os.stat(str(tree / "data")).st_uid
-    assert denied[0]["detail"] == "%d:4242 cannot write here (owner %d:%d, mode 0775)" % (
-        os.getuid() + 1,
-        owner,
-        os.stat(str(tree / "data")).st_gid,
-    )
-    assert denied[0]["fix"] == "run again without --check, with --owner %d:4242" % (os.getuid() + 1)
+    assert [(len(f["paths"]), f["severity"]) for f in denied] == [(51, "problem"), (1, "warning")]
+    assert str(tree / "data/media/tv") in denied[0]["paths"]
+    owner = "%d:%d" % ids(tree)
+    assert denied[0]["detail"] == "%s can't write 51 of the tree's 52 folders (owner %s, mode 0775)" % (
+        other, owner)  # fmt: skip
+    assert denied[1]["detail"] == "%s can't write here (owner %s, mode 0755); no import writes " \
+        "there" % (other, owner)  # fmt: skip
+    assert denied[0]["fix"] == "python3 create_media_structure.py --path %s --owner %s" % (
+        tree, other)  # fmt: skip
+    code, out, _ = run("--path", str(tree), "--check", "--owner", other)
+    assert "permissions  1 problem, 1 warning\n" in out
+    assert "  - problem: %s (and 50 more): %s" % (tree / "data", denied[0]["detail"]) in out
 
 
 def test_a_folder_no_import_writes_is_a_warning(tree, run):
@@ -926,17 +930,17 @@ def test_a_folder_no_import_writes_is_a_warning(tree, run):
         os.chmod(str(folder), 0o755)
     code, document = check_json(run, tree, "--owner", other)
     assert code == 0, document["findings"]
-    denied = {f["path"]: (f["severity"], f["detail"]) for f in document["findings"]}
-    assert sorted(denied) == sorted(str(folder) for folder in closed)
-    detail = "%s cannot write here (owner %d:%d, mode 0755); no import writes here"
-    assert set(denied.values()) == {("warning", detail % ((other,) + ids(tree)))}
+    (denied,) = document["findings"]  # one mode, one cause
+    assert denied["paths"] == [str(folder) for folder in closed]
+    detail = "%s can't write 4 of the tree's 52 folders (owner %d:%d, mode 0755); no import " \
+        "writes there"  # fmt: skip
+    assert (denied["severity"], denied["detail"]) == ("warning", detail % ((other,) + ids(tree)))
     # Where an import writes, it is still a problem.
     os.chmod(str(tree / "data" / "media" / "tv"), 0o755)
     code, document = check_json(run, tree, "--owner", other)
     assert code == 1
-    assert [f["severity"] for f in document["findings"] if f["path"].endswith("media/tv")] == [
-        "problem"
-    ]
+    assert [f["severity"] for f in document["findings"]] == ["problem"]
+    assert str(tree / "data" / "media" / "tv") in document["findings"][0]["paths"]
 
 
 def ids(tree):
@@ -959,10 +963,11 @@ def test_writable_findings_use_the_groups_given():
     st = os.stat_result((0o40775, 1, 1, 2, 5, 77, 0, 0, 0, 0))
     step = cms.Step(folder, "/x/data", cms.KEEP, "", st, False)
     owner = cms.Owner(9, 9, "9:9")
-    assert cms.writable_findings([step], owner, {9}) != []
-    assert cms.writable_findings([step], owner, {9, 77}) == []
-    assert cms.writable_findings([step], cms.Owner(5, 9, "5:9"), {9}) == []
-    assert cms.writable_findings([step], cms.Owner(0, 0, "0:0"), {0}) == []
+    none = frozenset()
+    assert cms.writable_findings([step], owner, {9}, none) != []
+    assert cms.writable_findings([step], owner, {9, 77}, none) == []
+    assert cms.writable_findings([step], cms.Owner(5, 9, "5:9"), {9}, none) == []
+    assert cms.writable_findings([step], cms.Owner(0, 0, "0:0"), {0}, none) == []
 
 
 # -- the audit ------------------------------------------------------------------------------
@@ -1122,22 +1127,17 @@ def test_json_says_what_the_text_says(tree, run):
     code_text, out, _ = run("--path", str(tree), "--check", "--owner", other)
     assert code_json == code_text == 1
     assert document["healthy"] is False
-    lines = [
-        "  - %s: %s: %s" % (f["severity"], f["path"], f["detail"]) for f in document["findings"]
-    ]
-    shown = [line for line in out.splitlines() if line.startswith("  - ") and "..." not in line]
-    folded = re.findall(r"^  - \.\.\. and (\d+) more like these \(--json lists each\)$", out, re.M)
-    assert set(shown) <= set(lines) and folded  # of 52 folders alike, the first 3 and a count
-    assert len(shown) + sum(int(n) for n in folded) == len(lines)
-    graded = [line.split(":")[0] for line in shown]  # a section's problems come first
-    assert graded == sorted(graded, key=lambda grade: grade != "  - problem")
+    # Each section has one cause here: it is said on the section's line.
+    said = {line.split()[0]: line for line in out.splitlines() if " 1 problem: " in line}
+    assert said == {
+        "layout": "layout       1 problem: %s: missing" % (tree / "data/media/tv"),
+        "permissions": "permissions  1 problem: %s" % document["findings"][1]["detail"],
+    }
     for item in document["findings"]:
         assert "container" not in item and "other" not in item
+        assert item["paths"][0] == item["path"]
     problems = sum(f["severity"] == "problem" for f in document["findings"])
-    assert out.splitlines()[-1] == "result: %d problem(s), %d warning(s), see above" % (
-        problems,
-        len(document["findings"]) - problems,
-    )
+    assert out.splitlines()[-1] == "result: %d problems, see above" % problems
     assert dirs_on_disk(tree) == expected_dirs() - {"data/media/tv"}
 
 

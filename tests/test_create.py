@@ -532,7 +532,21 @@ def test_quiet_prints_nothing(tmp_path, run):
 
 
 def test_version(run):
-    assert run("--version") == (0, "create_media_structure.py %s\n" % cms.__version__, "")
+    """The version, and the file's own sha256: the NAS end checks its copy without
+    sha256sum (the README's download steps compare it)."""
+    import hashlib
+
+    digest = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()
+    assert run("--version") == (
+        0,
+        "create_media_structure.py %s\nsha256 %s  create_media_structure.py\n"
+        % (cms.__version__, digest),
+        "",
+    )
+    # Piped, there is no file to hash: the version alone.
+    proc = subprocess.run([sys.executable, "-", "--version"], input=SCRIPT.read_bytes(),
+                          stdout=subprocess.PIPE, check=True)  # fmt: skip
+    assert proc.stdout == b"create_media_structure.py %s\n" % cms.__version__.encode()
 
 
 def test_help_has_examples(capsys):
