@@ -3,7 +3,6 @@
 import errno
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -94,9 +93,10 @@ def test_check_never_creates_a_folder(tmp_path, run):
     code, out, _ = run("--path", str(tmp_path), "--check")
     assert code == 1
     assert list(tmp_path.iterdir()) == []
-    assert "layout       1 problem: %s: missing (and the 51 folders below it)" % (
-        tmp_path / "data"
-    ) in out
+    assert (
+        "layout       1 problem: %s: missing (and the 51 folders below it)" % (tmp_path / "data")
+        in out
+    )
     # The fix is the command itself, to paste.
     assert "  fix: python3 create_media_structure.py --path %s\n" % tmp_path in out
     assert "probes       not checked: data/ is not there" in out
@@ -721,7 +721,9 @@ def test_probes_as_an_owner_who_may_not_write(public_tmp, run, monkeypatch):
     assert [f["kind"] for f in document["findings"]] == ["not-writable"]
     (mode,) = document["findings"]
     assert mode["severity"] == "problem" and len(mode["paths"]) == 52
-    assert mode["detail"] == "4242:4242 can't write 52 of the tree's 52 folders (owner 0:0, mode 0775)"
+    assert (
+        mode["detail"] == "4242:4242 can't write 52 of the tree's 52 folders (owner 0:0, mode 0775)"
+    )
     assert document["sections"]["probes"].startswith("not checked: 18 of 18 import pair(s)")
     code, out, _ = run("--path", str(tree), "--check", "--owner", "4242:4242")
     assert "permissions  1 problem: 4242:4242 can't write 52 of the tree's 52 folders" in out
@@ -907,8 +909,8 @@ def test_owner_who_cannot_write(tree, run):
     assert [(len(f["paths"]), f["severity"]) for f in denied] == [(51, "problem"), (1, "warning")]
     assert str(tree / "data/media/tv") in denied[0]["paths"]
     owner = "%d:%d" % ids(tree)
-    assert denied[0]["detail"] == "%s can't write 51 of the tree's 52 folders (owner %s, mode 0775)" % (
-        other, owner)  # fmt: skip
+    detail = "%s can't write 51 of the tree's 52 folders (owner %s, mode 0775)"
+    assert denied[0]["detail"] == detail % (other, owner)
     assert denied[1]["detail"] == "%s can't write here (owner %s, mode 0755); no import writes " \
         "there" % (other, owner)  # fmt: skip
     assert denied[0]["fix"] == "python3 create_media_structure.py --path %s --owner %s" % (
