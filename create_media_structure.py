@@ -3019,12 +3019,15 @@ def _compose_config(docker_input: str, text: str, where: str) -> str:
     path = "-" if stdin else os.path.abspath(docker_input)
     folder = os.getcwd() if stdin else os.path.dirname(path)
     for command in COMPOSE_COMMANDS:
+        # 3.6 refuses stdin= beside input=, even stdin=None.
+        feed: Dict[str, Any] = {"stdin": subprocess.DEVNULL}
+        if stdin:
+            feed = {"input": text.encode("utf-8", "surrogateescape")}
         try:
             proc = subprocess.run(
                 command + ["-f", path, "config", "--format", "json"],
                 check=False,
-                input=text.encode("utf-8", "surrogateescape") if stdin else None,
-                stdin=None if stdin else subprocess.DEVNULL,
+                **feed,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=folder,
@@ -3033,7 +3036,7 @@ def _compose_config(docker_input: str, text: str, where: str) -> str:
         except (OSError, subprocess.TimeoutExpired):  # not here, or hangs: the next one
             continue
         said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        output = proc.stdout.decode("utf-8", "surrogateescape")
+        output: str = proc.stdout.decode("utf-8", "surrogateescape")
         if proc.returncode == 0 and output.lstrip().startswith("{"):
             return output
         unknown = (
