@@ -258,6 +258,8 @@ KINDS: Dict[str, Kind] = {
     "incomplete-elsewhere": Kind("routes", WARNING, ""),
     "library-unseen": Kind("routes", WARNING, ""),
     "settings-unread": Kind("routes", WARNING, ""),
+    "imports-copied": Kind("imports", PROBLEM, "a warning where the newest torrent import is "
+                           "no copy (fixed since)"),
 }  # fmt: skip
 
 
@@ -4045,6 +4047,12 @@ DB_COPY_LIMIT = 64 << 20  # a db read through a private copy (a -wal without -sh
 DB_ROWS = 100000  # rows of one table of settings (root folders, clients, ...)
 DB_STEPS = 50000000  # steps of SQLite's machine for one query (a second or so)
 # An *arr's download-client row: the settings keys of the category and the folder.
+# An import in an *arr app's History: its EventType (DownloadFolderImported in Sonarr,
+# Radarr and Whisparr; TrackFileImported in Lidarr; BookFileImported in Readarr), how
+# many of the newest are read, and the longest Data kept.
+IMPORT_EVENT = 3
+HISTORY_ROWS = 100
+HISTORY_VALUE = 64 << 10
 CATEGORY_KEYS = ("tvCategory", "movieCategory", "musicCategory", "bookCategory", "category")
 DIRECTORY_KEYS = (
     "tvDirectory",
@@ -4085,9 +4093,10 @@ class Settings(NamedTuple):
     importing: bool  # an importer: Completed Download Handling
     libraries: Tuple[str, ...]  # a media server's library folders
     port: int  # a client: the port its web API listens on (0: not known)
+    history: Tuple[Tuple[int, str, str], ...]  # an importer's newest imports: id, date, Data
 
 
-NOTHING_SET = Settings("", "", {}, False, "", False, (), (), (), True, True, (), 0)
+NOTHING_SET = Settings("", "", {}, False, "", False, (), (), (), True, True, (), 0, ())
 
 
 class App(NamedTuple):
@@ -4115,6 +4124,7 @@ class Route(NamedTuple):
 class Routes(NamedTuple):
     routes: List[Route]
     quiet: List[Tuple[str, str]]  # an app with no route, and why (nothing configured, ...)
+    apps: List[App]  # the apps whose settings were read (the imports read them too)
 
 
 class Unread(Exception):
@@ -4444,6 +4454,14 @@ def _importer(path: str, seen_at: str) -> Settings:
             str(key).lower(): value
             for key, value in _query(db, path, "SELECT Key, Value FROM Config")
         }
+        # The newest imports (by Id, the rowid: 200,000 rows cost what 100 do); a Data
+        # longer than HISTORY_VALUE is cut, so it no longer parses and is skipped.
+        try:
+            history = _query(db, path, "SELECT Id, Date, substr(Data, 1, %d) FROM History "
+                             "WHERE EventType = %d ORDER BY Id DESC LIMIT %d"
+                             % (HISTORY_VALUE + 1, IMPORT_EVENT, HISTORY_ROWS))  # fmt: skip
+        except Unread:  # a History of another shape: the settings still hold
+            history = []
     rows = []
     for enabled, name, implementation, text in clients:
         if not enabled:
@@ -4470,7 +4488,10 @@ def _importer(path: str, seen_at: str) -> Settings:
         rows=tuple(rows),
         hardlinks=_truth(config.get("copyusinghardlinks"), True),
         importing=_truth(config.get("enablecompleteddownloadhandling"), True),
-    )
+        history=tuple((number, date, data) for number, date, data in history
+                      if isinstance(number, int) and isinstance(data, str)
+                      and isinstance(date, str)),
+    )  # fmt: skip
 
 
 def _plex(path: str, seen_at: str) -> Settings:
@@ -4520,7 +4541,7 @@ def _query(connection: Any, path: str, sql: str) -> List[Tuple[Any, ...]]:
     recursion) is stopped after DB_STEPS steps of SQLite's machine."""
     import sqlite3
 
-    table = sql.rsplit(maxsplit=1)[-1]
+    table = sql.split(" FROM ", 1)[-1].split(maxsplit=1)[0]
     connection.set_progress_handler(lambda: 1, DB_STEPS)  # non-zero: stop the query
     try:
         rows = connection.execute(sql).fetchmany(DB_ROWS + 1)
@@ -4888,7 +4909,7 @@ def check_routes(
         sections["routes"] = grade({f.severity for f in mine})
         notes = ([elsewhere + " (only the --app ones were)"] if elsewhere else []) + notes
     found = found._replace(findings=findings + mine, notes=found.notes + notes, sections=sections)
-    return found, judged, Routes(routes, quiet)
+    return found, judged, Routes(routes, quiet, apps)
 
 
 def _app_finding(app: App, kind: str, path: str, detail: str, fix: str, other: str = "") -> Finding:
@@ -5192,6 +5213,192 @@ def _library_findings(
                     )
                 )
     return findings
+
+
+# -- --check: imports, what the importers' own history says they did --------------------
+# Everything above predicts.  Each *arr app also records every import in its History
+# (the db the routes read): the download (droppedPath) and the library file
+# (importedPath), as the app saw them.  One inode for both is a hardlink, two a copy:
+# "did my imports copy, since when, and how much space is it?" answered from disk.
+
+IMPORT_RESULTS = ("hardlink", "copy", "download-gone", "import-gone", "unseen")
+# A download client's type or name that is a torrent client's (qBittorrent, RTorrent,
+# UTorrent, TorrentBlackhole, Transmission, Deluge, Vuze, Flood, Aria2, Hadouken): its
+# imports should be hardlinks (the client seeds on); usenet's move either way.
+TORRENT_WORDS = ("torrent", "transmission", "deluge", "vuze", "flood", "aria2", "hadouken")
+
+
+class Imported(NamedTuple):
+    """One import of an importer's history, as it is on disk today."""
+
+    importer: str
+    client: str  # the row's downloadClientName, else downloadClient ("" unknown)
+    torrent: bool  # from a torrent client
+    date: str  # as the app wrote it
+    download: str  # droppedPath, as the app wrote it
+    imported: str  # importedPath
+    host_download: Optional[str]  # where that is on this host (None: unseen)
+    host_imported: Optional[str]
+    result: str  # one of IMPORT_RESULTS
+    size: int  # the library file's bytes (0 where it is gone or unseen)
+
+
+class Imports(NamedTuple):
+    rows: List[Imported]
+    summary: List[Tuple[str, str]]  # each importer, and its line
+
+
+def check_imports(
+    found: CheckResult, routes: Routes, base: str, poll: Callable[[], None] = nothing
+) -> Tuple[CheckResult, Optional[Imports]]:
+    """Add the imports section to a check, where an importer's settings were read: its
+    newest imports classified, and imports-copied where some were copies (None: no
+    importer, no section)."""
+    importers = [a for a in routes.apps if a.kind in IMPORTER_APPS and not a.settings.unread]
+    if not importers:
+        return found, None
+    rows: List[Imported] = []
+    summary: List[Tuple[str, str]] = []
+    mine: List[Finding] = []
+    for app in importers:
+        poll()
+        history, skipped = read_imports(app)
+        rows += history
+        summary.append((app.name, import_summary(history, skipped)))
+        mine += imports_findings(app, history, routes, base)
+    sections = dict(found.sections)
+    sections["imports"] = grade({item.severity for item in mine})
+    found = found._replace(findings=found.findings + mine, sections=sections)
+    return found, Imports(rows, summary)
+
+
+def read_imports(app: App) -> Tuple[List[Imported], int]:
+    """An importer's newest imports, each classified on disk (lstat only, no file
+    opened), newest first; and how many rows were skipped (a Data that isn't JSON or
+    lacks the paths, a path holding a NUL)."""
+    import json
+
+    rows: List[Imported] = []
+    skipped = 0
+    for _, date, text in app.settings.history:
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            data = None
+        fields = {str(k).lower(): v for k, v in data.items()} if isinstance(data, dict) else {}
+        dropped, imported = fields.get("droppedpath"), fields.get("importedpath")
+        if not (isinstance(dropped, str) and isinstance(imported, str) and dropped and imported
+                and "\0" not in dropped + imported):  # fmt: skip
+            skipped += 1
+            continue
+        kind = "%s %s" % (
+            fields.get("downloadclient") or "",
+            fields.get("downloadclientname") or "",
+        )
+        client = str(fields.get("downloadclientname") or fields.get("downloadclient") or "")
+        torrent = any(word in kind.lower() for word in TORRENT_WORDS)
+        rows.append(classify_import(app, date, client, torrent, dropped, imported))
+    return rows, skipped
+
+
+def app_path(path: str) -> str:
+    """A path as the kernel reads it: //data/./tv/ is /data/tv (normpath keeps a
+    leading //)."""
+    clean = os.path.normpath(path)
+    return "/" + clean.lstrip("/") if clean.startswith("/") else clean
+
+
+def classify_import(
+    app: App, date: str, client: str, torrent: bool, dropped: str, imported: str
+) -> Imported:
+    """One import's result today: both files on one inode (hardlink) or two (copy), the
+    download gone (moved, or removed since), the library file gone (upgraded or deleted
+    since), or a path on none of today's mounts (unseen: the setup changed)."""
+    host_download = to_host(app, app_path(dropped))[0]
+    host_imported = to_host(app, app_path(imported))[0]
+    unseen = Imported(app.name, client, torrent, date, dropped, imported, None, None, "unseen", 0)
+    if not host_download or not host_imported:
+        return unseen
+    try:
+        library: Optional[os.stat_result] = os.lstat(host_imported)
+    except (FileNotFoundError, NotADirectoryError):
+        library = None
+    except OSError:  # not ours to see (a folder this user can't pass): unseen
+        return unseen
+    try:
+        download: Optional[os.stat_result] = os.lstat(host_download)
+    except (FileNotFoundError, NotADirectoryError):
+        download = None
+    except OSError:
+        return unseen
+    if library is None:
+        result, size = "import-gone", 0
+    elif download is None:
+        result, size = "download-gone", library.st_size
+    else:
+        same = (library.st_dev, library.st_ino) == (download.st_dev, download.st_ino)
+        result, size = "hardlink" if same else "copy", library.st_size
+    return unseen._replace(host_download=host_download, host_imported=host_imported,
+                           result=result, size=size)  # fmt: skip
+
+
+def import_summary(rows: Sequence[Imported], skipped: int) -> str:
+    """One importer's line: how its newest imports turned out, the copies' size and
+    dates, e.g. last 100 imports: 81 hardlink, 12 copy (38.2 GiB, 2026-10-03 ..
+    2026-11-30), 7 gone."""
+    if not rows:
+        return "no import in its history" + (" (%d unreadable)" % skipped if skipped else "")
+    count = {result: 0 for result in IMPORT_RESULTS}
+    for row in rows:
+        count[row.result] += 1
+    said = ["%d hardlink" % count["hardlink"]] if count["hardlink"] else []
+    copies = [row for row in rows if row.result == "copy"]
+    if copies:
+        dates = sorted(row.date[:10] for row in copies)
+        held = human_size(sum(row.size for row in copies))
+        said.append("%d copy (%s, %s .. %s)" % (len(copies), held, dates[0], dates[-1]))
+    gone = count["download-gone"] + count["import-gone"]
+    if gone:
+        said.append("%d gone" % gone)
+    if count["unseen"]:
+        said.append("%d unseen (on none of today's mounts)" % count["unseen"])
+    if skipped:
+        said.append("%d unreadable" % skipped)
+    return "last %d imports: %s" % (len(rows) + skipped, ", ".join(said))
+
+
+def imports_findings(
+    app: App, rows: Sequence[Imported], routes: Routes, base: str
+) -> List[Finding]:
+    """imports-copied for an importer whose history holds copies: a problem where its
+    newest torrent import (of those still on disk) is a copy: imports copy now; else a
+    warning: fixed since, the space still spent."""
+    copies = [row for row in rows if row.result == "copy"]
+    if not copies:
+        return []
+    newest = next((r for r in rows if r.torrent and r.result in ("hardlink", "copy")), None)
+    dates = sorted(row.date[:10] for row in copies)
+    held = human_size(sum(r.size for r in copies))
+    detail = "%d of its last %d imports are copies, %s held twice (%s .. %s)" % (
+        len(copies), len(rows), held, dates[0], dates[-1])  # fmt: skip
+    if newest is not None and newest.result == "copy":
+        severity = PROBLEM
+        detail += "; its newest torrent import (%s) copied: imports copy now" % newest.date[:10]
+        mine = [r for r in routes.routes if r.importer == app.name]
+        causes = sorted({r.cause or r.result for r in mine if r.result in ("copy", "unseen")})
+        if causes:
+            detail += " (the routes say why: %s)" % ", ".join(causes)
+        elif mine:
+            detail += "; yet its settings route downloads as hardlinks, so the cause is outside " \
+                "them: fs.protected_hardlinks, a tagger that rewrote the file, a setup since " \
+                "changed"  # fmt: skip
+    else:
+        severity = WARNING
+        detail += "; its newest torrent import is no copy: fixed since, the space still spent"
+    paths = [row.host_imported for row in copies if row.host_imported]
+    fix = "python3 %s --path %s --relink --dry-run" % (SCRIPT_NAME, quote(base))
+    return [finding("imports-copied", paths[0], detail, fix, severity=severity,
+                    container=app.name, paths=paths)]  # fmt: skip
 
 
 # -- --relink: copies in media/ become hardlinks of the download -----------------------
@@ -5550,9 +5757,16 @@ class Comparer:
 
 
 def find_and_relink(
-    walk: Walk, args: argparse.Namespace, progress: Progress, signals: Signals
+    walk: Walk,
+    args: argparse.Namespace,
+    progress: Progress,
+    signals: Signals,
+    known: Optional[Dict[str, str]] = None,
 ) -> RelinkResult:
-    """Index the downloads, find same-size copies in media/, then prove and link each."""
+    """Index the downloads, find same-size copies in media/, then prove and link each;
+    known: copies the importers' history names, with their download (host paths): those
+    come first, their download the first candidate (and still proved byte for byte)."""
+    known = known or {}
     import time
 
     # Zero-length files are never paired, whatever --min-size says: any two are "equal",
@@ -5578,7 +5792,7 @@ def find_and_relink(
         wanted = lambda st: st.st_nlink == 1 and st.st_size in downloads  # noqa: E731
         for entry, _ in index_files(walk, (DATA, MEDIA), min_size, wanted, signals.poll, unread):
             (copies if entry.size >= 0 else leftovers).append(entry)
-        copies.sort(key=lambda e: (e.parts, e.name))
+        copies.sort(key=lambda e: (walk.path(e.parts + (e.name,)) not in known, e.parts, e.name))
         return copies, leftovers
 
     copies, leftovers = library(unreadable)
@@ -5592,9 +5806,10 @@ def find_and_relink(
     with Leases() as leases:
         for copy in copies:
             signals.poll()
-            outcome = _relink_one(
-                walk, copy, downloads[copy.size], comparer, leases, too_young, args.dry_run
-            )
+            first = known.get(walk.path(copy.parts + (copy.name,)), "")
+            candidates = sorted(downloads[copy.size],
+                                key=lambda e: walk.path(e.parts + (e.name,)) != first)  # fmt: skip
+            outcome = _relink_one(walk, copy, candidates, comparer, leases, too_young, args.dry_run)
             if isinstance(outcome, Relinked):
                 relinked.append(outcome)
             elif outcome is not None:
@@ -6138,6 +6353,7 @@ CHECK_TITLES = {
     "permissions": ("permissions", "{owner} can write every folder"),
     "containers": ("containers", "every container sees one consistent /data"),
     "routes": ("routes", "every download reaches its importer as a hardlink or a move"),
+    "imports": ("imports", "no copy among the importers' newest imports"),
 }
 LEFTOVERS = {
     "torrents": "not imported yet, imported as a copy, or kept only for seeding",
@@ -6154,6 +6370,7 @@ def report_check(
     out: Output,
     judged: Optional[List[Judged]] = None,
     routes: Optional[Routes] = None,
+    imports: Optional[Imports] = None,
 ) -> None:
     """The --check report as text: each section's grade, its findings with fixes."""
     out.line("check of %s" % root)
@@ -6161,23 +6378,9 @@ def report_check(
         title, healthy = CHECK_TITLES[section]
         mine = [item for item in found.findings if item.section == section]
         mine.sort(key=lambda item: item.severity != PROBLEM)  # problems first, in order
-        # A section that lists what it judged (the containers, the routes): its counts,
-        # the list, then its findings.
-        containers = section == "containers" and bool(judged)
-        routed = section == "routes" and routes is not None and not grade.startswith("not checked")
-        if containers or routed:
-            cited = containers and any(verdict == CITED for _, verdict in judged or ())
-            said = [_count(*_named(causes(mine)))]
-            if routed and routes is not None:
-                said.append(_route_counts(routes))
-            out.line("%-12s %s" % (title, "; ".join(text for text in said if text) or (
-                "problem counted in permissions" if cited else "ok")))  # fmt: skip
-            if judged and containers:
-                report_containers(judged, out)
-            elif routes is not None:
-                report_routes(routes, out)
-            _report_findings(explained_first(mine), out)
-        elif grade == "ok":
+        if _report_listed(section, grade, mine, out, judged, routes, imports):
+            continue
+        if grade == "ok":
             text = healthy.format(
                 folders=len(steps), pairs=found.pairs, owner=owner.spec if owner else ""
             )
@@ -6196,6 +6399,41 @@ def report_check(
         )
     else:
         out.line("result: %s, see above" % _count(problems, "problem", warnings, "warning"))
+
+
+def _report_listed(
+    section: str,
+    grade: str,
+    mine: List[Finding],
+    out: Output,
+    judged: Optional[List[Judged]],
+    routes: Optional[Routes],
+    imports: Optional[Imports],
+) -> bool:
+    """A section that lists what it judged (the containers, the routes, the imports):
+    its counts, the list, then its findings; False for any other section."""
+    title = CHECK_TITLES[section][0]
+    containers = section == "containers" and bool(judged)
+    routed = section == "routes" and routes is not None and not grade.startswith("not checked")
+    if section == "imports" and imports is not None:
+        out.line("%-12s %s" % (title, _count(*_named(causes(mine))) or "ok"))
+        for name, line in imports.summary:
+            out.line("  %s: %s" % (name, line))
+    elif containers or routed:
+        cited = containers and any(verdict == CITED for _, verdict in judged or ())
+        said = [_count(*_named(causes(mine)))]
+        if routed and routes is not None:
+            said.append(_route_counts(routes))
+        out.line("%-12s %s" % (title, "; ".join(text for text in said if text) or (
+            "problem counted in permissions" if cited else "ok")))  # fmt: skip
+        if judged and containers:
+            report_containers(judged, out)
+        elif routes is not None:
+            report_routes(routes, out)
+    else:
+        return False
+    _report_findings(explained_first(mine), out)
+    return True
 
 
 def _report_section(title: str, grade: str, mine: Sequence[Finding], out: Output) -> None:
@@ -6382,6 +6620,7 @@ def check_json(
     found: CheckResult,
     judged: Optional[List[Judged]] = None,
     routes: Optional[Routes] = None,
+    imports: Optional[Imports] = None,
 ) -> str:
     """The --check result as one JSON document, for cron jobs and monitoring."""
     document: Dict[str, Any] = {
@@ -6427,6 +6666,13 @@ def check_json(
              "result": r.result, "cause": r.cause or None}
             for r in routes.routes
         ]  # fmt: skip
+    if imports is not None:  # an importer's settings were read
+        document["imports"] = [
+            {"importer": r.importer, "client": r.client or None, "date": r.date,
+             "download": r.download, "imported": r.imported, "host_download": r.host_download,
+             "host_imported": r.host_imported, "result": r.result, "size": r.size}
+            for r in imports.rows
+        ]  # fmt: skip
     return json_text(document)
 
 
@@ -6454,6 +6700,9 @@ PATH_FIELDS = (
     "download",
     "seen_as",
     "root",
+    "imported",
+    "host_download",
+    "host_imported",
 )
 
 
@@ -6625,8 +6874,8 @@ OPTION_MODES = {
     "--add-category": ("create", "check"),
     "--dry-run": ("create", "relink"),
     "--json": ("check", "relink"),
-    "--docker": ("check",),
-    "--app": ("check",),
+    "--docker": ("check", "relink"),
+    "--app": ("check", "relink"),
     "--min-size": ("relink",),
     "--min-age": ("relink",),
 }
@@ -6733,7 +6982,9 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         metavar="FILE",
         help="with --check: check the containers too, from `docker inspect` of the running "
-        "ones, or from FILE (docker inspect or docker compose config --format json; - for stdin)",
+        "ones, or from FILE (docker inspect or docker compose config --format json, or the "
+        "compose file; - for stdin); with --relink: the copies their importers' history names "
+        "come first",
     )
     parser.add_argument(
         "--app",
@@ -6741,8 +6992,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         type=parse_app,
         metavar="KIND=DIR",
-        help="with --check: read the settings of an app installed without docker from DIR, "
-        "its config folder (repeatable); KIND: %s" % " ".join(APP_KINDS),
+        help="with --check or --relink: read the settings of an app installed without docker "
+        "from DIR, its config folder (repeatable); KIND: %s" % " ".join(APP_KINDS),
     )
     parser.add_argument(
         "--min-size",
@@ -6975,6 +7226,7 @@ def check(
         found = found._replace(notes=found.notes + [note])
     judged: Optional[List[Judged]] = None
     routes: Optional[Routes] = None
+    imports: Optional[Imports] = None
     try:
         if args.docker is not None:
             owner_blocked: Optional[Tuple[int, int]] = None
@@ -6988,13 +7240,14 @@ def check(
         if args.docker is not None or args.app:
             found, judged, routes = check_routes(found, judged, loaded, args.app, root,
                                                  real_data_root(walk), signals.poll)  # fmt: skip
+            found, imports = check_imports(found, routes, walk.base, signals.poll)
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: the check was stopped; it had changed nothing")
         raise
     if args.json:
-        out.lines(check_json(root, found, judged, routes))
+        out.lines(check_json(root, found, judged, routes, imports))
     elif not args.quiet:
-        report_check(root, steps, args.owner, found, out, judged, routes)
+        report_check(root, steps, args.owner, found, out, judged, routes, imports)
     else:
         for item in found.findings:
             who = item.container + ("/" + item.other if item.other else "")
@@ -7025,7 +7278,8 @@ def relink(
         raise Error("another --relink is running on %s; wait for it" % walk.path((DATA,)))
     try:
         progress = Progress(sys.stderr, "comparing")
-        result = find_and_relink(walk, args, progress, signals)
+        known = history_copies(walk, steps, args) if args.docker is not None or args.app else {}
+        result = find_and_relink(walk, args, progress, signals, known)
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: nothing is half done (every library path is whole); run again")
         raise
@@ -7042,6 +7296,27 @@ def relink(
         for path in result.unreadable:
             err.line("not looked in: %s: could not be read" % path)
     return 1 if any(item.errno for item in result.skipped) else 0
+
+
+def history_copies(walk: Walk, steps: Sequence[Step], args: argparse.Namespace) -> Dict[str, str]:
+    """--relink with --docker or --app: the copies the importers' history names (library
+    file -> download, host paths below data/), read as --check reads them."""
+    containers, why_not = load_docker(args.docker, steps) if args.docker is not None else ([], "")
+    apps, _, _ = load_apps(containers, why_not, args.app)
+    root = walk.path((DATA,))
+    known: Dict[str, str] = {}
+    for app in apps:
+        if app.kind not in IMPORTER_APPS or app.settings.unread:
+            continue
+        for row in read_imports(app)[0]:
+            copied = row.result == "copy" and row.host_imported and row.host_download
+            if (
+                copied
+                and inside(row.host_imported or "", root)
+                and inside(row.host_download or "", root)
+            ):
+                known.setdefault(row.host_imported or "", row.host_download or "")
+    return known
 
 
 def run(args: argparse.Namespace, run_mode: str, out: Output, err: Output, signals: Signals) -> int:

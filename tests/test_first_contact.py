@@ -261,7 +261,7 @@ def test_the_routes_header_counts_what_is_not_a_hardlink():
     import io
 
     route = cms.Route("qbittorrent", "tv", "sonarr", "", None, "", "unseen", "split-mounts", "")
-    routes = cms.Routes([route], [])
+    routes = cms.Routes([route], [], [])
     stream = io.StringIO()
     found = cms.CheckResult([], [], [], {"routes": "ok"}, "", "", 0)
     cms.report_check("/srv/data", [], None, found, cms.Output(stream), None, routes)

@@ -269,7 +269,7 @@ ALLOWED = {
     "create": {"--owner", "--mode", "--add-category", "--dry-run", "-q"},
     "check": {"--owner", "--add-category", "--json", "--docker", "-q"},
     "compose": {"-q"},
-    "relink": {"--dry-run", "--json", "-q"},
+    "relink": {"--dry-run", "--json", "--docker", "-q"},  # --docker: the history's copies
 }
 MODE_FLAGS = {"create": [], "check": ["--check"], "compose": ["--compose"], "relink": ["--relink"]}
 
