@@ -3437,6 +3437,12 @@ def _seen_at(mount: ContainerMount, host: str) -> str:
 def rebase(path: str, old: str, new: str) -> str:
     """path, which is old or below it, as the same place below new (a mount's two
     sides, a remote path mapping's two paths)."""
+    if path == old:
+        return new
+    base = old.rstrip("/")
+    rest = path[len(base) + 1 :]
+    if path.startswith(base + "/") and "/." not in "/" + rest and "//" not in rest:
+        return os.path.join(new, rest)  # already normal: no relpath (a history's 1,000 rows)
     rest = os.path.relpath(path, old)
     return new if rest == "." else os.path.join(new, rest)
 

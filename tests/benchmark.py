@@ -591,6 +591,96 @@ def bench_routes(repeat=9):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def imports_stack(base, data, imports):
+    """Ten importers (Sonarr, Radarr, Lidarr, Readarr, Whisparr, two of each), each with
+    a History of `imports` imports of real files (hardlinks, and every tenth a copy)
+    among as many grabs, and docker inspect JSON of them."""
+    import json
+    import sqlite3
+
+    stack = []
+    for number in range(10):
+        kind = ("sonarr", "radarr", "lidarr", "readarr", "whisparr")[number % 5]
+        name = "%s-%d" % (kind, number)
+        config = os.path.join(base, "appdata", name)
+        os.makedirs(config)
+        stack.append({"Id": name, "Name": "/" + name, "Config": {
+            "Image": "lscr.io/linuxserver/" + kind, "Env": ["PUID=1000", "PGID=1000"]},
+            "Mounts": [{"Type": "bind", "Source": s, "Destination": t, "RW": True}
+                       for s, t in ((data, "/data"), (config, "/config"))]})  # fmt: skip
+        db = sqlite3.connect(os.path.join(config, kind + ".db"))
+        db.executescript(
+            "CREATE TABLE RootFolders (Id INTEGER PRIMARY KEY, Path TEXT);"
+            "CREATE TABLE History (Id INTEGER PRIMARY KEY, EpisodeId INTEGER, SeriesId INTEGER,"
+            " SourceTitle TEXT, Date DATETIME, Quality TEXT, Data TEXT, EventType INTEGER,"
+            " DownloadId TEXT, Languages TEXT);"
+        )
+        db.execute("INSERT INTO RootFolders (Path) VALUES ('/data/media/tv')")
+        rows = []
+        for item in range(imports):
+            download = "torrents/complete/tv/%s-%d.mkv" % (name, item)
+            library = "media/tv/%s-%d.mkv" % (name, item)
+            with open(os.path.join(data, download), "wb") as handle:
+                handle.write(b"x" * 4096)
+            if item % 10:
+                os.link(os.path.join(data, download), os.path.join(data, library))
+            else:
+                shutil.copyfile(os.path.join(data, download), os.path.join(data, library))
+            text = json.dumps({"droppedPath": "/data/" + download, "importedPath": "/data/"
+                               + library, "downloadClient": "QBittorrent"})  # fmt: skip
+            rows += [(1, "{}"), (3, text)]
+        db.executemany("INSERT INTO History (EpisodeId, SeriesId, SourceTitle, Date, Quality, "
+                       "Data, EventType, DownloadId, Languages) VALUES (1, 1, 'x', "
+                       "'2026-11-30 10:00:00Z', '{}', ?, ?, 'A', '[]')",
+                       [(text, event) for event, text in rows])  # fmt: skip
+        db.commit()
+        db.close()
+    return stack
+
+
+def bench_imports(repeat=9):
+    """What the imports section adds to --check --docker: 10 importers x 100 imports (a
+    History of 200 rows each, real files), against the same stack with empty histories;
+    runs alternate, medians compared."""
+    import json
+    import sqlite3
+
+    base = tempfile.mkdtemp(prefix="cms-bench-imports-")
+    try:
+        wait([sys.executable, SCRIPT, "--path", base, "-q"])
+        stack = imports_stack(base, os.path.join(base, "data"), 100)
+        full = os.path.join(base, "full")
+        shutil.copytree(os.path.join(base, "appdata"), full)
+        runs = {"history": [], "empty": []}
+        path = os.path.join(base, "stack.json")
+        with open(path, "w") as handle:
+            json.dump(stack, handle)
+        command = [sys.executable, SCRIPT, "--path", base, "--check", "--docker", path]
+        done = subprocess.run(command + ["--json"], stdout=subprocess.PIPE, check=False)
+        assert len(json.loads(done.stdout)["imports"]) == 1000
+        for _ in range(repeat):
+            for label in ("history", "empty"):
+                shutil.rmtree(os.path.join(base, "appdata"))
+                shutil.copytree(full, os.path.join(base, "appdata"))
+                if label == "empty":
+                    for top, _, names in os.walk(os.path.join(base, "appdata")):
+                        for db_name in (n for n in names if n.endswith(".db")):
+                            db = sqlite3.connect(os.path.join(top, db_name))
+                            db.execute("DELETE FROM History")
+                            db.commit()
+                            db.close()
+                start = time.perf_counter()
+                subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
+                runs[label].append(time.perf_counter() - start)
+        full_ms, empty_ms = (statistics.median(runs[k]) * 1000 for k in ("history", "empty"))
+        print()
+        print("--check --docker (text) on 10 importers x 100 imports, median of %d runs" % repeat)
+        print("  with their history: %.0f ms, empty: %.0f ms, the imports add %.0f ms"
+              % (full_ms, empty_ms, full_ms - empty_ms))  # fmt: skip
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def bench_relink(mib, repeat=5):  # noqa: PLR0912 - one benchmark, step by step
     jdupes = shutil.which("jdupes")
     base = tempfile.mkdtemp(prefix="cms-bench-relink-")
@@ -660,7 +750,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--million", action="store_true", help="--check at 1,000,000 files too")
     parser.add_argument("--relink-mib", type=int, default=3072)
-    parser.add_argument("--only", default="create,check,relink,mixed,docker,routes")
+    parser.add_argument("--only", default="create,check,relink,mixed,docker,routes,imports")
     parser.add_argument(
         "--mixed-pairs",
         type=int,
@@ -681,6 +771,8 @@ def main():
         bench_docker()
     if "routes" in args.only:
         bench_routes()
+    if "imports" in args.only:
+        bench_imports()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,26 @@ SCRIPT = "create_media_structure.py"
 # (name, the exact text in the script, what it becomes)
 MUTATIONS = [
     (
+        "an import of two inodes of one size taken for a hardlink (classify_import)",
+        "same = (library.st_dev, library.st_ino) == (download.st_dev, download.st_ino)",
+        "same = library.st_size == download.st_size",
+    ),
+    (
+        "a library file gone taken for a download gone (classify_import)",
+        '    if library is None:\n        result, size = "import-gone", 0',
+        '    if download is None:\n        result, size = "import-gone", 0',
+    ),
+    (
+        "any copy in the history graded a problem, fixed since or not (imports_findings)",
+        '    if newest is not None and newest.result == "copy":',
+        "    if copies:",
+    ),
+    (
+        "a usenet import's copy taken for the newest torrent import (imports_findings)",
+        'newest = next((r for r in rows if r.torrent and r.result in ("hardlink", "copy")), None)',
+        'newest = next((r for r in rows if r.result in ("hardlink", "copy")), None)',
+    ),
+    (
         "chmod existing folders without --mode",
         "    if mode is not None and stat.S_IMODE(step.st.st_mode) != mode:\n"
         '        _on_fd(os.fchmod, fd, step.path, "chmod", mode)',
