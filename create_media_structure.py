@@ -221,7 +221,8 @@ KINDS: Dict[str, Kind] = {
     "not-writable": Kind("permissions", PROBLEM, "a warning where no import writes, or where "
                          "the probe as that user wrote all the same"),
     "sticky": Kind("permissions", WARNING, ""),
-    "cannot-link": Kind("permissions", PROBLEM, ""),
+    "cannot-link": Kind("permissions", PROBLEM, "a warning where only torrent folders can't be "
+                        "moved (the client keeps them)"),
     "reach-failed": Kind("probes", PROBLEM, AS_DENIED),
     "create-failed": Kind("probes", PROBLEM, AS_DENIED),
     "finish-failed": Kind("probes", WARNING, ""),
@@ -252,7 +253,7 @@ KINDS: Dict[str, Kind] = {
     "mapping-needless": Kind("routes", WARNING, ""),
     "root-in-downloads": Kind("routes", PROBLEM, ""),
     "root-outside-media": Kind("routes", WARNING, ""),
-    "hardlinks-off": Kind("routes", PROBLEM, ""),
+    "hardlinks-off": Kind("routes", PROBLEM, "a warning for an importer with no torrent client"),
     "import-off": Kind("routes", WARNING, ""),
     "manual-mode": Kind("routes", WARNING, ""),
     "incomplete-elsewhere": Kind("routes", WARNING, ""),
@@ -1269,6 +1270,10 @@ def fold(items: Sequence[Line], key: Callable[[Line], Any]) -> List[Tuple[List[L
 # A newline, a tab, a terminal's escape (C0, DEL and C1) in a name: the name may be
 # a stranger's (a torrent's, a container user's), and the reader is often root.
 CONTROLS = {code: "\\x%02x" % code for code in [*range(0x20), *range(0x7F, 0xA0)]}
+# Characters that reorder or break what a terminal shows (bidi overrides and isolates,
+# the line and paragraph separators): a name can't make a line read otherwise.
+REORDERING = [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029]
+CONTROLS.update({code: "\\u%04x" % code for code in REORDERING})
 
 
 def printable(text: str) -> str:
@@ -2868,12 +2873,16 @@ def cannot_link_findings(audits: Sequence[Audit], users: str) -> List[Finding]:
         if moves:
             said.append("can't move %d download folder(s) out or empty them (no write "
                         "access to them), e.g. %s" % (moves, first_move))  # fmt: skip
+        # A torrent's folder stays the client's: the import hardlinks, and moves only a
+        # torrent done seeding; a usenet or ddl job folder is moved out (or emptied).
+        torrent_folders_only = not links and result.source == "torrents"
         if said:
             findings.append(finding(
                 "cannot-link", result.path, "%s %s" % (users, "; and ".join(said)),
                 "run the download client as the importers' user, or with their PGID and "
                 "UMASK=002 (what it writes then lets the group write); for what is there: "
                 "chmod -R g+rwX %s" % quote(result.path),
+                severity=WARNING if torrent_folders_only else PROBLEM,
             ))  # fmt: skip
     return findings
 
@@ -3135,12 +3144,25 @@ def docker_down(why_not: str) -> bool:
     return why_not.startswith(DOCKER_DOWN)
 
 
+# Base OS and language images: a container of one is never an app, whatever its name
+# (a one-shot debian named init-sabnzbd that copies a file is no download client).
+BASE_IMAGES = ("debian", "ubuntu", "alpine", "busybox", "python", "node", "golang", "bash",
+               "centos", "fedora", "rockylinux", "almalinux", "archlinux", "amazonlinux",
+               "opensuse", "buildpack-deps", "php", "ruby", "perl", "rust", "openjdk",
+               "eclipse-temurin", "docker", "scratch", "minideb", "distroless")  # fmt: skip
+
+
 def _role(image: str, label: str) -> Tuple[str, str]:
-    """(role, keyword) from the image name, else the compose service label; ('unknown', '')."""
-    for name in (_image_name(image), label.lower()):  # the label only where the image
-        for role, keywords in ROLE_IMAGES:  # is unknown or a bare id
+    """(role, keyword) from the image name; the compose service label is a hint only
+    where the image says nothing (a bare id, a name of no keyword), never for a base
+    OS or language image (BASE_IMAGES); ('unknown', '')."""
+    name = _image_name(image)
+    if name in BASE_IMAGES:
+        return "unknown", ""
+    for text in (name, label.lower()):
+        for role, keywords in ROLE_IMAGES:
             for keyword in keywords:
-                if name and not _bare_id(name) and keyword in name:
+                if text and not _bare_id(text) and keyword in text:
                     return role, keyword
     return "unknown", ""
 
@@ -4052,13 +4074,13 @@ SETTINGS_LIMIT = 4 << 20  # a settings file bigger than this is not one
 DB_COPY_LIMIT = 64 << 20  # a db read through a private copy (a -wal without -shm)
 DB_ROWS = 100000  # rows of one table of settings (root folders, clients, ...)
 DB_STEPS = 50000000  # steps of SQLite's machine for one query (a second or so)
-# An *arr's download-client row: the settings keys of the category and the folder.
 # An import in an *arr app's History: its EventType (DownloadFolderImported in Sonarr,
 # Radarr and Whisparr; TrackFileImported in Lidarr; BookFileImported in Readarr), how
 # many of the newest are read, and the longest Data kept.
 IMPORT_EVENT = 3
 HISTORY_ROWS = 100
 HISTORY_VALUE = 64 << 10
+# An *arr's download-client row: the settings keys of the category and the folder.
 CATEGORY_KEYS = ("tvCategory", "movieCategory", "musicCategory", "bookCategory", "category")
 DIRECTORY_KEYS = (
     "tvDirectory",
@@ -4145,6 +4167,8 @@ def parse_app(text: str) -> Tuple[str, str]:
         raise argparse.ArgumentTypeError(
             "%r: give KIND=DIR, KIND one of %s" % (text, " ".join(APP_KINDS))
         )
+    if not folder.strip():  # KIND= (an unset shell variable) is not the current folder
+        raise argparse.ArgumentTypeError("%r: DIR is empty; give KIND=DIR" % text)
     folder = os.path.abspath(os.path.expanduser(folder))
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError("%s: no such folder" % folder)
@@ -4444,15 +4468,25 @@ def _nzbget(path: str, seen_at: str) -> Settings:
     )
 
 
+def postgres_host(config_xml: str) -> str:
+    """config.xml's PostgresHost, where it names one: an empty <PostgresHost /> (or
+    <PostgresHost></PostgresHost>) is SQLite still."""
+    import re
+
+    found = re.search(r"<postgreshost>([^<]*)</postgreshost>", config_xml, re.IGNORECASE)
+    return found.group(1).strip() if found else ""
+
+
 def _importer(path: str, seen_at: str) -> Settings:
     import json
 
-    if "<postgreshost>" in _beside(path, "config.xml").lower():
+    if postgres_host(_beside(path, "config.xml")):
         xml = os.path.join(os.path.dirname(path), "config.xml")
         raise Unread("%s: the app keeps its settings in PostgreSQL, not read here" % xml)
     with _AppDatabase(path) as db:
         roots = _query(db, path, "SELECT Path FROM RootFolders")
-        mappings = _query(db, path, "SELECT Host, RemotePath, LocalPath FROM RemotePathMappings")
+        mappings = _query(db, path, "SELECT Host, RemotePath, LocalPath FROM "
+                          "RemotePathMappings ORDER BY Id")  # fmt: skip
         clients = _query(
             db, path, "SELECT Enable, Name, Implementation, Settings FROM DownloadClients"
         )
@@ -4627,6 +4661,18 @@ class _AppDatabase:
 # -- which client a row means, and where a path of an app is on the host
 
 
+def postgres_env(container: Container) -> Optional[Settings]:
+    """An *arr told by its environment (SONARR__POSTGRES__HOST, ...) to keep its settings
+    in PostgreSQL: unread, whatever .db is left beside it; None where it isn't."""
+    for key, value in container.env.items():
+        if key.upper().endswith("__POSTGRES__HOST") and value.strip():
+            return NOTHING_SET._replace(
+                unread="%s=%s: the app keeps its settings in PostgreSQL, not read here"
+                % (key, value.strip())
+            )
+    return None
+
+
 def load_apps(
     containers: Sequence[Container], why_not: str, native: Sequence[Tuple[str, str]]
 ) -> Tuple[List[App], List[str], str]:
@@ -4652,7 +4698,8 @@ def load_apps(
     elif why_not or (folders and not any(os.path.isdir(folder) for folder in folders)):
         elsewhere = "not checked: the config folders aren't on this machine"
         docker, notes = [], []
-    apps = [App(c.name, kind, c, c.config, settings_of(kind, c.config, "/config"))
+    apps = [App(c.name, kind, c, c.config, postgres_env(c) or
+                settings_of(kind, c.config, "/config"))
             for c, kind in docker]  # fmt: skip
     counts: Dict[str, int] = {}
     for kind, folder in native:
@@ -4777,10 +4824,18 @@ def match_client(
     return found[0], here
 
 
+def app_path(path: str) -> str:
+    """A path as the kernel reads it: //data/./tv/ is /data/tv (normpath keeps a
+    leading //)."""
+    clean = os.path.normpath(path)
+    return "/" + clean.lstrip("/") if clean.startswith("/") else clean
+
+
 def to_host(app: App, path: str) -> Tuple[str, str]:
     """(host folder, mount point) of an app's path: natively, itself and ''; in a
     container, through the deepest data mount that covers it: ('', '') where none does,
     ('', point) where it is a docker volume's."""
+    path = app_path(path)  # //data/usenet/complete/ is /data/usenet/complete
     if app.container is None:
         return path, ""
     best: Optional[ContainerMount] = None
@@ -4800,16 +4855,15 @@ def through_mappings(
     mappings: Sequence[Tuple[str, str, str]], host: str, path: str
 ) -> Tuple[str, Optional[Tuple[str, str, str]]]:
     """Where an importer looks for a client's path: through its remote path mapping for
-    that host (the longest remote path that holds it), else the path itself."""
-    best: Optional[Tuple[str, str, str]] = None
+    that host, else the path itself.  Sonarr and Radarr take the first mapping, in the
+    order of their Ids (the db's), whose host is the row's (any case) and whose remote
+    path holds the download: not the longest."""
+    path = app_path(path)
     for mapping in mappings:
-        remote = os.path.normpath(mapping[1]) if mapping[1] else ""
-        longer = best is None or len(remote) > len(os.path.normpath(best[1]))
-        if mapping[0].lower() == host.lower() and remote and inside(path, remote) and longer:
-            best = mapping
-    if best is None:
-        return path, None
-    return rebase(path, os.path.normpath(best[1]), os.path.normpath(best[2] or "/")), best
+        remote = app_path(mapping[1]) if mapping[1] else ""
+        if mapping[0].lower() == host.lower() and remote and inside(path, remote):
+            return rebase(path, remote, app_path(mapping[2] or "/")), mapping
+    return path, None
 
 
 def same_folder(one: str, two: str) -> bool:
@@ -4918,8 +4972,10 @@ def check_routes(
     return found, judged, Routes(routes, quiet, apps)
 
 
-def _app_finding(app: App, kind: str, path: str, detail: str, fix: str, other: str = "") -> Finding:
-    return finding(kind, path, detail, fix, container=app.name, other=other)
+def _app_finding(
+    app: App, kind: str, path: str, detail: str, fix: str, other: str = "", severity: str = ""
+) -> Finding:
+    return finding(kind, path, detail, fix, container=app.name, other=other, severity=severity)
 
 
 def client_folders(settings: Settings) -> List[str]:
@@ -5019,14 +5075,16 @@ def _importer_findings(
         for r in settings.rows
         if CLIENT_APPS.get(r.implementation.lower(), "torrent") == "torrent"
     ]
-    if not settings.hardlinks and (torrent_rows or not settings.rows):
+    if not settings.hardlinks:  # usenet imports move either way: a torrent client's copy
         findings.append(
             _app_finding(
                 importer,
                 "hardlinks-off",
                 judge.scene.root,
-                '"Use Hardlinks instead of Copy" is off: every torrent import is a copy',
+                '"Use Hardlinks instead of Copy" is off: every torrent import is a copy'
+                + ("" if torrent_rows else " (it has no torrent client yet)"),
                 "Settings > Media Management > Use Hardlinks instead of Copy: on",
+                severity=PROBLEM if torrent_rows else WARNING,
             )
         )
     if not settings.importing:
@@ -5305,13 +5363,6 @@ def read_imports(app: App) -> Tuple[List[Imported], int]:
         torrent = any(word in kind.lower() for word in TORRENT_WORDS)
         rows.append(classify_import(app, date, client, torrent, dropped, imported))
     return rows, skipped
-
-
-def app_path(path: str) -> str:
-    """A path as the kernel reads it: //data/./tv/ is /data/tv (normpath keeps a
-    leading //)."""
-    clean = os.path.normpath(path)
-    return "/" + clean.lstrip("/") if clean.startswith("/") else clean
 
 
 def classify_import(
