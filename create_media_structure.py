@@ -4074,12 +4074,13 @@ SETTINGS_LIMIT = 4 << 20  # a settings file bigger than this is not one
 DB_COPY_LIMIT = 64 << 20  # a db read through a private copy (a -wal without -shm)
 DB_ROWS = 100000  # rows of one table of settings (root folders, clients, ...)
 DB_STEPS = 50000000  # steps of SQLite's machine for one query (a second or so)
+DB_VALUE = 64 << 10  # the longest value of a settings table (a path, a client's JSON)
+DB_TEXT = 16 << 20  # the text one query may return in all
 # An import in an *arr app's History: its EventType (DownloadFolderImported in Sonarr,
-# Radarr and Whisparr; TrackFileImported in Lidarr; BookFileImported in Readarr), how
-# many of the newest are read, and the longest Data kept.
+# Radarr and Whisparr; TrackFileImported in Lidarr; BookFileImported in Readarr), and how
+# many of the newest are read (a Data longer than DB_VALUE is cut, so it is skipped).
 IMPORT_EVENT = 3
 HISTORY_ROWS = 100
-HISTORY_VALUE = 64 << 10
 # An *arr's download-client row: the settings keys of the category and the folder.
 CATEGORY_KEYS = ("tvCategory", "movieCategory", "musicCategory", "bookCategory", "category")
 DIRECTORY_KEYS = (
@@ -4184,85 +4185,161 @@ def app_kind(container: Container) -> str:
 # -- reading, never writing: bounded, never waiting, never a traceback
 
 
+class ConfigFolder:
+    """An app's config folder, read beneath itself: every part below it is opened with
+    O_NOFOLLOW, so a symlink there (a db swapped for a link to a root-only one) is
+    refused, never followed; nothing is opened to write, and nothing waits (a fifo)."""
+
+    def __init__(self, top: str) -> None:
+        self.top = top
+
+    def path(self, relative: str) -> str:
+        return os.path.normpath(os.path.join(self.top, relative)) if relative else self.top
+
+    def open(self, relative: str, directory: bool = False) -> int:
+        """A descriptor of relative (a file, or with directory a folder); OSError where
+        it isn't there, Unread where a part of it is a symlink or leaves the folder."""
+        parts = [part for part in relative.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            raise Unread("%s: leaves the config folder" % self.path(relative))
+        flags = os.O_RDONLY | O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(self.top, flags | getattr(os, "O_DIRECTORY", 0))
+        try:
+            for at, name in enumerate(parts):
+                last = at == len(parts) - 1
+                here = flags | O_NOFOLLOW | (getattr(os, "O_DIRECTORY", 0) if directory or not
+                                             last else getattr(os, "O_NOATIME", 0))  # fmt: skip
+                try:
+                    child = os.open(name, here, dir_fd=fd)
+                except PermissionError as exc:  # O_NOATIME: not the file's owner
+                    if exc.errno != errno.EPERM or directory or not last:
+                        raise
+                    child = os.open(name, here & ~getattr(os, "O_NOATIME", 0), dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
+                        os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+                    ):
+                        raise Unread("%s: a symlink, not followed" % self.path(
+                            "/".join(parts[: at + 1])))  # fmt: skip
+                    raise
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def kind(self, relative: str) -> str:
+        """'folder', 'file' (a regular one), 'other', or '' where nothing is there."""
+        try:
+            fd = self.open(relative)
+        except (FileNotFoundError, NotADirectoryError):
+            return ""
+        except OSError as exc:
+            if exc.errno != errno.EISDIR:
+                raise Unread("%s: %s" % (self.path(relative), exc.strerror))
+            fd = self.open(relative, directory=True)
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+        return "folder" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+    def names(self, relative: str = "") -> List[str]:
+        """The names in a folder below (sorted)."""
+        try:
+            fd = self.open(relative, directory=True)
+        except OSError as exc:
+            raise Unread("%s: %s" % (self.path(relative), exc.strerror))
+        try:
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
+
+    def read(self, relative: str, limit: int = SETTINGS_LIMIT) -> bytes:
+        """A regular file's bytes, at most limit."""
+        path = self.path(relative)
+        try:
+            fd = self.open(relative)
+        except OSError as exc:
+            raise Unread("%s: %s" % (path, exc.strerror))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise Unread("%s: not a regular file" % path)
+            chunks, size = [], 0
+            while size <= limit:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > limit:
+                raise Unread("%s: over %s, more than a settings file holds"
+                             % (path, human_size(limit)))  # fmt: skip
+            return b"".join(chunks)
+        except OSError as exc:
+            raise Unread("%s: %s" % (path, exc.strerror))
+        finally:
+            os.close(fd)
+
+    def text(self, relative: str) -> str:
+        text = self.read(relative).decode("utf-8", "surrogateescape")
+        return text[1:] if text.startswith("\ufeff") else text
+
+
+class Source(NamedTuple):
+    """What a reader reads: its settings file (or library folder) in a config folder."""
+
+    config: ConfigFolder
+    relative: str
+
+    @property
+    def path(self) -> str:
+        return self.config.path(self.relative)
+
+    def text(self) -> str:
+        return self.config.text(self.relative)
+
+    def beside(self, name: str) -> str:
+        """The text of a file an app may keep beside its settings file; "" where there
+        is none."""
+        other = os.path.join(os.path.dirname(self.relative), name)
+        return self.config.text(other) if self.config.kind(other) else ""
+
+
 def read_bytes(path: str, limit: int = SETTINGS_LIMIT) -> bytes:
     """A regular file's bytes, up to limit, opened without following its last link and
-    without waiting (a fifo), and without touching its atime where we may."""
-    try:
-        flags = (
-            os.O_RDONLY | O_CLOEXEC | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NONBLOCK", 0)
-        )
-        folder = os.open(os.path.dirname(path) or ".", flags)
-    except OSError as exc:
-        raise Unread("%s: %s" % (os.path.dirname(path), exc.strerror))
-    try:
-        fd = open_file(os.path.basename(path), folder, noatime=True)
-    except OSError as exc:
-        raise Unread("%s: %s" % (path, exc.strerror))
-    finally:
-        os.close(folder)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise Unread("%s: not a regular file" % path)
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise Unread("%s: over %s, more than a settings file holds" % (path, human_size(limit)))
-        return b"".join(chunks)
-    except OSError as exc:
-        raise Unread("%s: %s" % (path, exc.strerror))
-    finally:
-        os.close(fd)
+    without waiting (a fifo)."""
+    return ConfigFolder(os.path.dirname(path) or ".").read(os.path.basename(path), limit)
 
 
-def read_text(path: str) -> str:
-    text = read_bytes(path).decode("utf-8", "surrogateescape")
-    return text[1:] if text.startswith("\ufeff") else text
-
-
-def _beside(path: str, name: str) -> str:
-    """The text of a file an app may keep beside its settings file; "" where there is none."""
-    other = os.path.join(os.path.dirname(path), name)
-    return read_text(other) if os.path.lexists(other) else ""
-
-
-def find_settings(kind: str, folder: str) -> str:
-    """The app's settings file (or library folder) below its config folder; '' where
-    the folder holds nothing yet.  Unread where it can't be looked in, or where it
-    holds things but none of the known layouts."""
-    try:
-        with os.scandir(folder) as entries:  # is anything there? (not how much)
-            holds = any(not entry.name.startswith(".") for entry in entries)
-    except OSError as exc:
-        raise Unread("%s: %s" % (folder, exc.strerror))
+def find_settings(kind: str, config: ConfigFolder) -> str:
+    """The app's settings file (or library folder) below its config folder, relative to
+    it; '' where the folder holds nothing yet.  Unread where it can't be looked in, where
+    it holds things but none of the known layouts, or where a symlink is on the way."""
+    holds = any(not name.startswith(".") for name in config.names())
     for candidate in SETTINGS_FILES[kind]:
-        path = os.path.normpath(os.path.join(folder, candidate))
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode) == (kind in ("jellyfin", "emby")):
-            return path
+        found = config.kind(candidate)
+        if found and (found == "folder") == (kind in ("jellyfin", "emby")):
+            return os.path.normpath(candidate)
     if not holds:
         return ""
-    raise Unread("%s: none of %s" % (folder, ", ".join(SETTINGS_FILES[kind])))
+    raise Unread("%s: none of %s" % (config.top, ", ".join(SETTINGS_FILES[kind])))
 
 
 def read_settings(kind: str, folder: str, inside_at: str) -> Settings:
     """One app's settings from its config folder; inside_at: where the app sees that
     folder (/config in a container, the folder itself natively)."""
-    path = find_settings(kind, folder)
-    if not path:
+    config = ConfigFolder(folder)
+    relative = find_settings(kind, config)
+    if not relative:
         return NOTHING_SET
-    seen_at = os.path.join(inside_at, os.path.relpath(os.path.dirname(path), folder))
-    seen_at = os.path.normpath(seen_at)
+    source = Source(config, relative)
+    seen_at = os.path.normpath(os.path.join(inside_at, os.path.dirname(relative)))
     reader = READERS["importer" if kind in IMPORTER_APPS else kind]
+    path = source.path
     try:
-        return reader(path, seen_at)
+        return reader(source, seen_at)
     except OSError as exc:  # a library folder that can't be listed
         raise Unread("%s: %s" % (exc.filename or path, exc.strerror))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
@@ -4289,14 +4366,16 @@ def _port(value: Any, default: int) -> int:
     return int(text) if ascii_number(text) and 0 < int(text) < 65536 else default
 
 
-def _qbittorrent(path: str, seen_at: str) -> Settings:
+def _qbittorrent(source: Source, seen_at: str) -> Settings:
     import configparser
     import json
+
+    path = source.path
 
     parser = configparser.RawConfigParser(interpolation=None, strict=False)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
-        parser.read_string(read_text(path), path)
+        parser.read_string(source.text(), path)
     except configparser.Error as exc:
         raise Unread("%s: not INI (%s)" % (path, str(exc).splitlines()[0]))
 
@@ -4319,7 +4398,7 @@ def _qbittorrent(path: str, seen_at: str) -> Settings:
         value("Session\\UseCategoryPathsInManualMode"), False
     )
     categories: Dict[str, str] = {}
-    document = json.loads(_beside(path, "categories.json") or "{}")
+    document = json.loads(source.beside("categories.json") or "{}")
     if not isinstance(document, dict):
         raise ValueError("categories.json is not an object")
     for name, item in document.items():
@@ -4335,10 +4414,10 @@ def _qbittorrent(path: str, seen_at: str) -> Settings:
     )
 
 
-def _transmission(path: str, seen_at: str) -> Settings:
+def _transmission(source: Source, seen_at: str) -> Settings:
     import json
 
-    document = json.loads(read_text(path))
+    document = json.loads(source.text())
 
     def value(key: str) -> Any:  # 4.1 renamed download-dir to download_dir, and so on
         return document.get(key, document.get(key.replace("-", "_")))
@@ -4370,19 +4449,19 @@ def _json_objects(text: str) -> List[Any]:
     return found
 
 
-def _deluge(path: str, seen_at: str) -> Settings:
-    document = _json_objects(read_text(path))[-1]
+def _deluge(source: Source, seen_at: str) -> Settings:
+    document = _json_objects(source.text())[-1]
     moved = _truth(document.get("move_completed"), False)
     grow = str(document.get("download_location") or "")
     save = str(document.get("move_completed_path") or "") if moved else grow
     categories: Dict[str, str] = {}
-    labels = _json_objects(_beside(path, "label.conf") or "{}")[-1].get("labels") or {}
+    labels = _json_objects(source.beside("label.conf") or "{}")[-1].get("labels") or {}
     for name, label in labels.items():
         if _truth(label.get("apply_move_completed"), False) and _truth(
             label.get("move_completed"), False
         ):
             categories[str(name)] = _joined("/", str(label.get("move_completed_path") or ""))
-    web = _json_objects(_beside(path, "web.conf") or "{}")[-1]  # the *arr apps use the web UI
+    web = _json_objects(source.beside("web.conf") or "{}")[-1]  # the *arr apps use the web UI
     return NOTHING_SET._replace(
         save=_joined("/", save),
         categories=categories,
@@ -4415,8 +4494,8 @@ def _configobj(text: str) -> Dict[str, Dict[str, Any]]:
     return sections
 
 
-def _sabnzbd(path: str, seen_at: str) -> Settings:
-    sections = _configobj(read_text(path))
+def _sabnzbd(source: Source, seen_at: str) -> Settings:
+    sections = _configobj(source.text())
     misc = sections.get("misc", {})
     complete = _joined(seen_at, str(misc.get("complete_dir") or "Downloads/complete"))
     incomplete = _joined(seen_at, str(misc.get("download_dir") or "Downloads/incomplete"))
@@ -4432,9 +4511,9 @@ def _sabnzbd(path: str, seen_at: str) -> Settings:
     )
 
 
-def _nzbget(path: str, seen_at: str) -> Settings:
+def _nzbget(source: Source, seen_at: str) -> Settings:
     options: Dict[str, str] = {}
-    for raw in read_text(path).splitlines():
+    for raw in source.text().splitlines():
         line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, given = line.partition("=")
@@ -4477,13 +4556,14 @@ def postgres_host(config_xml: str) -> str:
     return found.group(1).strip() if found else ""
 
 
-def _importer(path: str, seen_at: str) -> Settings:
+def _importer(source: Source, seen_at: str) -> Settings:
     import json
 
-    if postgres_host(_beside(path, "config.xml")):
+    path = source.path
+    if postgres_host(source.beside("config.xml")):
         xml = os.path.join(os.path.dirname(path), "config.xml")
         raise Unread("%s: the app keeps its settings in PostgreSQL, not read here" % xml)
-    with _AppDatabase(path) as db:
+    with _AppDatabase(source) as db:
         roots = _query(db, path, "SELECT Path FROM RootFolders")
         mappings = _query(db, path, "SELECT Host, RemotePath, LocalPath FROM "
                           "RemotePathMappings ORDER BY Id")  # fmt: skip
@@ -4494,12 +4574,11 @@ def _importer(path: str, seen_at: str) -> Settings:
             str(key).lower(): value
             for key, value in _query(db, path, "SELECT Key, Value FROM Config")
         }
-        # The newest imports (by Id, the rowid: 200,000 rows cost what 100 do); a Data
-        # longer than HISTORY_VALUE is cut, so it no longer parses and is skipped.
+        # The newest imports (by Id, the rowid: 200,000 rows cost what 100 do).
         try:
-            history = _query(db, path, "SELECT Id, Date, substr(Data, 1, %d) FROM History "
-                             "WHERE EventType = %d ORDER BY Id DESC LIMIT %d"
-                             % (HISTORY_VALUE + 1, IMPORT_EVENT, HISTORY_ROWS))  # fmt: skip
+            history = _query(db, path, "SELECT Id, substr(Date, 1, 64), substr(Data, 1, %d) "
+                             "FROM History WHERE EventType = %d ORDER BY Id DESC LIMIT %d"
+                             % (DB_VALUE, IMPORT_EVENT, HISTORY_ROWS))  # fmt: skip
         except Unread:  # a History of another shape: the settings still hold
             history = []
     rows = []
@@ -4534,35 +4613,38 @@ def _importer(path: str, seen_at: str) -> Settings:
     )  # fmt: skip
 
 
-def _plex(path: str, seen_at: str) -> Settings:
-    with _AppDatabase(path) as db:
+def _plex(source: Source, seen_at: str) -> Settings:
+    path = source.path
+    with _AppDatabase(source) as db:
         found = _query(db, path, "SELECT root_path FROM section_locations")
     paths = [row[0] for row in found if isinstance(row[0], str) and row[0]]
     return NOTHING_SET._replace(libraries=tuple(os.path.normpath(path) for path in paths))
 
 
-def _jellyfin(folder: str, seen_at: str) -> Settings:
+def _jellyfin(source: Source, seen_at: str) -> Settings:
     """Jellyfin's and Emby's libraries: a folder each, its *.mblink files holding its
     paths (options.xml repeats them)."""
     import html
     import re
 
+    config = source.config
     paths: List[str] = []
-    for library in sorted(os.listdir(folder)):
-        here = os.path.join(folder, library)
-        if not os.path.isdir(here):
+    for library in config.names(source.relative):
+        here = os.path.join(source.relative, library)
+        if config.kind(here) != "folder":
             continue
-        names = sorted(os.listdir(here))
-        links = [read_text(os.path.join(here, n)).strip() for n in names if n.endswith(".mblink")]
+        names = config.names(here)
+        links = [config.text(os.path.join(here, n)).strip() for n in names
+                 if n.endswith(".mblink")]  # fmt: skip
         if not links and "options.xml" in names:
-            text = read_text(os.path.join(here, "options.xml"))
+            text = config.text(os.path.join(here, "options.xml"))
             links = [html.unescape(p) for p in re.findall(r"<Path>([^<]*)</Path>", text)]
         paths += [os.path.normpath(link) for link in links if link.startswith("/")]
     return NOTHING_SET._replace(libraries=tuple(paths))
 
 
 # Each app's reader: (its settings file, the folder the app sees it in) -> Settings.
-READERS: Dict[str, Callable[[str, str], Settings]] = {
+READERS: Dict[str, Callable[[Source, str], Settings]] = {
     "qbittorrent": _qbittorrent,
     "transmission": _transmission,
     "deluge": _deluge,
@@ -4583,6 +4665,8 @@ def _query(connection: Any, path: str, sql: str) -> List[Tuple[Any, ...]]:
 
     table = sql.split(" FROM ", 1)[-1].split(maxsplit=1)[0]
     connection.set_progress_handler(lambda: 1, DB_STEPS)  # non-zero: stop the query
+    if hasattr(connection, "setlimit"):  # 3.11+: no value a view makes can be gigabytes
+        connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, DB_TEXT)
     try:
         rows = connection.execute(sql).fetchmany(DB_ROWS + 1)
     except sqlite3.OperationalError as exc:
@@ -4595,40 +4679,42 @@ def _query(connection: Any, path: str, sql: str) -> List[Tuple[Any, ...]]:
         raise Unread("%s: %s" % (path, exc))
     if len(rows) > DB_ROWS:
         raise Unread("%s: over %d rows in %s, more than settings hold" % (path, DB_ROWS, table))
+    sizes = [len(value) for row in rows for value in row if isinstance(value, (str, bytes))]
+    if any(size > DB_VALUE for size in sizes) or sum(sizes) > DB_TEXT:
+        raise Unread("%s: values in %s larger than settings hold (over %s, or %s in all)"
+                     % (path, table, human_size(DB_VALUE), human_size(DB_TEXT)))  # fmt: skip
     return list(rows)
 
 
 class _AppDatabase:
-    """A connection to an app's SQLite db that can't change its folder: in place and
-    read-only where its -wal and -shm are there (the app is running), as an immutable
-    file where there is no -wal, else to a private copy of the db and its -wal."""
+    """A connection to an app's SQLite db that changes nothing in its folder (not even
+    -shm's read marks): a db up to DB_COPY_LIMIT is read through a private copy of it,
+    its -wal and its -journal, each copied from a read-only descriptor opened beneath
+    the config folder, and copied again once where the app changed them meanwhile (a
+    checkpoint would tear the copy); a larger one is read in place, read-only, where
+    SQLite may update -shm's read marks as every reader does, and never as immutable
+    where a -journal is hot."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, source: Source) -> None:
+        self.source = source
         self.private = ""
+        self.folder = -1  # the db's folder, for a db read in place
         self.connection: Any = None
 
     def __enter__(self) -> Any:
         import sqlite3
         from urllib.parse import quote
 
-        path = self.path
+        path = self.source.path
+        files = self._files()
         try:
-            if not stat.S_ISREG(os.stat(path).st_mode):  # a fifo would hang sqlite's open
-                raise Unread("%s: not a regular file" % path)
-        except OSError as exc:
-            raise Unread("%s: %s" % (path, exc.strerror))
-        wal, shm = (os.path.lexists(path + end) for end in ("-wal", "-shm"))
-        try:
-            if wal and not shm:  # reading in place would make the -shm
-                uri = "file:%s" % quote(self._copy())
-            elif wal:
-                uri = "file:%s?mode=ro" % quote(path)
+            if sum(size for _, size in files.values()) <= DB_COPY_LIMIT:
+                uri = "file:%s" % quote(self._copy(files))
             else:
-                uri = "file:%s?mode=ro&immutable=1" % quote(path)
+                uri = self._in_place(files)
             self.connection = sqlite3.connect(uri, uri=True, timeout=1.0)
             self.connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
-        except Unread:  # the private copy could not be made
+        except Unread:
             self.__exit__()
             raise
         except (sqlite3.Error, OSError) as exc:
@@ -4636,24 +4722,104 @@ class _AppDatabase:
             raise Unread("%s: %s" % (path, getattr(exc, "strerror", None) or exc))
         return self.connection
 
-    def _copy(self) -> str:
+    def _files(self) -> Dict[str, Tuple[Tuple[int, int, int], int]]:
+        """The db, its -wal and its -journal where there: name end -> (their identity:
+        inode, size, mtime; size).  Unread where the db is no regular file (a fifo
+        would hang sqlite's open) or a symlink."""
+        config, relative = self.source.config, self.source.relative
+        found = {}
+        for end in ("", "-wal", "-journal"):
+            try:
+                fd = config.open(relative + end)
+            except (FileNotFoundError, NotADirectoryError):
+                if not end:
+                    raise Unread("%s: not there" % self.source.path)
+                continue
+            except OSError as exc:
+                raise Unread("%s: %s" % (config.path(relative + end), exc.strerror))
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Unread("%s: not a regular file" % config.path(relative + end))
+            found[end] = ((st.st_ino, st.st_size, st.st_mtime_ns), st.st_size)
+        return found
+
+    def _copy(self, files: Dict[str, Tuple[Tuple[int, int, int], int]]) -> str:
         import tempfile
 
+        relative = self.source.relative
         self.private = tempfile.mkdtemp(prefix="cms-settings-")
         copy = os.path.join(self.private, "app.db")
-        total = 0
-        for end in ("", "-wal"):
-            data = read_bytes(self.path + end, DB_COPY_LIMIT - total)
-            total += len(data)
-            with open(copy + end, "wb") as handle:
-                handle.write(data)
-        return copy
+        for _ in range(2):  # once more where a checkpoint tore the first copy
+            for end in files:
+                self._copy_file(relative + end, copy + end)
+            again = self._files()
+            if {end: ident for end, (ident, _) in again.items()} == {
+                end: ident for end, (ident, _) in files.items()
+            }:
+                return copy
+            files = again
+            for name in os.listdir(self.private):
+                os.unlink(os.path.join(self.private, name))
+        raise Unread("%s: changed while it was read (the app is writing it); check again"
+                     % self.source.path)  # fmt: skip
+
+    def _copy_file(self, relative: str, copy: str) -> None:
+        """One file of the db into the private folder, at most DB_COPY_LIMIT bytes, by
+        the kernel where it can (sendfile: a 56 MiB db in a few ms more than its read)."""
+        config = self.source.config
+        try:
+            source = config.open(relative)
+        except OSError as exc:
+            raise Unread("%s: %s" % (config.path(relative), exc.strerror))
+        try:
+            target = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o600)
+            try:
+                done = 0
+                while done <= DB_COPY_LIMIT:
+                    try:
+                        sent = os.sendfile(target, source, done, 1 << 24)
+                    except (OSError, AttributeError):  # not Linux, or not for these files
+                        os.lseek(source, done, os.SEEK_SET)
+                        sent = os.write(target, os.read(source, 1 << 20))
+                    if not sent:
+                        break
+                    done += sent
+            finally:
+                os.close(target)
+        except OSError as exc:
+            raise Unread("%s: %s" % (config.path(relative), exc.strerror))
+        finally:
+            os.close(source)
+        if done > DB_COPY_LIMIT:
+            limit = human_size(DB_COPY_LIMIT)
+            raise Unread("%s: grew over %s while it was read" % (config.path(relative), limit))
+
+    def _in_place(self, files: Dict[str, Tuple[Tuple[int, int, int], int]]) -> str:
+        """The URI of the db read where it is: through its folder's descriptor (opened
+        beneath the config folder), so that no symlink on the way is followed."""
+        from urllib.parse import quote
+
+        config, relative = self.source.config, self.source.relative
+        try:
+            self.folder = config.open(os.path.dirname(relative), directory=True)
+        except OSError as exc:
+            raise Unread("%s: %s" % (self.source.path, exc.strerror))
+        name = "/proc/self/fd/%d/%s" % (self.folder, os.path.basename(relative))
+        quiet = "-wal" not in files and "-journal" not in files  # nothing to replay
+        return "file:%s?mode=ro%s" % (quote(name), "&immutable=1" if quiet else "")
 
     def __exit__(self, *exc: Any) -> None:
         import shutil
 
         if self.connection is not None:
             self.connection.close()
+            self.connection = None
+        if self.folder >= 0:
+            os.close(self.folder)
+            self.folder = -1
         if self.private:
             shutil.rmtree(self.private, ignore_errors=True)
 

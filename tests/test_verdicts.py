@@ -1,6 +1,8 @@
 """Verdicts that real stacks got wrong (issue 28's list): each test failed before its fix."""
 
 import json
+import os
+import sqlite3
 
 import pytest
 from test_routes import TREE_OPTIONS, Stack, arr_db, qb_row, sab_row  # noqa: F401
@@ -153,3 +155,105 @@ def test_a_settings_value_with_a_bidi_override_is_escaped(stack):
     assert "\u202e" not in out + err and "\\u202e" in out
     code, document = stack.check()  # JSON escapes it its own way: the value itself
     assert "\u202e" in json.dumps(document["findings"] + document["routes"], ensure_ascii=False)
+
+
+# -- hostile config folders: nothing through a symlink, nothing changed, bounded ----------------
+
+
+def test_a_db_symlinked_to_one_elsewhere_is_not_read(stack, tmp_path):
+    # As root, the check would read a root-only db the link names and print its rows.
+    stack.guides(roots=("/data/media/tv",))
+    secret = tmp_path / "secret"
+    arr_db(secret / "other.db", ["/data/media/SECRET"], [qb_row(host="secret-host")])
+    os.chmod(str(secret / "other.db"), 0o600)
+    db = stack.config("sonarr") / "sonarr.db"
+    for end in ("", "-wal", "-shm"):
+        if os.path.lexists(str(db) + end):
+            os.unlink(str(db) + end)
+    os.symlink(str(secret / "other.db"), str(db))
+    code, out, _ = stack.text()
+    assert "SECRET" not in out and "secret-host" not in out
+    assert "%s: a symlink, not followed" % db in out
+
+
+@pytest.mark.parametrize("link", ["qBittorrent", "qBittorrent/categories.json"])
+def test_a_symlinked_folder_or_file_on_the_way_is_not_followed(stack, tmp_path, link):
+    stack.guides()
+    config = stack.config("qbittorrent")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = config / link
+    os.rename(str(target), str(elsewhere / "moved"))
+    os.symlink(str(elsewhere / "moved"), str(target))
+    code, document = stack.check()
+    (item,) = [f for f in document["findings"] if f["kind"] == "settings-unread"]
+    assert item["detail"] == "%s: a symlink, not followed" % target
+
+
+def test_a_jellyfin_root_that_is_a_symlink_is_not_followed(stack, tmp_path):
+    config = stack.add("jellyfin", "jellyfin/jellyfin", [(stack.data + "/media", "/data/media")])
+    elsewhere = tmp_path / "default"
+    (elsewhere / "Shows").mkdir(parents=True)
+    (elsewhere / "Shows" / "tv.mblink").write_text("/data/media/tv")
+    (config / "data" / "root").mkdir(parents=True)
+    os.symlink(str(elsewhere), str(config / "data" / "root" / "default"))
+    code, document = stack.check()
+    assert [f["detail"] for f in document["findings"] if f["kind"] == "settings-unread"] == [
+        "%s: a symlink, not followed" % (config / "data" / "root" / "default")
+    ]
+
+
+def test_the_shm_of_a_running_app_is_not_touched(stack):
+    stack.guides()
+    sonarr = stack.config("sonarr")
+    running = arr_db(sonarr / "sonarr.db", ["/data/media/tv"], [qb_row()], keep_open=True)
+    shm = sonarr / "sonarr.db-shm"
+    before = (shm.read_bytes(), shm.stat().st_mtime_ns)
+    code, document = stack.check()
+    assert document["routes"][0]["result"] == "hardlink"
+    assert (shm.read_bytes(), shm.stat().st_mtime_ns) == before  # read marks included
+    running.close()
+
+
+def test_a_torn_copy_is_copied_again_then_unread(stack, monkeypatch):
+    stack.guides()
+    db = stack.config("sonarr") / "sonarr.db"
+    real = cms._AppDatabase._copy_file
+    writes = {"left": 1}
+
+    def copy_file(self, relative, copy):
+        real(self, relative, copy)
+        if relative == "sonarr.db" and writes["left"]:  # the app checkpoints meanwhile
+            writes["left"] -= 1
+            os.utime(str(db), ns=(0, os.stat(str(db)).st_mtime_ns + 10**9))
+
+    monkeypatch.setattr(cms._AppDatabase, "_copy_file", copy_file)
+    code, document = stack.check()  # torn once: copied again, read
+    assert [r["importer"] for r in document["routes"]].count("sonarr") == 2
+    writes["left"] = 10
+    code, document = stack.check()
+    (item,) = [f for f in document["findings"] if f["kind"] == "settings-unread"]
+    assert item["detail"] == "%s: changed while it was read (the app is writing it); check " \
+        "again" % db  # fmt: skip
+
+
+def test_a_db_over_the_copy_limit_is_read_in_place(stack, monkeypatch):
+    stack.guides()
+    monkeypatch.setattr(cms, "DB_COPY_LIMIT", 1024)
+    sonarr = stack.config("sonarr")
+    names = sorted(os.listdir(str(sonarr)))
+    code, document = stack.check()
+    assert [r["importer"] for r in document["routes"]].count("sonarr") == 2
+    assert sorted(os.listdir(str(sonarr))) == names
+
+
+def test_a_view_of_huge_values_is_unread_not_gigabytes(stack):
+    stack.guides()
+    db = sqlite3.connect(str(stack.config("sonarr") / "sonarr.db"))
+    db.executescript("DROP TABLE RootFolders; CREATE VIEW RootFolders AS SELECT "
+                     "printf('%.*c', 100000, 'x') AS Path")  # fmt: skip
+    db.commit()
+    db.close()
+    code, document = stack.check()
+    (item,) = [f for f in document["findings"] if f["kind"] == "settings-unread"]
+    assert "larger than settings hold" in item["detail"] or "too big" in item["detail"]
