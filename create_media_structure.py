@@ -5728,6 +5728,8 @@ class RelinkResult(NamedTuple):
     skipped: List[Skipped]
     leftovers: int  # temp names of a killed run, removed (or, dry run, to remove)
     unreadable: List[str]  # folders that could not be opened or listed: not looked in
+    asides: List[Tuple[str, str]]  # a killed run's old copies: (path, the file of its
+    # bytes beside it, removed (or, dry run, to remove); "" where none is: kept)
 
 
 def index_files(
@@ -5761,12 +5763,12 @@ def index_files(
                 below.append(name)
             elif st is None:
                 continue
+            elif name.startswith(RELINK_PREFIX):  # ours, a killed run's: never a copy
+                yield FileEntry(parts, name, -1, st.st_dev, st.st_ino, st.st_nlink, 0), st
             elif st.st_size >= min_size and wanted(st):
                 entry = FileEntry(parts, name, st.st_size, st.st_dev, st.st_ino, st.st_nlink,
                                   st.st_mtime_ns)  # fmt: skip
                 yield entry, st
-            elif name.startswith(RELINK_PREFIX):
-                yield FileEntry(parts, name, -1, st.st_dev, st.st_ino, st.st_nlink, 0), st
 
 
 def access_lost(download: os.stat_result, copy: os.stat_result) -> str:
@@ -6019,11 +6021,12 @@ def find_and_relink(
         return copies, leftovers
 
     copies, leftovers = library(unreadable)
+    comparer = Comparer(progress, signals.poll)
     removed = _remove_leftovers(walk, leftovers, args.dry_run)
+    asides = _set_aside(walk, leftovers, comparer, args.dry_run)
     if removed and not args.dry_run:  # a copy a killed run left a second name of is one again
         copies, _ = library([])  # its unreadable folders are said already
     progress.total = sum(2 * c.size for c in copies)
-    comparer = Comparer(progress, signals.poll)
     relinked: List[Relinked] = []
     skipped: List[Skipped] = []
     with Leases() as leases:
@@ -6037,7 +6040,7 @@ def find_and_relink(
                 relinked.append(outcome)
             elif outcome is not None:
                 skipped.append(outcome)
-    return RelinkResult(relinked, skipped, removed, unreadable)
+    return RelinkResult(relinked, skipped, removed, unreadable, asides)
 
 
 def _remove_leftovers(walk: Walk, leftovers: Sequence[FileEntry], dry_run: bool) -> int:
@@ -6063,6 +6066,53 @@ def _remove_leftovers(walk: Walk, leftovers: Sequence[FileEntry], dry_run: bool)
                 os.close(fd)
         removed += 1
     return removed
+
+
+def _set_aside(
+    walk: Walk, leftovers: Sequence[FileEntry], comparer: Comparer, dry_run: bool
+) -> List[Tuple[str, str]]:
+    """The old copies a run killed between its rename and the clean-up left (our prefix
+    and ASIDE, one link): each is removed where a file in its folder has its bytes (the
+    file now linked at its library path: nothing is lost), else kept; both are named."""
+    found: List[Tuple[str, str]] = []
+    for entry in leftovers:
+        if entry.nlink != 1 or not entry.name.endswith(ASIDE):
+            continue
+        fd = _open_path(walk, entry.parts)
+        if fd is None:
+            continue
+        try:
+            same = _same_bytes_beside(fd, entry, comparer)
+            if same and not dry_run:
+                st = os.stat(entry.name, dir_fd=fd, follow_symlinks=False)
+                if st.st_ino == entry.ino and st.st_nlink == 1:
+                    os.unlink(entry.name, dir_fd=fd)
+        except OSError:
+            same = ""
+        finally:
+            os.close(fd)
+        path = walk.path(entry.parts + (entry.name,))
+        found.append((path, walk.path(entry.parts + (same,)) if same else ""))
+    return found
+
+
+def _same_bytes_beside(fd: int, entry: FileEntry, comparer: Comparer) -> str:
+    """The name of a regular file in the folder fd that holds the bytes of entry."""
+    mine = open_file(entry.name, fd)
+    try:
+        size = os.fstat(mine).st_size
+        for name, is_dir, st in folder_entries(fd, lone_only=False):
+            if is_dir or st is None or name == entry.name or st.st_size != size:
+                continue
+            other = open_file(name, fd)
+            try:
+                if stat.S_ISREG(os.fstat(other).st_mode) and comparer.same(mine, other, size):
+                    return name
+            finally:
+                os.close(other)
+    finally:
+        os.close(mine)
+    return ""
 
 
 def _open_path(walk: Walk, parts: Tuple[str, ...]) -> Optional[int]:
@@ -6926,6 +6976,7 @@ PATH_FIELDS = (
     "imported",
     "host_download",
     "host_imported",
+    "same_as",
 )
 
 
@@ -6999,11 +7050,7 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
     if unwatched:
         out.line("  note: %d of these: %s (README: --relink on FUSE and network shares)"
                  % (len(unwatched), unwatched[0].unwatched))  # fmt: skip
-    if result.leftovers:
-        out.line(
-            "  %s %d temp name(s) that an interrupted run left"
-            % ("would remove" if dry_run else "removed", result.leftovers)
-        )
+    _report_leftovers(result, dry_run, rel, out)
     if result.unreadable:
         out.line("  %d folder(s) could not be read, so nothing in them was looked at:"
                  % len(result.unreadable))  # fmt: skip
@@ -7028,6 +7075,22 @@ def report_relink(walk: Walk, dry_run: bool, result: RelinkResult, out: "Output"
             % (len(result.relinked), "y" if len(result.relinked) == 1 else "ies", human_size(total),
                also, len(result.skipped))
         )  # fmt: skip
+
+
+def _report_leftovers(
+    result: RelinkResult, dry_run: bool, rel: Callable[[str], str], out: Output
+) -> None:
+    """What a killed run left: its temp names, and the old copies it set aside."""
+    verb = "would remove" if dry_run else "removed"
+    if result.leftovers:
+        out.line("  %s %d temp name(s) that an interrupted run left" % (verb, result.leftovers))
+    for path, same in result.asides:  # a killed run's old copy, beside its linked file
+        if same:
+            out.line("  %s %s: an old copy a killed run set aside; %s holds its bytes"
+                     % (verb, rel(path), rel(same)))  # fmt: skip
+        else:
+            out.line("  kept %s: set aside by a killed run, and no file beside it holds its "
+                     "bytes: look at it, then remove it yourself" % rel(path))  # fmt: skip
 
 
 def relink_json(dry_run: bool, result: RelinkResult) -> str:
@@ -7055,6 +7118,10 @@ def relink_json(dry_run: bool, result: RelinkResult) -> str:
                 for item in result.skipped
             ],
             "leftovers_removed": result.leftovers,
+            "set_aside": [
+                {"path": path, "same_as": same or None, "removed": bool(same)}
+                for path, same in result.asides
+            ],
             "unreadable_folders": result.unreadable,
         }
     )

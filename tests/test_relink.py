@@ -1041,3 +1041,40 @@ def test_on_nfs_a_refused_lease_is_not_in_use(tree, run, monkeypatch):
     code, document, _ = relink(run, tree)
     assert code == 0 and document["skipped"] == []
     assert document["pairs"][0]["unwatched"] == cms.NO_LEASES % "nfs4"
+
+
+def test_an_old_copy_a_killed_run_set_aside(tree, run):
+    """Killed between its rename and its clean-up, a run leaves the old copy under its
+    hidden .was name, one link: it was indexed as a library copy (and relinked, a stray
+    hidden name for good).  Now it is removed where the file beside it has its bytes, and
+    kept, and named, where none has."""
+    keep, copy, film = one_pair(tree)
+    folder = copy.parent
+    copy.unlink()
+    os.link(str(keep), str(copy))  # the rename was done: the library path is the download's
+    aside = write(folder / (cms.RELINK_PREFIX + "99-abc" + cms.ASIDE), film)
+    stray = write(folder / (cms.RELINK_PREFIX + "98-def" + cms.ASIDE), payload(77))
+    code, document, _ = relink(run, tree, "--dry-run")
+    assert document["pairs"] == [] and aside.exists()
+    assert sorted(document["set_aside"], key=lambda item: item["path"]) == [
+        {"path": str(stray), "same_as": None, "removed": False},
+        {"path": str(aside), "same_as": str(copy), "removed": True},
+    ]
+    code, out, _ = run("--path", str(tree), "--relink")
+    assert code == 0 and not aside.exists() and stray.exists()
+    assert (
+        "  removed %s: an old copy a killed run set aside; %s holds its bytes"
+        % (
+            os.path.relpath(str(aside), str(tree / "data")),
+            os.path.relpath(str(copy), str(tree / "data")),
+        )
+        in out
+    )
+    assert (
+        "  kept %s: set aside by a killed run" % os.path.relpath(str(stray), str(tree / "data"))
+        in out
+    )
+    assert copy.read_bytes() == film and inode(copy) == inode(keep)
+    code, document, _ = relink(run, tree)  # a second run: nothing to do but name the stray
+    assert (document["pairs"], document["leftovers_removed"]) == ([], 0)
+    assert [item["path"] for item in document["set_aside"]] == [str(stray)]
