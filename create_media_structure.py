@@ -3249,7 +3249,8 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
     user = _field(config, "User", (str,), where)
     host_config: Dict[str, Any] = _object(item.get("HostConfig"))
     settings: Dict[str, Any] = _object(item.get("NetworkSettings"))
-    aliases = [label] + _aliases(settings.get("Networks"), ("Aliases", "DNSNames"))
+    aliases = [label] + _aliases(settings.get("Networks"), ("Aliases", "DNSNames", "IPAddress",
+                                                            "GlobalIPv6Address"))  # fmt: skip
     ports: List[Any] = []
     for published in (settings.get("Ports"), host_config.get("PortBindings")):
         for binds in published.values() if isinstance(published, dict) else ():
@@ -3271,6 +3272,8 @@ def _aliases(networks: Any, keys: Sequence[str]) -> List[str]:
     for network in networks.values() if isinstance(networks, dict) else ():
         for key in keys:
             given = network.get(key) if isinstance(network, dict) else None
+            if isinstance(given, str) and given:  # an address: IPAddress, GlobalIPv6Address
+                given = [given]
             names += [str(name) for name in given] if isinstance(given, list) else []
     return names
 
@@ -4961,8 +4964,11 @@ def match_client(
     own: Set[str],
 ) -> Tuple[Optional[App], str]:
     """The client a row means, or why none: its host names a container (the client, or
-    one whose namespace it shares), localhost the importer's own namespace, an address
-    of this machine the client publishing the row's port."""
+    one whose namespace it shares; its address on a docker network too), localhost the
+    importer's own namespace, an address of this machine the client publishing the
+    row's port.  Any other address is another machine's (a seedbox), never the local
+    client that happens to use the same port.  Clients behind one namespace (a VPN
+    container) are told apart by the port each listens on."""
     kind = row.implementation.lower()
     same = [c for c in clients if c.kind == kind]
     host = row.host.strip().strip("[]").lower()
@@ -4977,12 +4983,14 @@ def match_client(
         ]
     elif host in LOCAL_HOSTS and namespace(importer, containers) != "host":
         found = [c for c in same if namespace(c, containers) == namespace(importer, containers)]
-    elif host in own or ascii_number(host.replace(".", "")) or ":" in host:
+    elif host in own:  # this machine: the client its port reaches
         found = [c for c in same if row.port in host_ports(c, containers)]
-        if not found and host in own and len(same) == 1:
+        if not found and len(same) == 1:
             found, here = same, "the only %s on this machine" % row.implementation
-    else:
+    else:  # another machine's address (a seedbox), or a name no container has
         found = []
+    if len(found) > 1:  # behind one VPN container: the row's port tells them apart
+        found = [c for c in found if c.settings.port == row.port] or found
     if len(found) > 1:
         return None, "%d %s clients here answer to %s" % (len(found), row.implementation, row.host)
     if not found:

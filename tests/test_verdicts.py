@@ -5,9 +5,20 @@ import os
 import sqlite3
 
 import pytest
-from test_routes import TREE_OPTIONS, Stack, arr_db, qb_row, sab_row  # noqa: F401
+import test_routes
+from test_routes import (
+    QB_LAYOUTS,
+    Stack,
+    arr_db,
+    inspect,
+    qb_row,
+    qbittorrent,
+    sab_row,
+)
 
 from conftest import cms
+
+TREE_OPTIONS = test_routes.TREE_OPTIONS  # the tree fixture: the apps' owner, as root
 
 
 @pytest.fixture
@@ -257,3 +268,42 @@ def test_a_view_of_huge_values_is_unread_not_gigabytes(stack):
     code, document = stack.check()
     (item,) = [f for f in document["findings"] if f["kind"] == "settings-unread"]
     assert "larger than settings hold" in item["detail"] or "too big" in item["detail"]
+
+
+# -- which client a row means ------------------------------------------------------------------
+
+
+def test_an_ip_of_another_machine_is_a_seedbox_not_the_local_client(stack):
+    # The local qBittorrent publishes 8081 too; 203.0.113.9 is not this machine.
+    stack.guides(rows=[qb_row(host="203.0.113.9", port=8081)])
+    stack.containers[0]["NetworkSettings"]["Ports"] = {
+        "8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8081"}]
+    }
+    code, document = stack.check()
+    assert [(r["client"], r["result"]) for r in document["routes"] if r["importer"] == "sonarr"][
+        :1
+    ] == [("203.0.113.9", "unknown")]
+
+
+def test_a_container_s_address_on_a_docker_network_is_that_container(stack):
+    stack.guides(rows=[qb_row(host="172.20.0.5", port=8080)])
+    stack.containers[0]["NetworkSettings"]["Networks"]["media"]["IPAddress"] = "172.20.0.5"
+    code, document = stack.check()
+    assert document["routes"][0]["client"] == "qbittorrent"
+    assert document["routes"][0]["result"] == "hardlink"
+
+
+def test_two_clients_behind_one_vpn_are_told_apart_by_port(stack):
+    stack.guides(rows=[qb_row(host="gluetun", port=8081)])
+    second = stack.add("qbittorrent-2", "lscr.io/linuxserver/qbittorrent",
+                       [(stack.data + "/torrents", "/data/torrents")])  # fmt: skip
+    qbittorrent(second, save="/data/torrents/complete2")
+    conf = second / QB_LAYOUTS["linuxserver"]
+    conf.write_text(conf.read_text().replace("WebUI\\Port=8080", "WebUI\\Port=8081"))
+    os.makedirs(stack.data + "/torrents/complete2", exist_ok=True)
+    stack.containers.append(inspect("gluetun", "qmcgaw/gluetun", [], ports=(8080, 8081)))
+    for at in (0, -2):
+        stack.containers[at]["HostConfig"]["NetworkMode"] = "service:gluetun"
+    code, document = stack.check()
+    (route,) = [r for r in document["routes"] if r["importer"] == "sonarr"][:1]
+    assert (route["client"], route["result"]) == ("qbittorrent-2", "hardlink")
