@@ -4092,6 +4092,7 @@ DIRECTORY_KEYS = (
     "musicDirectory",
     "bookDirectory",
     "completedDirectory",
+    "downloadDirectory",  # Deluge's, where no completed one is set
     "directory",
 )
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
@@ -4126,9 +4127,11 @@ class Settings(NamedTuple):
     libraries: Tuple[str, ...]  # a media server's library folders
     port: int  # a client: the port its web API listens on (0: not known)
     history: Tuple[Tuple[int, str, str], ...]  # an importer's newest imports: id, date, Data
+    growing: Dict[str, str]  # a client: a category's own incomplete folder (qBittorrent's)
+    caseless: bool  # a client: its category names match in any case (NZBGet)
 
 
-NOTHING_SET = Settings("", "", {}, False, "", False, (), (), (), True, True, (), 0, ())
+NOTHING_SET = Settings("", "", {}, False, "", False, (), (), (), True, True, (), 0, (), {}, False)
 
 
 class App(NamedTuple):
@@ -4384,7 +4387,7 @@ def _qbittorrent(source: Source, seen_at: str) -> Settings:
 
     def value(key: str, section: str = "BitTorrent") -> Optional[str]:
         found = parser.get(section, key, fallback=None)
-        return None if found is None else found.strip().strip('"')
+        return None if found is None else qt_unescaped(found.strip().strip('"'))
 
     new = value("Session\\DefaultSavePath")
     save = new if new is not None else value("Downloads\\SavePath", "Preferences")
@@ -4404,17 +4407,39 @@ def _qbittorrent(source: Source, seen_at: str) -> Settings:
     document = json.loads(source.beside("categories.json") or "{}")
     if not isinstance(document, dict):
         raise ValueError("categories.json is not an object")
+    growing: Dict[str, str] = {}
     for name, item in document.items():
         folder = item.get("save_path") if isinstance(item, dict) else item
         categories[str(name)] = _joined(save, str(folder or "") or str(name))
+        grow = item.get("download_path") if isinstance(item, dict) else None
+        if isinstance(grow, str):  # its own incomplete folder ("": the default's, per name)
+            growing[str(name)] = _joined(incomplete or _joined(save, "temp"), grow or str(name))
     return NOTHING_SET._replace(
         save=save,
         categories=categories,
+        growing=growing,
         subfolders=True,
         incomplete=incomplete,
         manual=manual,
         port=_port(value("WebUI\\Port", "Preferences"), 8080),
     )
+
+
+def qt_unescaped(text: str) -> str:
+    """A value as QSettings reads it back: Qt 5 writes what isn't printable ASCII as
+    \\xNNNN (hex digits, as many as follow) and some as \\uNNNN; \\\\ is a backslash."""
+    import re
+
+    def one(found: Any) -> str:
+        escape: str = found.group(0)
+        if escape == "\\\\":
+            return "\\"
+        try:
+            return chr(int(escape[2:], 16))
+        except (ValueError, OverflowError):
+            return escape
+
+    return re.sub(r"\\\\|\\x[0-9a-fA-F]{1,4}|\\u[0-9a-fA-F]{4}", one, text)
 
 
 def _transmission(source: Source, seen_at: str) -> Settings:
@@ -4459,11 +4484,11 @@ def _deluge(source: Source, seen_at: str) -> Settings:
     save = str(document.get("move_completed_path") or "") if moved else grow
     categories: Dict[str, str] = {}
     labels = _json_objects(source.beside("label.conf") or "{}")[-1].get("labels") or {}
-    for name, label in labels.items():
-        if _truth(label.get("apply_move_completed"), False) and _truth(
-            label.get("move_completed"), False
-        ):
-            categories[str(name)] = _joined("/", str(label.get("move_completed_path") or ""))
+    for name, label in labels.items():  # a label that applies its own move on completion
+        if _truth(label.get("apply_move_completed"), False):
+            moves = _truth(label.get("move_completed"), False)
+            path = str(label.get("move_completed_path") or "") if moves else grow
+            categories[str(name)] = _joined("/", path)  # moved there, or left where it grew
     web = _json_objects(source.beside("web.conf") or "{}")[-1]  # the *arr apps use the web UI
     return NOTHING_SET._replace(
         save=_joined("/", save),
@@ -4516,6 +4541,7 @@ def _sabnzbd(source: Source, seen_at: str) -> Settings:
 
 def _nzbget(source: Source, seen_at: str) -> Settings:
     options: Dict[str, str] = {}
+    main_dir = [seen_at]  # what a relative path is below: MainDir, once it is known
     for raw in source.text().splitlines():
         line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
@@ -4530,9 +4556,12 @@ def _nzbget(source: Source, seen_at: str) -> Settings:
             if start < 0 or end < 0:
                 break
             text = text[:start] + options.get(text[start + 2 : end].lower(), "") + text[end + 1 :]
-        return _joined(seen_at, text) if text else ""
+        return _joined(main_dir[0], text) if text else ""
 
+    # The defaults of the template config NZBGet ships (nzbget.conf.template): MainDir,
+    # then completed/ and intermediate/ below it; a relative path is below MainDir.
     options.setdefault("maindir", "~/downloads")
+    main_dir[0] = value("MainDir")
     destination = value("DestDir", "${MainDir}/completed")
     append = _truth(options.get("appendcategorydir"), True)
     categories = {}
@@ -4541,10 +4570,13 @@ def _nzbget(source: Source, seen_at: str) -> Settings:
         if name is None:
             break
         own = value("Category%d.DestDir" % number)
-        categories[name] = own or (os.path.join(destination, name) if append else destination)
+        folder = own or (os.path.join(destination, name) if append else destination)
+        categories[name.lower()] = folder  # NZBGet matches a category in any case
     return NOTHING_SET._replace(
         save=destination,
         categories=categories,
+        subfolders=append,  # a category it doesn't define gets its folder too
+        caseless=True,
         incomplete=value("InterDir", "${MainDir}/intermediate"),
         port=_port(options.get("controlport"), 6789),
     )
@@ -5153,23 +5185,39 @@ def _app_finding(
 
 
 def client_folders(settings: Settings) -> List[str]:
-    """Every folder a client saves into."""
-    folders = [settings.save] + sorted(set(settings.categories.values())) + [settings.incomplete]
+    """Every folder a client saves into; in Manual mode no torrent uses the category
+    folders, so they are not judged."""
+    categories = [] if settings.manual else sorted(set(settings.categories.values()))
+    growing = [] if settings.manual else sorted(set(settings.growing.values()))
+    folders = [settings.save] + categories + [settings.incomplete] + growing
     return [folder for at, folder in enumerate(folders) if folder and folder not in folders[:at]]
 
 
 def client_folder(settings: Settings, category: str, directory: str) -> str:
-    """Where a client puts a download of a row's category: the row's own folder, the
-    category's folder (in Automatic mode), else the default one."""
+    """Where a client puts a download of a row's category: the row's own folder (its
+    directory setting, for every client that has one), the category's folder (in
+    Automatic mode), else the default one."""
     if directory:
-        return os.path.normpath(directory)
+        return app_path(directory)
     if settings.manual:
         return settings.save
+    if settings.caseless:
+        category = category.lower()
     if category in settings.categories:
         return settings.categories[category]
     if settings.subfolders and category:
         return os.path.join(settings.save, category)
     return settings.save
+
+
+def growing_pairs(settings: Settings) -> List[Tuple[str, str]]:
+    """(incomplete folder, the folder its downloads finish in): the default one, and a
+    category's own (qBittorrent's download_path)."""
+    pairs = [(settings.incomplete, settings.save)]
+    if not settings.manual:
+        pairs += [(grow, settings.categories.get(name, settings.save))
+                  for name, grow in sorted(settings.growing.items())]  # fmt: skip
+    return [(grow, save) for grow, save in pairs if grow and save]
 
 
 def _client_findings(client: App, judge: Judge) -> List[Finding]:
@@ -5201,18 +5249,18 @@ def _client_findings(client: App, judge: Judge) -> List[Finding]:
                 "Options > Downloads > Default Torrent Management Mode: Automatic",
             )
         )
-    if settings.incomplete and settings.save:
-        grow, grow_point = to_host(client, settings.incomplete)
-        save, save_point = to_host(client, settings.save)
+    for incomplete, finished in growing_pairs(settings):
+        grow, grow_point = to_host(client, incomplete)
+        save, save_point = to_host(client, finished)
         apart = grow_point != save_point or (grow and save and device_of(grow) != device_of(save))
         if apart and (grow or grow_point) and (save or save_point):
             findings.append(
                 _app_finding(
                     client,
                     "incomplete-elsewhere",
-                    grow or settings.incomplete,
+                    grow or incomplete,
                     "downloads grow in %s, on another mount or filesystem than %s: each "
-                    "finished one is copied over" % (settings.incomplete, settings.save),
+                    "finished one is copied over" % (incomplete, finished),
                     "an incomplete folder on the same mount, e.g. /data/%s/incomplete" % source
                     if container
                     else "the same filesystem",

@@ -307,3 +307,105 @@ def test_two_clients_behind_one_vpn_are_told_apart_by_port(stack):
     code, document = stack.check()
     (route,) = [r for r in document["routes"] if r["importer"] == "sonarr"][:1]
     assert (route["client"], route["result"]) == ("qbittorrent-2", "hardlink")
+
+
+# -- the apps' own settings ------------------------------------------------------------------------
+
+
+def downloads(document):
+    return [(r["client"], r["download"], r["result"]) for r in document["routes"]]
+
+
+def nzbget_row(category):
+    return (1, "NZBGet", "Nzbget", {"host": "nzbget", "port": 6789, "tvCategory": category})
+
+
+def test_nzbget_relative_folders_are_below_maindir(stack):
+    d = stack.data
+    nz = stack.add("nzbget", "lscr.io/linuxserver/nzbget", [(d + "/usenet", "/data/usenet")])
+    (nz / "nzbget.conf").write_text(
+        "MainDir=/data/usenet\nDestDir=complete\nInterDir=incomplete\n"
+        "Category1.Name=TV\nCategory1.DestDir=complete/tv\n"
+    )
+    stack.sonarr([nzbget_row("tv")])  # any case: NZBGet's TV
+    code, document = stack.check()
+    assert downloads(document) == [("nzbget", d + "/usenet/complete/tv", "move")]
+    assert kinds(document) == [] and code == 0
+
+
+def test_nzbget_appends_the_folder_of_a_category_it_does_not_define(stack):
+    d = stack.data
+    os.makedirs(d + "/usenet/complete/anime", exist_ok=True)
+    nz = stack.add("nzbget", "lscr.io/linuxserver/nzbget", [(d + "/usenet", "/data/usenet")])
+    (nz / "nzbget.conf").write_text("MainDir=/data/usenet\nDestDir=${MainDir}/complete\n")
+    stack.sonarr([nzbget_row("anime")])
+    code, document = stack.check()
+    assert downloads(document) == [("nzbget", d + "/usenet/complete/anime", "move")]
+
+
+def test_a_qbittorrent_category_s_download_path_is_its_incomplete_folder(stack):
+    stack.guides()
+    qb = stack.config("qbittorrent")
+    qbittorrent(qb, categories={"tv-sonarr": {"save_path": "", "download_path": "/config/grow"}})
+    code, document = stack.check()
+    assert ("save-unmounted", "qbittorrent", "problem") in kinds(document)
+    (item,) = [f for f in document["findings"] if f["kind"] == "save-unmounted"]
+    assert item["path"] == "/config/grow"
+
+
+def test_qt5_escapes_are_read_as_qsettings_does():
+    assert cms.qt_unescaped("/data/torrents/S\\x00e9ries") == "/data/torrents/S\u00e9ries"
+    assert cms.qt_unescaped("/data/\\u4e2d\\x6587") == "/data/\u4e2d\u6587"
+    assert cms.qt_unescaped("C:\\\\downloads") == "C:\\downloads"
+
+
+def test_a_qt5_escaped_save_path_is_the_folder_it_names(stack):
+    d = stack.data
+    os.makedirs(d + "/torrents/compl\u00e9t")
+    stack.guides()
+    qbittorrent(stack.config("qbittorrent"), save="/data/torrents/compl\\xe9t")
+    code, document = stack.check()
+    assert downloads(document)[0][:2] == ("qbittorrent", d + "/torrents/compl\u00e9t/tv-sonarr")
+
+
+@pytest.mark.parametrize("moves, where", [(True, "/complete/tv"), (False, "/incomplete")])
+def test_a_deluge_label_that_applies_its_own_move(stack, moves, where):
+    d = stack.data
+    os.makedirs(d + "/torrents/complete/tv", exist_ok=True)
+    config = stack.add(
+        "deluge", "lscr.io/linuxserver/deluge", [(d + "/torrents", "/data/torrents")]
+    )
+    (config / "core.conf").write_text(
+        '{"file": 1}\n{"download_location": "/data/torrents/incomplete", "move_completed": true,'
+        ' "move_completed_path": "/data/torrents/complete"}'
+    )
+    (config / "label.conf").write_text(
+        '{"file": 1}{"labels": {"tv": {"apply_move_completed": true, "move_completed": %s,'
+        ' "move_completed_path": "/data/torrents/complete/tv"}}}' % json.dumps(moves)
+    )
+    stack.sonarr([(1, "Deluge", "Deluge", {"host": "deluge", "port": 8112, "tvCategory": "tv"})])
+    code, document = stack.check()
+    assert downloads(document)[0][1] == d + "/torrents" + where
+
+
+def test_the_arr_row_s_directory_overrides_deluge_s_default(stack):
+    d = stack.data
+    os.makedirs(d + "/torrents/complete/sonarr")
+    config = stack.add(
+        "deluge", "lscr.io/linuxserver/deluge", [(d + "/torrents", "/data/torrents")]
+    )
+    (config / "core.conf").write_text('{"file": 1}\n{"download_location": "/downloads"}')
+    row = {"host": "deluge", "port": 8112, "tvCategory": "tv",
+           "downloadDirectory": "/data/torrents/complete/sonarr"}  # fmt: skip
+    stack.sonarr([(1, "Deluge", "Deluge", row)])
+    code, document = stack.check()
+    assert downloads(document) == [("deluge", d + "/torrents/complete/sonarr", "hardlink")]
+
+
+def test_manual_mode_category_folders_are_not_graded(stack):
+    stack.guides()
+    qbittorrent(stack.config("qbittorrent"), automatic=False,
+                categories={"tv-sonarr": {"save_path": "/nowhere/tv"}})  # fmt: skip
+    code, document = stack.check()
+    assert ("manual-mode", "qbittorrent", "warning") in kinds(document)
+    assert "save-unmounted" not in {kind for kind, _, _ in kinds(document)}
