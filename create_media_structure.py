@@ -253,6 +253,7 @@ KINDS: Dict[str, Kind] = {
     "mapping-needless": Kind("routes", WARNING, ""),
     "root-in-downloads": Kind("routes", PROBLEM, ""),
     "root-outside-media": Kind("routes", WARNING, ""),
+    "root-unmounted": Kind("routes", PROBLEM, ""),
     "hardlinks-off": Kind("routes", PROBLEM, "a warning for an importer with no torrent client"),
     "import-off": Kind("routes", WARNING, ""),
     "manual-mode": Kind("routes", WARNING, ""),
@@ -5344,7 +5345,19 @@ def _root_findings(
     holding them), whether or not a row names that client."""
     media = judge.scene.media
     findings = []
-    for root, host, _ in roots:
+    for root, host, point in roots:
+        if not host and not point and importer.container is not None:
+            findings.append(
+                _app_finding(
+                    importer,
+                    "root-unmounted",
+                    root,
+                    "root folder %s is on none of its data mounts: what it imports stays "
+                    "inside the container, and is gone with it" % root,
+                    "one mount of the whole tree (- %s:/data), the root folder under "
+                    "/data/media" % judge.scene.root,
+                )
+            )
         if host and judge.scene.in_tree(host) and not inside(host, media):
             findings.append(
                 _app_finding(
@@ -5402,8 +5415,11 @@ def _route(
     if not download:  # no save folder set, or one on no mount of the host's
         cause = "named-volume" if point else "save-unmounted" if folder else ""
         result = "unseen" if cause == "save-unmounted" else "unknown"
-        routes.append(route._replace(result=result, cause=cause, why="" if folder else (
-            "the client has no save folder set")))  # fmt: skip
+        why = "" if folder else "the client has no save folder set"
+        routes += [
+            route._replace(root=host, result=result, cause=cause, why=why)
+            for _, host, _ in roots or (("", "", ""),)
+        ]  # one per root folder
         return []
     route = route._replace(download=download)
     seen_as, mapping = through_mappings(importer.settings.mappings, row.host, folder)
@@ -5463,8 +5479,8 @@ def _import_result(
     torrent = CLIENT_APPS[client.kind] == "torrent"
     if torrent and not importer.settings.hardlinks:
         return "copy", "hardlinks-off"
-    if not root_host:
-        return "copy", "named-volume" if root_point else "import-copies"
+    if not root_host:  # a volume's, or on no data mount: the library stays in the container
+        return "copy", "named-volume" if root_point else "root-unmounted"
     if root_point == seen_point and device_of(download) == device_of(root_host):
         return "hardlink" if torrent else "move", ""
     if _said(judge, "split-mounts", (importer.name,)):

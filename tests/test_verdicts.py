@@ -409,3 +409,30 @@ def test_manual_mode_category_folders_are_not_graded(stack):
     code, document = stack.check()
     assert ("manual-mode", "qbittorrent", "warning") in kinds(document)
     assert "save-unmounted" not in {kind for kind, _, _ in kinds(document)}
+
+
+# -- what the check covers -------------------------------------------------------------------------
+
+
+def test_a_root_folder_on_no_data_mount(stack):
+    # /tv with no /tv volume: the library stays inside the container; not "two mounts".
+    stack.guides(roots=("/tv", "/data/media/tv"))
+    code, document = stack.check()
+    assert ("root-unmounted", "sonarr", "problem") in kinds(document)
+    assert "import-copies" not in {kind for kind, _, _ in kinds(document)}
+    qb = [r for r in document["routes"] if r["client"] == "qbittorrent"]
+    assert [(r["root"], r["result"], r["cause"]) for r in qb] == [
+        (None, "copy", "root-unmounted"),
+        (stack.data + "/media/tv", "hardlink", None),
+    ]
+
+
+def test_an_unseen_download_still_has_a_row_per_root_folder(stack):
+    stack.guides(roots=("/data/media/tv", "/data/media/anime/tv"))
+    qbittorrent(stack.config("qbittorrent"), save="/downloads")  # on no mount
+    code, document = stack.check()
+    qb = [r for r in document["routes"] if r["client"] == "qbittorrent"]
+    assert [(r["root"], r["result"]) for r in qb] == [
+        (stack.data + "/media/tv", "unseen"),
+        (stack.data + "/media/anime/tv", "unseen"),
+    ]
