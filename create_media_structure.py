@@ -3631,8 +3631,14 @@ def _split_mounts(scene: Scene) -> List[Finding]:
             and downloads
             and not any(_covers(m, media) and joined(m, d) for m in library for d in downloads)
         )
-        if split_in_tree or (elsewhere and downloads):
-            points = sorted({m.container for m in library + elsewhere + downloads})
+        # Two data mounts, neither inside the other (an Unraid template's /downloads and
+        # /tv, each from its own share folder): two mounts, whatever the clients mount.
+        disjoint = [m for m in binds if not any(
+            other is not m and (inside(m.host, other.host) or inside(other.host, m.host))
+            for other in binds)]  # fmt: skip
+        whole = any(inside(root, m.host) for m in binds)  # one mount holds the whole tree
+        if split_in_tree or (elsewhere and downloads) or (len(disjoint) > 1 and not whole):
+            points = sorted({m.container for m in library + elsewhere + downloads + disjoint})
             findings.append(
                 _found(
                     importer,

@@ -436,3 +436,18 @@ def test_an_unseen_download_still_has_a_row_per_root_folder(stack):
         (stack.data + "/media/tv", "unseen"),
         (stack.data + "/media/anime/tv", "unseen"),
     ]
+
+
+def unraid_sonarr(stack, binds):
+    stack.containers.append(inspect("sonarr", "lscr.io/linuxserver/sonarr", binds))
+
+
+def test_two_disjoint_data_mounts_are_split_whatever_the_clients_mount(stack, tmp_path):
+    # Unraid's templates: /downloads and /tv, each bound from its own share folder; no
+    # client in this stack mounts either.
+    for name in ("downloads", "tv"):
+        (tmp_path / "user" / name).mkdir(parents=True)
+    unraid_sonarr(stack, [(str(tmp_path / "user/downloads"), "/downloads"),
+                          (str(tmp_path / "user/tv"), "/tv")])  # fmt: skip
+    code, document = stack.check()
+    assert ("split-mounts", "sonarr", "problem") in kinds(document, "containers")
