@@ -5104,6 +5104,7 @@ class Judge(NamedTuple):
     containers: List[Container]
     clients: List[App]
     downloads: List[Tuple[App, str, str]]  # each client's folders: (client, folder, host)
+    mounts: Sequence[Mount]  # this machine's mount table (a bind mount inside the tree)
 
 
 def check_routes(
@@ -5125,7 +5126,7 @@ def check_routes(
     clients = [a for a in apps if a.kind in CLIENT_APPS]
     downloads = [(c, folder, to_host(c, folder)[0]) for c in clients
                  for folder in client_folders(c.settings)]  # fmt: skip
-    judge = Judge(scene, said, list(containers), clients, downloads)
+    judge = Judge(scene, said, list(containers), clients, downloads, load_mounts()[0] or ())
     importers = [a for a in apps if a.kind in IMPORTER_APPS]
     roots = {a.name: [(root,) + to_host(a, root) for root in a.settings.roots] for a in importers}
     routes: List[Route] = []
@@ -5487,8 +5488,14 @@ def _import_result(
         return "copy", "hardlinks-off"
     if not root_host:  # a volume's, or on no data mount: the library stays in the container
         return "copy", "named-volume" if root_point else "root-unmounted"
-    if root_point == seen_point and device_of(download) == device_of(root_host):
+    # A bind mount inside the tree between them is a second mount of one filesystem: a
+    # link or rename across it fails with EXDEV, as the probes show, whatever st_dev says.
+    real_download, real_root = os.path.realpath(download), os.path.realpath(root_host)
+    one_mount = mount_of(real_download, judge.mounts) == mount_of(real_root, judge.mounts)
+    if root_point == seen_point and device_of(download) == device_of(root_host) and one_mount:
         return "hardlink" if torrent else "move", ""
+    if root_point == seen_point and not one_mount:
+        return "copy", "mount-point"
     if _said(judge, "split-mounts", (importer.name,)):
         return "copy", "split-mounts"
     if _said(judge, "outside-tree", (importer.name, client.name), (download, root_host)):

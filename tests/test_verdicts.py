@@ -3,6 +3,7 @@
 import json
 import os
 import sqlite3
+import subprocess
 
 import pytest
 import test_routes
@@ -16,7 +17,7 @@ from test_routes import (
     sab_row,
 )
 
-from conftest import cms
+from conftest import cms, needs_root
 
 TREE_OPTIONS = test_routes.TREE_OPTIONS  # the tree fixture: the apps' owner, as root
 
@@ -451,3 +452,24 @@ def test_two_disjoint_data_mounts_are_split_whatever_the_clients_mount(stack, tm
                           (str(tmp_path / "user/tv"), "/tv")])  # fmt: skip
     code, document = stack.check()
     assert ("split-mounts", "sonarr", "problem") in kinds(document, "containers")
+
+
+@needs_root
+def test_a_bind_mount_inside_the_tree_makes_the_route_a_copy(stack, tmp_path):
+    # media/tv bound from a folder of the same filesystem: st_dev is the same, but a link
+    # from the downloads into it fails with EXDEV (the probes say so too).
+    stack.guides()
+    folder = tmp_path / "tv-elsewhere"
+    folder.mkdir()
+    tv = stack.data + "/media/tv"
+    proc = subprocess.run(["mount", "--bind", str(folder), tv], stderr=subprocess.PIPE)
+    if proc.returncode:
+        pytest.skip("cannot bind-mount here: %s" % proc.stderr.decode().strip())
+    try:
+        code, document = stack.check()
+    finally:
+        subprocess.run(["umount", "-l", tv], check=False)
+    qb = [r for r in document["routes"] if r["client"] == "qbittorrent"]
+    assert [(r["result"], r["cause"]) for r in qb] == [("copy", "mount-point")]
+    assert ("mount-point", "", "problem") in kinds(document, "filesystem")
+    assert code == 1
