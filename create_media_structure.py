@@ -2908,23 +2908,71 @@ def grade(severities: Set[str], otherwise: str = "ok") -> str:
 # (`docker inspect`, or saved inspect / compose JSON) and judges each container
 # by its role: host paths and mounts are compared, never container path strings.
 
-# Roles by image name (the last part of it, without registry or tag).
-ROLE_IMAGES = (  # the first match wins: tools named after an app come first
-    ("other", ("prowlarr", "jackett", "flaresolverr", "overseerr", "jellyseerr", "tautulli",
-               "ombi", "requestrr", "recyclarr", "unpackerr", "notifiarr", "homarr", "organizr",
-               "watchtower", "portainer", "gluetun", "nginx", "traefik", "swag", "kometa",
-               "plex-meta-manager", "plex-auto-languages", "plextraktsync", "jellystat")),
-    ("download client", ("qbittorrent", "transmission", "deluge", "rtorrent", "rutorrent",
-                         "sabnzbd", "nzbget", "jdownloader", "pyload")),
-    ("importer", ("sonarr", "radarr", "lidarr", "readarr", "whisparr", "mylar")),
-    ("media server", ("plex", "pms-docker", "jellyfin", "emby")),
-    ("library reader", ("bazarr",)),
-)  # fmt: skip
-# Which source folder each download client needs (the rest is more than it needs).
-CLIENT_SOURCES = (
-    ("usenet", ("sabnzbd", "nzbget")),
-    ("ddl", ("jdownloader", "pyload")),
-)
+
+class AppKind(NamedTuple):
+    """One kind of app: everything every section knows of it."""
+
+    role: str  # download client, importer, media server, library reader, other
+    images: Tuple[str, ...]  # keywords of its image's name (the last part, no tag)
+    source: str  # a download client's source folder of the tree: torrents, usenet, ddl
+    settings: Tuple[str, ...]  # its settings file below its config folder, each layout
+    reader: str  # the reader of those (READERS, in the routes); "" where none is read
+    port: int  # the web port it listens on where its settings don't say
+
+
+def _db_layouts(kind: str) -> Tuple[str, ...]:
+    return tuple(os.path.join(above, kind + ".db") for above in ("", "config", "app"))
+
+
+_PLEX_DB = "Plug-in Support/Databases/com.plexapp.plugins.library.db"
+_LIBRARIES = ("data/root/default", "root/default", "data/data/root/default")
+# Every app, once, in the order image names are matched: tools named after an app
+# (plex-meta-manager, jellystat) before the app.  Settings layouts: the images people
+# run (linuxserver, hotio, binhex, the official ones), and a native install given as
+# the folder that holds the file itself.
+APPS: Dict[str, AppKind] = {
+    "prowlarr": AppKind("other", ("prowlarr",), "", (), "", 9696),
+    "tool": AppKind("other", ("jackett", "flaresolverr", "overseerr", "jellyseerr", "tautulli",
+                              "ombi", "requestrr", "recyclarr", "unpackerr", "notifiarr",
+                              "homarr", "organizr", "watchtower", "portainer", "gluetun", "nginx",
+                              "traefik", "swag", "kometa", "plex-meta-manager",
+                              "plex-auto-languages", "plextraktsync", "jellystat"), "", (), "", 0),
+    "qbittorrent": AppKind("download client", ("qbittorrent",), "torrents", (
+        "qBittorrent/qBittorrent.conf", "config/qBittorrent.conf",
+        "qBittorrent/config/qBittorrent.conf", "qBittorrent.conf"), "qbittorrent", 8080),
+    "transmission": AppKind("download client", ("transmission",), "torrents", (
+        "settings.json", "transmission-daemon/settings.json"), "transmission", 9091),
+    "deluge": AppKind("download client", ("deluge",), "torrents",
+                      ("core.conf", "deluge/core.conf"), "deluge", 8112),
+    "rtorrent": AppKind("download client", ("rtorrent", "rutorrent"), "torrents", (
+        "rtorrent/rtorrent.rc", "rtorrent/.rtorrent.rc", ".rtorrent.rc", "rtorrent.rc"),
+        "rtorrent", 8080),
+    "sabnzbd": AppKind("download client", ("sabnzbd",), "usenet", (
+        "sabnzbd.ini", "config/sabnzbd.ini", "sabnzbd/sabnzbd.ini"), "sabnzbd", 8080),
+    "nzbget": AppKind("download client", ("nzbget",), "usenet",
+                      ("nzbget.conf", "config/nzbget.conf"), "nzbget", 6789),
+    "jdownloader": AppKind("download client", ("jdownloader",), "ddl", (), "", 5800),
+    "pyload": AppKind("download client", ("pyload",), "ddl", (), "", 8000),
+    "sonarr": AppKind("importer", ("sonarr",), "", _db_layouts("sonarr"), "importer", 8989),
+    "radarr": AppKind("importer", ("radarr",), "", _db_layouts("radarr"), "importer", 7878),
+    "lidarr": AppKind("importer", ("lidarr",), "", _db_layouts("lidarr"), "importer", 8686),
+    "readarr": AppKind("importer", ("readarr",), "", _db_layouts("readarr"), "importer", 8787),
+    "whisparr": AppKind("importer", ("whisparr",), "", _db_layouts("whisparr"), "importer",
+                        6969),
+    "mylar": AppKind("importer", ("mylar",), "", (), "", 8090),
+    "plex": AppKind("media server", ("plex", "pms-docker"), "", tuple(
+        os.path.join(above, _PLEX_DB) for above in (
+            "Library/Application Support/Plex Media Server", "Plex Media Server", "")),
+        "plex", 32400),
+    "jellyfin": AppKind("media server", ("jellyfin",), "", _LIBRARIES, "jellyfin", 8096),
+    "emby": AppKind("media server", ("emby",), "", _LIBRARIES, "jellyfin", 8096),
+    "bazarr": AppKind("library reader", ("bazarr",), "", (), "", 6767),
+}  # fmt: skip
+# The apps whose settings are read (--app's KIND), and those of a role among them.
+READ_APPS = tuple(kind for kind, app in APPS.items() if app.reader)
+CLIENT_APPS = tuple(k for k in READ_APPS if APPS[k].role == "download client")
+IMPORTER_APPS = tuple(k for k in READ_APPS if APPS[k].role == "importer")
+SERVER_APPS = tuple(k for k in READ_APPS if APPS[k].role == "media server")
 # The group "users" that an image's app user is in besides PGID, where the image is
 # known: linuxserver's base images renumber it to 1000 (groupmod -g 1000 users); hotio's
 # keep Alpine's 100.  Any other image: PGID alone, as --owner is judged.
@@ -2949,7 +2997,7 @@ class Container(NamedTuple):
     mounts: List[ContainerMount]  # its data mounts only
     env: Dict[str, str]
     user: str
-    keyword: str  # the image keyword that decided the role
+    keyword: str  # its kind of APPS, from its image ("" unknown)
     config: str  # the host folder at its /config ("" none; a compose volume: its name)
     ident: str  # its id ("" from compose)
     hostname: str
@@ -3154,17 +3202,16 @@ BASE_IMAGES = ("debian", "ubuntu", "alpine", "busybox", "python", "node", "golan
 
 
 def _role(image: str, label: str) -> Tuple[str, str]:
-    """(role, keyword) from the image name; the compose service label is a hint only
+    """(role, kind of APPS) from the image name; the compose service label is a hint only
     where the image says nothing (a bare id, a name of no keyword), never for a base
     OS or language image (BASE_IMAGES); ('unknown', '')."""
     name = _image_name(image)
     if name in BASE_IMAGES:
         return "unknown", ""
     for text in (name, label.lower()):
-        for role, keywords in ROLE_IMAGES:
-            for keyword in keywords:
-                if text and not _bare_id(text) and keyword in text:
-                    return role, keyword
+        for kind, app in APPS.items():
+            if text and not _bare_id(text) and any(keyword in text for keyword in app.images):
+                return app.role, kind
     return "unknown", ""
 
 
@@ -3397,7 +3444,8 @@ def writer_groups(container: Container, gid: int) -> FrozenSet[int]:
 
 def own_source(client: Container) -> str:
     """The source folder a download client writes: usenet/, ddl/, else torrents/."""
-    return next((s for s, keys in CLIENT_SOURCES if client.keyword in keys), "torrents")
+    app = APPS.get(client.keyword)
+    return app.source if app is not None and app.source else "torrents"
 
 
 # A writer the tree doesn't let write: folders it can't, of how many, the first, an ACL seen.
@@ -3646,7 +3694,7 @@ def _split_mounts(scene: Scene) -> List[Finding]:
                     root,
                     "reaches downloads and library through %d mounts (%s): hardlinks and moves "
                     "between them fail with EXDEV, and %s copies every import without a warning"
-                    % (len(points), ", ".join(points), importer.keyword.capitalize()),
+                    % (len(points), ", ".join(points), (importer.keyword or "it").capitalize()),
                     "one bind of the whole tree in every importer: - %s:/data" % root,
                 )
             )
@@ -4047,39 +4095,6 @@ def verdicts(
 # a byte there, and follows each download from the client's folder to the importer's
 # root folders: hardlink, move, copy, unseen or unknown.
 
-CLIENT_APPS = {
-    "qbittorrent": "torrent",
-    "transmission": "torrent",
-    "deluge": "torrent",
-    "sabnzbd": "usenet",
-    "nzbget": "usenet",
-}
-IMPORTER_APPS = ("sonarr", "radarr", "lidarr", "readarr", "whisparr")
-SERVER_APPS = ("plex", "jellyfin", "emby")
-APP_KINDS = tuple(CLIENT_APPS) + IMPORTER_APPS + SERVER_APPS
-KEYWORD_APPS = {"pms-docker": "plex"}  # an image keyword that names an app otherwise
-# Where each app keeps its settings below its config folder, in the layouts of the
-# images people run (linuxserver, hotio, binhex, the official ones) and of a native
-# install given as the folder that holds the file itself.
-SETTINGS_FILES = {
-    "qbittorrent": ("qBittorrent/qBittorrent.conf", "config/qBittorrent.conf",
-                    "qBittorrent/config/qBittorrent.conf", "qBittorrent.conf"),
-    "transmission": ("settings.json", "transmission-daemon/settings.json"),
-    "deluge": ("core.conf", "deluge/core.conf"),
-    "sabnzbd": ("sabnzbd.ini", "config/sabnzbd.ini", "sabnzbd/sabnzbd.ini"),
-    "nzbget": ("nzbget.conf", "config/nzbget.conf"),
-    "plex": tuple(os.path.join(above, "Plug-in Support/Databases/com.plexapp.plugins.library.db")
-                  for above in ("Library/Application Support/Plex Media Server",
-                                "Plex Media Server", "")),
-    "jellyfin": ("data/root/default", "root/default", "data/data/root/default"),
-}  # fmt: skip
-SETTINGS_FILES["emby"] = SETTINGS_FILES["jellyfin"]
-SETTINGS_FILES.update(
-    {
-        kind: tuple(os.path.join(a, kind + ".db") for a in ("", "config", "app"))
-        for kind in IMPORTER_APPS
-    }
-)
 SETTINGS_LIMIT = 4 << 20  # a settings file bigger than this is not one
 DB_COPY_LIMIT = 64 << 20  # a db read through a private copy (a -wal without -shm)
 DB_ROWS = 100000  # rows of one table of settings (root folders, clients, ...)
@@ -4145,7 +4160,7 @@ class App(NamedTuple):
     """An app whose settings are read: a container, or one installed natively (--app)."""
 
     name: str
-    kind: str  # one of APP_KINDS
+    kind: str  # one of READ_APPS
     container: Optional[Container]  # None: native, its paths are the host's
     folder: str  # its config folder on the host (a docker volume's name, "" none)
     settings: Settings
@@ -4177,9 +4192,9 @@ def parse_app(text: str) -> Tuple[str, str]:
     """argparse type for --app KIND=DIR: the kind and the folder (which must exist)."""
     kind, equals, folder = text.partition("=")
     kind = kind.strip().lower()
-    if not equals or kind not in APP_KINDS:
+    if not equals or kind not in READ_APPS:
         raise argparse.ArgumentTypeError(
-            "%r: give KIND=DIR, KIND one of %s" % (text, " ".join(APP_KINDS))
+            "%r: give KIND=DIR, KIND one of %s" % (text, " ".join(READ_APPS))
         )
     if not folder.strip():  # KIND= (an unset shell variable) is not the current folder
         raise argparse.ArgumentTypeError("%r: DIR is empty; give KIND=DIR" % text)
@@ -4191,8 +4206,7 @@ def parse_app(text: str) -> Tuple[str, str]:
 
 def app_kind(container: Container) -> str:
     """The app whose settings a container holds ('' where none is read here)."""
-    kind = KEYWORD_APPS.get(container.keyword, container.keyword)
-    return kind if kind in APP_KINDS else ""
+    return container.keyword if container.keyword in READ_APPS else ""
 
 
 # -- reading, never writing: bounded, never waiting, never a traceback
@@ -4331,13 +4345,13 @@ def find_settings(kind: str, config: ConfigFolder) -> str:
     it; '' where the folder holds nothing yet.  Unread where it can't be looked in, where
     it holds things but none of the known layouts, or where a symlink is on the way."""
     holds = any(not name.startswith(".") for name in config.names())
-    for candidate in SETTINGS_FILES[kind]:
+    for candidate in APPS[kind].settings:
         found = config.kind(candidate)
         if found and (found == "folder") == (kind in ("jellyfin", "emby")):
             return os.path.normpath(candidate)
     if not holds:
         return ""
-    raise Unread("%s: none of %s" % (config.top, ", ".join(SETTINGS_FILES[kind])))
+    raise Unread("%s: none of %s" % (config.top, ", ".join(APPS[kind].settings)))
 
 
 def read_settings(kind: str, folder: str, inside_at: str) -> Settings:
@@ -4349,7 +4363,7 @@ def read_settings(kind: str, folder: str, inside_at: str) -> Settings:
         return NOTHING_SET
     source = Source(config, relative)
     seen_at = os.path.normpath(os.path.join(inside_at, os.path.dirname(relative)))
-    reader = READERS["importer" if kind in IMPORTER_APPS else kind]
+    reader = READERS[APPS[kind].reader]
     path = source.path
     try:
         return reader(source, seen_at)
@@ -4428,7 +4442,7 @@ def _qbittorrent(source: Source, seen_at: str) -> Settings:
         subfolders=True,
         incomplete=incomplete,
         manual=manual,
-        port=_port(value("WebUI\\Port", "Preferences"), 8080),
+        port=_port(value("WebUI\\Port", "Preferences"), APPS["qbittorrent"].port),
     )
 
 
@@ -4464,7 +4478,7 @@ def _transmission(source: Source, seen_at: str) -> Settings:
     return NOTHING_SET._replace(
         save=_joined("/", save),
         subfolders=True,
-        port=_port(value("rpc-port"), 9091),
+        port=_port(value("rpc-port"), APPS["transmission"].port),
         incomplete=_joined("/", incomplete),
     )
 
@@ -4501,7 +4515,7 @@ def _deluge(source: Source, seen_at: str) -> Settings:
         save=_joined("/", save),
         categories=categories,
         incomplete=_joined("/", grow) if moved else "",
-        port=_port(web.get("port"), 8112),
+        port=_port(web.get("port"), APPS["deluge"].port),
     )
 
 
@@ -4542,7 +4556,7 @@ def _sabnzbd(source: Source, seen_at: str) -> Settings:
         save=categories.get("*", complete),
         categories=categories,
         incomplete=incomplete,
-        port=_port(misc.get("port"), 8080),
+        port=_port(misc.get("port"), APPS["sabnzbd"].port),
     )
 
 
@@ -4585,7 +4599,35 @@ def _nzbget(source: Source, seen_at: str) -> Settings:
         subfolders=append,  # a category it doesn't define gets its folder too
         caseless=True,
         incomplete=value("InterDir", "${MainDir}/intermediate"),
-        port=_port(options.get("controlport"), 6789),
+        port=_port(options.get("controlport"), APPS["nzbget"].port),
+    )
+
+
+def _rtorrent(source: Source, seen_at: str) -> Settings:
+    """rTorrent's .rtorrent.rc: its download folder (directory.default.set, or the old
+    directory), a move on completion where a method.set_key on event.download.finished
+    sets d.directory (or moves with mv), and its SCGI port."""
+    import re
+
+    settings: Dict[str, str] = {}
+    finished = ""
+    for raw in source.text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        key, equals, given = line.partition("=")
+        if not equals:
+            continue
+        key, given = key.strip(), given.strip().strip('"')
+        settings[key] = given
+        if key == "method.set_key" and "event.download.finished" in given:
+            moved = re.search(r"d\.directory\.set\s*=\s*([^;,\"]+)", given) or re.search(
+                r"execute[.\w]*\s*=\s*mv,-u,\$d\.base_path=,([^;,\"]+)", given)  # fmt: skip
+            finished = moved.group(1).strip() if moved else finished
+    grow = settings.get("directory.default.set") or settings.get("directory", "")
+    port = settings.get("network.scgi.open_port", "").rpartition(":")[2]
+    return NOTHING_SET._replace(
+        save=_joined(seen_at, finished or grow),
+        incomplete=_joined(seen_at, grow) if finished else "",
+        port=_port(port, APPS["rtorrent"].port),
     )
 
 
@@ -4685,9 +4727,11 @@ def _jellyfin(source: Source, seen_at: str) -> Settings:
     return NOTHING_SET._replace(libraries=tuple(paths))
 
 
-# Each app's reader: (its settings file, the folder the app sees it in) -> Settings.
+# Each reader an app of APPS names: (its settings file, the folder the app sees it in)
+# -> Settings.
 READERS: Dict[str, Callable[[Source, str], Settings]] = {
     "qbittorrent": _qbittorrent,
+    "rtorrent": _rtorrent,
     "transmission": _transmission,
     "deluge": _deluge,
     "sabnzbd": _sabnzbd,
@@ -4695,7 +4739,6 @@ READERS: Dict[str, Callable[[Source, str], Settings]] = {
     "importer": _importer,
     "plex": _plex,
     "jellyfin": _jellyfin,
-    "emby": _jellyfin,
 }
 
 
@@ -5303,7 +5346,7 @@ def _importer_findings(
     torrent_rows = [
         r
         for r in settings.rows
-        if CLIENT_APPS.get(r.implementation.lower(), "torrent") == "torrent"
+        if APPS.get(r.implementation.lower(), APPS["qbittorrent"]).source == "torrents"
     ]
     if not settings.hardlinks:  # usenet imports move either way: a torrent client's copy
         findings.append(
@@ -5483,7 +5526,7 @@ def _import_result(
 ) -> Tuple[str, str]:  # fmt: skip
     """What an import from a download folder the importer sees into a root folder is
     (hardlink, move or copy), and the kind of finding that says why where not."""
-    torrent = CLIENT_APPS[client.kind] == "torrent"
+    torrent = APPS[client.kind].source == "torrents"
     if torrent and not importer.settings.hardlinks:
         return "copy", "hardlinks-off"
     if not root_host:  # a volume's, or on no data mount: the library stays in the container
@@ -7368,7 +7411,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_app,
         metavar="KIND=DIR",
         help="with --check or --relink: read the settings of an app installed without docker "
-        "from DIR, its config folder (repeatable); KIND: %s" % " ".join(APP_KINDS),
+        "from DIR, its config folder (repeatable); KIND: %s" % " ".join(READ_APPS),
     )
     parser.add_argument(
         "--min-size",

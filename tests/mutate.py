@@ -29,6 +29,27 @@ SCRIPT = "create_media_structure.py"
 # (name, the exact text in the script, what it becomes)
 MUTATIONS = [
     (
+        "the registry gives Sonarr the wrong role (APPS)",
+        '"sonarr": AppKind("importer", ("sonarr",)',
+        '"sonarr": AppKind("other", ("sonarr",)',
+    ),
+    (
+        "the registry puts SABnzbd's downloads in torrents/ (APPS)",
+        '"sabnzbd": AppKind("download client", ("sabnzbd",), "usenet"',
+        '"sabnzbd": AppKind("download client", ("sabnzbd",), "torrents"',
+    ),
+    (
+        "a remote path mapping taken longest-first, not first by Id (through_mappings)",
+        "    for mapping in mappings:\n        remote = app_path(mapping[1]) if",
+        "    for mapping in sorted(mappings, key=lambda m: -len(m[1])):\n"
+        "        remote = app_path(mapping[1]) if",
+    ),
+    (
+        "a seedbox's address taken for the local client on its port (match_client)",
+        "    elif host in own:  # this machine",
+        "    elif True:  # this machine",
+    ),
+    (
         "an import of two inodes of one size taken for a hardlink (classify_import)",
         "same = (library.st_dev, library.st_ino) == (download.st_dev, download.st_ino)",
         "same = library.st_size == download.st_size",

@@ -414,7 +414,9 @@ def compose_config(tree):
 def test_roles_by_image_then_label():
     import create_media_structure as cms
 
-    assert cms._role("meisnate12/plex-meta-manager:latest", "") == ("other", "plex-meta-manager")
+    # A tool named after an app is matched first: the kind of APPS it is, not plex.
+    assert cms._role("meisnate12/plex-meta-manager:latest", "") == ("other", "tool")
+    assert cms._role("plexinc/pms-docker", "") == ("media server", "plex")
     assert cms._role("ghcr.io/hotio/sonarr:release", "radarr")[0] == "importer"
     assert cms._role("sha256:" + "ab" * 32, "bazarr") == ("library reader", "bazarr")
     assert cms._role("example/my-own-thing", "sabnzbd") == ("download client", "sabnzbd")

@@ -461,13 +461,18 @@ def test_a_seedbox_and_a_disabled_row(stack, run):
             qb_row(host="seedbox.example.net", port=443),
             qb_row(enable=0),
             (1, "rTorrent", "RTorrent", {"host": "rtorrent", "port": 5000}),
+            (1, "Blackhole", "TorrentBlackhole", {"watchFolder": "/data/torrents/complete"}),
         ]
     )
     code, document = stack.check()
     assert code == 0
-    assert results(document) == [("seedbox.example.net", "tv-sonarr", "sonarr", "unknown", None)]
+    # rTorrent is read (APPS has it): a row naming no container here is another machine's.
+    assert results(document) == [
+        ("seedbox.example.net", "tv-sonarr", "sonarr", "unknown", None),
+        ("rtorrent", None, "sonarr", "unknown", None),
+    ]
     assert routes_findings(document) == []
-    assert any("RTorrent" in note and "not read here" in note for note in document["notes"])
+    assert any("TorrentBlackhole" in note and "not read here" in note for note in document["notes"])
     code, out, _ = stack.text()
     assert "  seedbox.example.net [tv-sonarr] -> sonarr: unknown: client not on this machine" in out
 

@@ -473,3 +473,48 @@ def test_a_bind_mount_inside_the_tree_makes_the_route_a_copy(stack, tmp_path):
     assert [(r["result"], r["cause"]) for r in qb] == [("copy", "mount-point")]
     assert ("mount-point", "", "problem") in kinds(document, "filesystem")
     assert code == 1
+
+
+# -- the registry: one record per app -------------------------------------------------------------
+
+
+def test_every_app_has_one_record_read_by_every_section():
+    roles = {"download client", "importer", "media server", "library reader", "other"}
+    assert {app.role for app in cms.APPS.values()} == roles
+    for kind, app in cms.APPS.items():
+        assert not app.reader or app.reader in cms.READERS, kind
+        assert not app.reader or app.settings, kind
+        assert app.source in (("torrents", "usenet", "ddl") if app.role == "download client"
+                              else ("",)), kind  # fmt: skip
+    assert tuple(k for k, a in cms.APPS.items() if a.reader) == cms.READ_APPS
+    assert "rtorrent" in cms.CLIENT_APPS and "prowlarr" not in cms.READ_APPS
+
+
+@pytest.mark.parametrize(
+    "rc, save, grow",
+    [
+        ("directory.default.set = /data/torrents/complete\n", "/complete", ""),
+        ("directory = /data/torrents/complete\n", "/complete", ""),  # the old key
+        (
+            "directory.default.set = /data/torrents/incomplete\n"
+            'method.set_key = event.download.finished,move_complete,"d.directory.set='
+            '/data/torrents/complete/;execute=mv,-u,$d.base_path=,/data/torrents/complete/"\n'
+            "network.scgi.open_port = 0.0.0.0:5000\n",
+            "/complete",
+            "/incomplete",
+        ),
+    ],
+)
+def test_rtorrent_is_one_record_and_one_reader(stack, rc, save, grow):
+    d = stack.data
+    config = stack.add("rutorrent", "crazymax/rtorrent-rutorrent",
+                       [(d + "/torrents", "/data/torrents")])  # fmt: skip
+    (config / "rtorrent").mkdir()
+    (config / "rtorrent" / ".rtorrent.rc").write_text(rc)
+    row = (1, "rTorrent", "RTorrent", {"host": "rutorrent", "port": 8080, "tvCategory": "tv"})
+    stack.sonarr([row])
+    code, document = stack.check()
+    assert downloads(document) == [("rutorrent", d + "/torrents" + save, "hardlink")]
+    assert code == 0, document["findings"]
+    settings = cms.settings_of("rtorrent", str(config), "/config")
+    assert settings.incomplete == ("/data/torrents" + grow if grow else "")
