@@ -2750,14 +2750,13 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     mounts, no_table = load_mounts()
     if no_table:
         notes.append(no_table + ": bind mounts inside the tree were not checked, devices were")
-    more, fs_notes = filesystem_findings(walk, steps, mounts, pairs)
-    findings += more
+    boundaries, fs_notes = filesystem_findings(walk, steps, mounts, pairs)
     root_mount = mount_of(real_path_of(walk.fds[(DATA,)], steps[0].path), mounts or ())
     # A mount below the tree is in the mount table (see filesystem_findings); a btrfs or
     # bcachefs subvolume, or any boundary where there is no table, only in st_dev.
     devices = root_mount is None or root_mount.fstype in SUBVOLUMES
     if devices:
-        findings += library_boundaries(walk, steps, root_mount, pairs)
+        boundaries += library_boundaries(walk, steps, root_mount, pairs)
     notes = fs_notes + notes
     probes = with_fuse_flags(walk, plan_probes(steps, pairs), mounts)
     places = {parts for _, src, dst in probes.pairs for parts in (src, dst)}
@@ -2783,6 +2782,14 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
                 os.close(lock)
         notes += probe_notes
         probe_found = probe_findings(results, probes, walk, probed_as)
+        boundaries, probe_found, across = crossed_boundaries(
+            boundaries, probe_found, results, probes, walk
+        )
+        if across and not any(item.section == "probes" for item in probe_found):
+            sections["probes"] = (
+                "%d of %d import pair(s) fail across a boundary (see filesystem)"
+                % (across, len(probes.pairs))
+            )
         unprobed = unprobed_pairs(results, probes)
         if unprobed and not any(item.section == "probes" for item in probe_found):
             sections["probes"] = (
@@ -2791,6 +2798,7 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
             )
     else:
         sections["probes"] = "not checked: no category has both complete/ and media/ folders"
+    findings += boundaries
     users = list(importers)  # whose downloads' links and moves the audit checks
     mode_findings: List[Finding] = []
     wrote: Set[str] = set()
@@ -2835,6 +2843,41 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     findings += download_boundaries(audits, root_mount)
     graded = _grades(findings, sections)
     return CheckResult(findings, notes, audits, graded, probed_as, probed_text, len(probes.pairs))
+
+
+def crossed_boundaries(
+    boundaries: List[Finding],
+    probe_found: List[Finding],
+    results: Sequence[ProbeResult],
+    probes: ProbePlan,
+    walk: Walk,
+) -> Tuple[List[Finding], List[Finding], int]:
+    """One cause, one finding: a boundary of the filesystem section (a mount, a
+    subvolume, a symlink to another disk) and the probes' EXDEV across it are one
+    problem, counted there with the crossing pairs' folders in its paths.  Returns the
+    boundaries, the probe findings left, and how many pairs were folded in."""
+    crossing = {index for index, stage, _, number, _ in results
+                if number == errno.EXDEV and stage in (Stage.HARDLINK, Stage.MOVE)}  # fmt: skip
+    folded: Set[int] = set()
+    joined = []
+    for boundary_found in boundaries:
+        mine = sorted(index for index in crossing if boundary_found.severity == PROBLEM and (
+            inside(walk.path(probes.pairs[index][1]), boundary_found.path)
+            != inside(walk.path(probes.pairs[index][2]), boundary_found.path)))  # fmt: skip
+        if mine:
+            folded.update(mine)
+            sources = sorted({walk.path(probes.pairs[index][1]) for index in mine})
+            boundary_found = boundary_found._replace(  # noqa: PLW2901 - the one finding, whole
+                detail="%s; the probes' hardlink and move of %d import pair(s) across it "
+                "failed so" % (boundary_found.detail, len(mine)),
+                paths=boundary_found.paths + tuple(sources),
+            )
+        joined.append(boundary_found)
+    crossed = {walk.path(probes.pairs[index][1]) for index in folded}
+    left = [item for item in probe_found if not (
+        item.errno == "EXDEV" and item.kind in ("hardlink-failed", "move-failed")
+        and item.path in crossed)]  # fmt: skip
+    return joined, left, len(folded)
 
 
 def download_boundaries(audits: Sequence[Audit], root_mount: Optional[Mount]) -> List[Finding]:

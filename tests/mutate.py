@@ -29,6 +29,11 @@ SCRIPT = "create_media_structure.py"
 # (name, the exact text in the script, what it becomes)
 MUTATIONS = [
     (
+        "the probes' EXDEV across a mount counted again beside it (crossed_boundaries)",
+        "        if mine:\n            folded.update(mine)",
+        "        if False:\n            folded.update(mine)",
+    ),
+    (
         "the registry gives Sonarr the wrong role (APPS)",
         '"sonarr": AppKind("importer", ("sonarr",)',
         '"sonarr": AppKind("other", ("sonarr",)',
