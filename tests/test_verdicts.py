@@ -518,3 +518,20 @@ def test_rtorrent_is_one_record_and_one_reader(stack, rc, save, grow):
     assert code == 0, document["findings"]
     settings = cms.settings_of("rtorrent", str(config), "/config")
     assert settings.incomplete == ("/data/torrents" + grow if grow else "")
+
+
+def test_overlapping_mounts_copy_and_see_the_client_s_path(stack):
+    # Sonarr: /data (the tree) and /data/torrents over it (the same folder again): the
+    # download is seen through /data/torrents, the root folder through /data: a copy, and
+    # no path-mismatch (it sees the folder at the client's own path).
+    d = stack.data
+    qb = stack.add("qbittorrent", "lscr.io/linuxserver/qbittorrent",
+                   [(d + "/torrents", "/data/torrents")])  # fmt: skip
+    qbittorrent(qb, categories={"tv-sonarr": {"save_path": ""}})
+    sonarr = stack.add("sonarr", "lscr.io/linuxserver/sonarr",
+                       [(d, "/data"), (d + "/torrents", "/data/torrents")])  # fmt: skip
+    arr_db(sonarr / "sonarr.db", ["/data/media/tv"], [qb_row()])
+    code, document = stack.check()
+    assert "path-mismatch" not in {kind for kind, _, _ in kinds(document, "containers")}
+    route = document["routes"][0]
+    assert (route["result"], route["cause"]) == ("copy", "import-copies")
