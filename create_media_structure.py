@@ -3696,15 +3696,8 @@ def _split_mounts(scene: Scene) -> List[Finding]:
     holds_a_source: Dict[str, bool] = {}
 
     def joined(library: ContainerMount, download: ContainerMount) -> bool:
-        """Whether one library mount reaches a source that the download mount does: it
-        holds the download's folder, or (inside it) a source of its own."""
-        if inside(download.host, library.host):
-            return True
-        if not inside(library.host, download.host):
-            return False
-        if library.host not in holds_a_source:
-            holds_a_source[library.host] = any(inside(s, library.host) for s in sources)
-        return holds_a_source[library.host]
+        """Whether one library mount reaches a source that the download mount does."""
+        return _joined_mounts(library, download, sources, holds_a_source)
 
     for importer in scene.importers:
         scene.poll()
@@ -3744,6 +3737,23 @@ def _split_mounts(scene: Scene) -> List[Finding]:
     return findings
 
 
+def _joined_mounts(
+    library: ContainerMount,
+    download: ContainerMount,
+    sources: Sequence[str],
+    holds_a_source: Dict[str, bool],
+) -> bool:
+    """Whether a library mount reaches a source that a download mount does: it holds the
+    download's folder, or (inside it) a source of its own (holds_a_source: a cache)."""
+    if inside(download.host, library.host):
+        return True
+    if not inside(library.host, download.host):
+        return False
+    if library.host not in holds_a_source:
+        holds_a_source[library.host] = any(inside(s, library.host) for s in sources)
+    return holds_a_source[library.host]
+
+
 def _path_mismatches(scene: Scene) -> List[Finding]:
     """A client's folder that an importer sees at another container path, or nowhere.
 
@@ -3771,21 +3781,15 @@ def _path_mismatches(scene: Scene) -> List[Finding]:
                 at = _seen_at(covering[0], mount.host) if covering else ""
                 if at == mount.container:
                     continue
-                where = (
-                    "at %s" % at if at else "%s is %s there" % (mount.container, same_point[0].host)
-                )
+                where = "at %s" % at if at else "%s is %s there" % (
+                    mount.container, same_point[0].host)  # fmt: skip
                 # The example binds the tree's folder: one outside it is its own problem.
-                host = (
-                    mount.host
-                    if scene.in_tree(mount.host)
-                    else (os.path.join(root, own_source(client)))
-                )
+                host = mount.host if scene.in_tree(mount.host) else os.path.join(
+                    root, own_source(client))  # fmt: skip
                 seen_as = where if at else "nowhere (%s)" % where
-                same_path = (
-                    "mount %s at the same container path in both (e.g. - %s:/data in the "
-                    "importer and - %s:%s in the client), or, second best, a remote path "
-                    "mapping in " % (host, root, host, _seen_at(tree_bind, host))
-                )
+                same_path = "mount %s at the same container path in both (e.g. - %s:/data in " \
+                    "the importer and - %s:%s in the client), or, second best, a remote path " \
+                    "mapping in " % (host, root, host, _seen_at(tree_bind, host))  # fmt: skip
                 for order, importer in members:
                     detail = "%s saves to %s, but %s sees that folder %s" % (
                         client.name, mount.container, importer.name, seen_as)  # fmt: skip
@@ -3794,16 +3798,11 @@ def _path_mismatches(scene: Scene) -> List[Finding]:
                     mismatches.append((order, item))
             findings += [item for _, item in sorted(mismatches, key=lambda pair: pair[0])]
             if not seen and scene.importers:
-                findings.append(
-                    _found(
-                        client,
-                        "path-mismatch",
-                        mount.host,
-                        "no importer sees %s (%s in %s)"
-                        % (mount.host, mount.container, client.name),
-                        "give the importers the whole tree: - %s:/data" % root,
-                    )
-                )
+                findings.append(_found(
+                    client, "path-mismatch", mount.host, "no importer sees %s (%s in %s)"
+                    % (mount.host, mount.container, client.name),
+                    "give the importers the whole tree: - %s:/data" % root,
+                ))  # fmt: skip
     return findings
 
 
@@ -3878,93 +3877,85 @@ def _ids_findings(
     blocked: the writers the tree doesn't let write (see blocked_writers); creator:
     the create command with the options given (creator_command).  A tree of root's is
     fixed by giving it to the apps' user, never the other way."""
-    blocked = blocked or {}
-    findings: List[Finding] = []
     known = [(c, container_ids(c)) for c in writers]
     known = [(c, ids) for c, ids in known if ids != (None, None)]
 
     def give(ids: str) -> str:
         return "give the tree to the apps' user: " + creator(" --owner " + ids)
 
+    findings = [item for container, ids in known for item in
+                _writer_ids(container, ids, tree_ids, root, blocked or {}, give)]  # fmt: skip
+    return findings + _shared_ids(known, tree_ids, root, give)
+
+
+def _writer_ids(
+    container: Container,
+    ids: Tuple[Optional[int], Optional[int]],
+    tree_ids: Optional[Tuple[int, int]],
+    root: str,
+    blocked: Blocked,
+    give: Callable[[str], str],
+) -> List[Finding]:
+    """One writer's ids: root, cannot-write (it can't write where it must), else ids (a
+    group other than the tree's)."""
+    uid, gid = ids
     users_tree = tree_ids is not None and tree_ids[0] != 0  # root's is given away instead
     owner = "%d:%d" % tree_ids if tree_ids is not None else ""
-    for container, (uid, gid) in known:
-        ids = "%s:%s" % ("?" if uid is None else uid, "?" if gid is None else gid)
-        to_match = (
-            "set PUID/PGID to the tree's owner (%s), or %s" % (owner, give(ids))
-            if users_tree
-            else give(ids)
-        )
-        if uid == 0:
-            fix = (
-                "set PUID/PGID to the tree's owner (%s)" % owner
-                if users_tree
-                else ("set PUID/PGID to the apps' user; then " + give("PUID:PGID"))
-            )
-            findings.append(
-                _found(
-                    container,
-                    "root",
-                    root,
-                    "runs as root (PUID 0 or no user): what it writes "
-                    "belongs to root, and the other apps can't change it",
-                    fix,
-                )
-            )
-        elif container.name in blocked:
-            cannot, of, example, acl = blocked[container.name]
-            findings.append(
-                _found(
-                    container,
-                    "cannot-write",
-                    root,
-                    "writes as %s, and can't write %d of the %d "
-                    "folders its downloads or imports go into, e.g. %s%s"
-                    % (ids, cannot, of, example, "; an ACL there may let it" if acl else ""),
-                    to_match,
-                    WARNING if acl else PROBLEM,
-                )
-            )
-        elif tree_ids is not None and gid is not None and gid != tree_ids[1]:
-            findings.append(
-                _found(
-                    container,
-                    "ids",
-                    root,
-                    "writes as %s, the tree belongs to %s" % (ids, owner),
-                    to_match,
-                )
-            )
+    said = "%s:%s" % ("?" if uid is None else uid, "?" if gid is None else gid)
+    to_match = give(said)
+    if users_tree:
+        to_match = "set PUID/PGID to the tree's owner (%s), or %s" % (owner, to_match)
+    if uid == 0:
+        fix = "set PUID/PGID to the tree's owner (%s)" % owner if users_tree else (
+            "set PUID/PGID to the apps' user; then " + give("PUID:PGID"))  # fmt: skip
+        detail = "runs as root (PUID 0 or no user): what it writes belongs to root, and the " \
+            "other apps can't change it"  # fmt: skip
+        return [_found(container, "root", root, detail, fix)]
+    if container.name in blocked:
+        cannot, of, example, acl = blocked[container.name]
+        return [_found(
+            container, "cannot-write", root,
+            "writes as %s, and can't write %d of the %d folders its downloads or imports go "
+            "into, e.g. %s%s" % (said, cannot, of, example,
+                                 "; an ACL there may let it" if acl else ""),
+            to_match, WARNING if acl else PROBLEM,
+        )]  # fmt: skip
+    if tree_ids is not None and gid is not None and gid != tree_ids[1]:
+        return [_found(container, "ids", root, "writes as %s, the tree belongs to %s"
+                       % (said, owner), to_match)]  # fmt: skip
+    return []
+
+
+def _shared_ids(
+    known: Sequence[Tuple[Container, Tuple[Optional[int], Optional[int]]]],
+    tree_ids: Optional[Tuple[int, int]],
+    root: str,
+    give: Callable[[str], str],
+) -> List[Finding]:
+    """The writers against each other: no group in common (ids), and where they run as
+    several users, each one whose UMASK keeps the others out (umask)."""
+    findings: List[Finding] = []
     gids = {ids[1] for _, ids in known if ids[1] is not None}
     if len(gids) > 1:
         group = tree_ids[1] if tree_ids is not None and tree_ids[1] != 0 else None
-        findings.append(
-            finding(
-                "ids",
-                root,
-                "the download clients and importers share no group (PGID %s)"
-                % ", ".join(str(g) for g in sorted(gids)),
-                "give them all the same PGID (the tree's group, %d)" % group
-                if group is not None
-                else "give them all the same PGID; then " + give("PUID:PGID"),
-            )
-        )
-    uids = {ids[0] for _, ids in known if ids[0] is not None}
-    if len(uids) > 1:
-        for container, _ in known:
-            umask = container.env.get("UMASK", container.env.get("UMASK_SET"))
-            if umask is None or umask.strip().lstrip("0") in ("22", ""):
-                findings.append(
-                    _found(
-                        container,
-                        "umask",
-                        root,
-                        "UMASK is %s while the apps run as different "
-                        "users: the others can't move or hardlink what it writes "
-                        "(fs.protected_hardlinks)" % ("unset (022)" if umask is None else umask),
-                        "set UMASK=002",
-                    )
-                )
+        findings.append(finding(
+            "ids", root, "the download clients and importers share no group (PGID %s)"
+            % ", ".join(str(g) for g in sorted(gids)),
+            "give them all the same PGID (the tree's group, %d)" % group if group is not None
+            else "give them all the same PGID; then " + give("PUID:PGID"),
+        ))  # fmt: skip
+    if len({ids[0] for _, ids in known if ids[0] is not None}) < 2:
+        return findings
+    for container, _ in known:
+        umask = container.env.get("UMASK", container.env.get("UMASK_SET"))
+        if umask is None or umask.strip().lstrip("0") in ("22", ""):
+            findings.append(_found(
+                container, "umask", root,
+                "UMASK is %s while the apps run as different users: the others can't move or "
+                "hardlink what it writes (fs.protected_hardlinks)"
+                % ("unset (022)" if umask is None else umask),
+                "set UMASK=002",
+            ))  # fmt: skip
     return findings
 
 
@@ -5222,28 +5213,9 @@ def check_routes(
     own: Set[str] = set()  # this machine's names and addresses, once an importer needs them
     for app in apps:
         scene.poll()
-        settings = app.settings
-        if settings.unread == NO_SQLITE:
-            quiet.append((app.name, NO_SQLITE))
-        elif settings.unread:
-            quiet.append((app.name, "settings unread"))
-            mine.append(
-                _app_finding(
-                    app,
-                    "settings-unread",
-                    app.folder,
-                    settings.unread,
-                    "check the folder bound at /config (or given to --app) "
-                    "holds the app's settings, readable by this user",
-                )
-            )
-        elif not (settings.save or settings.roots or settings.rows or settings.libraries):
-            quiet.append((app.name, "nothing configured"))  # set up later: nothing to say
-        elif app.kind in CLIENT_APPS:
-            mine += _client_findings(app, judge)
-        elif app.kind in IMPORTER_APPS:
-            own = own or own_addresses()
-            mine += _importer_findings(app, roots[app.name], judge, own, routes, needless, notes)
+        if app.kind in IMPORTER_APPS and not own:
+            own = own_addresses()
+        mine += _settings_findings(app, judge, roots, own, routes, needless, notes, quiet)
     for server in (a for a in apps if a.kind in SERVER_APPS and a.settings.libraries):
         mine += _library_findings(server, importers, roots)
     findings = [
@@ -5270,6 +5242,36 @@ def check_routes(
         notes = ([elsewhere + " (only the --app ones were)"] if elsewhere else []) + notes
     found = found._replace(findings=findings + mine, notes=found.notes + notes, sections=sections)
     return found, judged, Routes(routes, quiet, apps)
+
+
+def _settings_findings(
+    app: App,
+    judge: Judge,
+    roots: Dict[str, List[Tuple[str, str, str]]],
+    own: Set[str],
+    routes: List[Route],
+    needless: Set[Tuple[str, str, str]],
+    notes: List[str],
+    quiet: List[Tuple[str, str]],
+) -> List[Finding]:
+    """One app's findings from its settings: unread, nothing configured (no finding), a
+    client's folders, an importer's settings and routes."""
+    settings = app.settings
+    if settings.unread:
+        quiet.append((app.name, NO_SQLITE if settings.unread == NO_SQLITE else "settings unread"))
+        if settings.unread == NO_SQLITE:
+            return []
+        return [_app_finding(app, "settings-unread", app.folder, settings.unread,
+                             "check the folder bound at /config (or given to --app) holds the "
+                             "app's settings, readable by this user")]  # fmt: skip
+    if not (settings.save or settings.roots or settings.rows or settings.libraries):
+        quiet.append((app.name, "nothing configured"))  # set up later: nothing to say
+        return []
+    if app.kind in CLIENT_APPS:
+        return _client_findings(app, judge)
+    if app.kind in IMPORTER_APPS:
+        return _importer_findings(app, roots[app.name], judge, own, routes, needless, notes)
+    return []
 
 
 def _app_finding(
@@ -5500,8 +5502,7 @@ def _route(
     name = client.name if client is not None else row.host or row.name
     route = Route(name, row.category, importer.name, "", None, "", "unknown", "", why)
     if client is None or client.settings.unread:
-        cause = "settings-unread" if client is not None else ""
-        routes.append(route._replace(cause=cause))
+        routes.append(route._replace(cause="settings-unread" if client is not None else ""))
         return []
     folder = client_folder(client.settings, row.category, row.directory)
     download, point = to_host(client, folder)
@@ -5509,33 +5510,19 @@ def _route(
         cause = "named-volume" if point else "save-unmounted" if folder else ""
         result = "unseen" if cause == "save-unmounted" else "unknown"
         why = "" if folder else "the client has no save folder set"
-        routes += [
-            route._replace(root=host, result=result, cause=cause, why=why)
-            for _, host, _ in roots or (("", "", ""),)
-        ]  # one per root folder
+        routes += [route._replace(root=host, result=result, cause=cause, why=why)
+                   for _, host, _ in roots or (("", "", ""),)]  # one per root folder  # fmt: skip
         return []
     route = route._replace(download=download)
     seen_as, mapping = through_mappings(importer.settings.mappings, row.host, folder)
     seen, seen_point = to_host(importer, seen_as)
-    findings: List[Finding] = []
-    if not seen or not same_folder(seen, download):
-        where = "as another folder (%s)" % seen if seen else "nowhere"
-        if mapping is not None:
-            cause = "mapping-wrong"
-            detail = "its remote path mapping %s -> %s (host %s) turns %s's %s into %s, " \
-                "which it sees %s" % (mapping[1], mapping[2], mapping[0], client.name, folder,
-                                      seen_as, where)  # fmt: skip
-            fix = "mount the tree at the same path in both and remove the mapping"
-        else:
-            cause = "path-mismatch" if _said(judge, "path-mismatch", (client.name,), (download,)) \
-                else "import-unseen"  # fmt: skip
-            detail = "%s saves to %s, which it sees %s" % (client.name, folder, where)
-            fix = "mount %s at the same container path in both" % download
-        if cause != "path-mismatch":
-            findings.append(_app_finding(importer, cause, download, detail, fix, client.name))
+    if not seen or not same_folder(seen, download):  # it looks for it elsewhere
+        cause, finding_ = _unseen(importer, client, judge, folder, download, seen, seen_as,
+                                  mapping)  # fmt: skip
         routes += [route._replace(root=host, result="unseen", cause=cause) for _, host, _ in
                    roots or (("", "", ""),)]  # fmt: skip
-        return findings
+        return finding_
+    findings: List[Finding] = []
     if mapping is not None and seen_as != folder and client.container and importer.container:
         needless.add((client.name, importer.name, download))
         findings.append(_app_finding(
@@ -5552,15 +5539,41 @@ def _route(
                                        root_host, root_point)  # fmt: skip
         routes.append(route._replace(root=root_host, result=result, cause=cause))
         if cause == "import-copies":
-            apart = "under two mounts" if root_point != seen_point else (
-                "on two filesystems" if root_host else "on none of its data mounts")  # fmt: skip
+            apart = "under two mounts" if root_point != seen_point else "on two filesystems"
             findings.append(_app_finding(
-                importer, cause, root_host or root,
-                "%s's downloads (%s) and root folder %s are %s: every import is a copy"
-                % (client.name, seen_as, root, apart),
+                importer, cause, root_host, "%s's downloads (%s) and root folder %s are %s: "
+                "every import is a copy" % (client.name, seen_as, root, apart),
                 "one mount of the whole tree (- %s:/data), the root folder under /data/media"
                 % judge.scene.root, client.name))  # fmt: skip
     return findings
+
+
+def _unseen(
+    importer: App,
+    client: App,
+    judge: Judge,
+    folder: str,
+    download: str,
+    seen: str,
+    seen_as: str,
+    mapping: Optional[Tuple[str, str, str]],
+) -> Tuple[str, List[Finding]]:
+    """A download the importer looks for elsewhere: the cause (a wrong mapping, the
+    containers section's path-mismatch, else import-unseen) and its finding, if new."""
+    where = "as another folder (%s)" % seen if seen else "nowhere"
+    if mapping is not None:
+        detail = "its remote path mapping %s -> %s (host %s) turns %s's %s into %s, which it " \
+            "sees %s" % (mapping[1], mapping[2], mapping[0], client.name, folder, seen_as,
+                         where)  # fmt: skip
+        fix = "mount the tree at the same path in both and remove the mapping"
+        return "mapping-wrong", [_app_finding(importer, "mapping-wrong", download, detail, fix,
+                                              client.name)]  # fmt: skip
+    if _said(judge, "path-mismatch", (client.name,), (download,)):
+        return "path-mismatch", []  # the containers section counts it
+    detail = "%s saves to %s, which it sees %s" % (client.name, folder, where)
+    fix = "mount %s at the same container path in both" % download
+    return "import-unseen", [_app_finding(importer, "import-unseen", download, detail, fix,
+                                          client.name)]  # fmt: skip
 
 
 def _import_result(

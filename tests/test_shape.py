@@ -7,7 +7,10 @@ after everything it calls by design, so the rule holds for it as for the rest.
 """
 
 import ast
+import sys
 from typing import Dict, List, Set, Tuple
+
+import pytest
 
 from conftest import SCRIPT
 
@@ -85,3 +88,18 @@ def test_no_section_uses_another_sections_private_names():
 
 def test_nothing_calls_forward_into_a_later_section():
     assert uses(private=False) == []
+
+
+@pytest.mark.skipif(sys.version_info < (3, 8), reason="ast has end_lineno from Python 3.8")
+def test_no_function_of_the_containers_and_routes_is_over_60_lines():
+    """Issue 28: each rule of the containers and routes sections reads on one screen."""
+    titles, _, statements = sections()
+    first = next(at for at, title in enumerate(titles, 1) if "what the containers see" in title)
+    last = next(at for at, title in enumerate(titles, 1) if "imports, what the" in title)
+    long = [
+        (node.name, node.end_lineno - node.lineno + 1)  # type: ignore[attr-defined]
+        for section, node in statements
+        if first <= section < last and isinstance(node, ast.FunctionDef)
+        and node.end_lineno - node.lineno + 1 > 60  # type: ignore[attr-defined]
+    ]  # fmt: skip
+    assert long == []
