@@ -3564,6 +3564,12 @@ def rebase(path: str, old: str, new: str) -> str:
     return new if rest == "." else os.path.join(new, rest)
 
 
+def names_of(container: Container) -> Set[str]:
+    """The names another container may reach it by: its name, hostname, id, aliases."""
+    names = {container.name, container.hostname, container.ident, container.ident[:12]}
+    return {name.lower() for name in names.union(container.aliases) if name}
+
+
 class Scene(NamedTuple):
     """The containers by role, and the tree they are judged against."""
 
@@ -3575,6 +3581,9 @@ class Scene(NamedTuple):
     importers: List[Container]
     clients: List[Container]
     poll: Callable[[], None]  # a chance to stop, once per container a rule looks at
+    # Each importer's remote path mappings (its settings, where read): a client's folder
+    # an importer sees at another path through one is no path-mismatch.
+    mappings: Optional[Dict[str, Tuple[Tuple[str, str, str], ...]]] = None
 
     def in_tree(self, host: str) -> bool:
         return inside(host, self.root) or inside(os.path.realpath(host), self.real_root)
@@ -3589,6 +3598,7 @@ def judge_containers(
     creator: Callable[[str], str] = lambda options: "python3 %s%s" % (SCRIPT_NAME, options),
     poll: Callable[[], None] = nothing,
     cited: AbstractSet[str] = frozenset(),
+    mappings: Optional[Dict[str, Tuple[Tuple[str, str, str], ...]]] = None,
 ) -> List[Finding]:
     """Every containers finding, one rule after another: the mounts themselves
     (named-volume, outside-tree, read-only), split-mounts, path-mismatch, the readers'
@@ -3603,6 +3613,7 @@ def judge_containers(
         [c for c in containers if c.role == "importer"],
         [c for c in containers if c.role == "download client"],
         poll,
+        mappings,
     )
     findings: List[Finding] = []
     for rule in (_mount_findings, _split_mounts, _path_mismatches, _reader_findings,
@@ -3737,6 +3748,19 @@ def _split_mounts(scene: Scene) -> List[Finding]:
     return findings
 
 
+def _mapped(
+    scene: Scene, importer: Container, client: Container, client_path: str, seen_at: str
+) -> bool:
+    """Whether the importer's first remote path mapping for the client (by its host, in
+    Id order, any case) turns the client's path into the one the importer sees it at."""
+    names = names_of(client)
+    for host, given, local in (scene.mappings or {}).get(importer.name, ()):
+        remote = given.rstrip("/") or "/"
+        if host.lower() in names and inside(client_path, remote):
+            return rebase(client_path, remote, local.rstrip("/") or "/") == seen_at
+    return False
+
+
 def _joined_mounts(
     library: ContainerMount,
     download: ContainerMount,
@@ -3791,6 +3815,8 @@ def _path_mismatches(scene: Scene) -> List[Finding]:
                     "the importer and - %s:%s in the client), or, second best, a remote path " \
                     "mapping in " % (host, root, host, _seen_at(tree_bind, host))  # fmt: skip
                 for order, importer in members:
+                    if at and _mapped(scene, importer, client, mount.container, at):
+                        continue  # its mapping joins the two paths: the routes say so
                     detail = "%s saves to %s, but %s sees that folder %s" % (
                         client.name, mount.container, importer.name, seen_as)  # fmt: skip
                     item = _found(client, "path-mismatch", mount.host, detail,
@@ -4047,6 +4073,7 @@ def check_containers(
     loaded: Tuple[List[Container], str],
     poll: Callable[[], None] = nothing,
     owner_blocked: Optional[Tuple[int, int]] = None,
+    mappings: Optional[Dict[str, Tuple[Tuple[str, str, str], ...]]] = None,
 ) -> Tuple[CheckResult, List[Judged]]:
     """Add the containers section to a host check: findings, grade, and the list; poll
     runs once per container a rule looks at (a stack of thousands takes a while).
@@ -4081,6 +4108,7 @@ def check_containers(
             lambda options: creator_command(steps, options),
             poll,
             cited,
+            mappings,
         )
         findings += mine
         judged = verdicts(containers, mine, cited)
@@ -5013,12 +5041,6 @@ def settings_of(kind: str, folder: str, inside_at: str) -> Settings:
         return NOTHING_SET._replace(unread=NO_SQLITE)
 
 
-def names_of(container: Container) -> Set[str]:
-    """The names another container may reach it by: its name, hostname, id, aliases."""
-    names = {container.name, container.hostname, container.ident, container.ident[:12]}
-    return {name.lower() for name in names.union(container.aliases) if name}
-
-
 def namespace_owner(container: Container, containers: Sequence[Container]) -> Optional[Container]:
     """The container whose network namespace it shares (network_mode: service:gluetun,
     or container:<name or id>), or None."""
@@ -5186,18 +5208,18 @@ class Judge(NamedTuple):
 
 def check_routes(
     found: CheckResult,
-    judged: Optional[List[Judged]],
-    loaded: Tuple[List[Container], str],
-    native: Sequence[Tuple[str, str]],
+    containers: Sequence[Container],
+    loaded: Tuple[List[App], List[str], str],
     root: str,
     real_root: str,
     poll: Callable[[], None] = nothing,
-) -> Tuple[CheckResult, Optional[List[Judged]], Routes]:
+) -> Tuple[CheckResult, Routes]:
     """Add the routes section to a check: each download from the client's folder to
-    the importer's root folders, and what the apps' settings do wrong."""
-    containers, why_not = loaded
+    the importer's root folders, and what the apps' settings do wrong; loaded: the
+    apps, read once (load_apps), which the containers section read before."""
     scene = Scene(root, real_root, os.path.join(root, MEDIA), [], [], [], [], poll)
-    apps, notes, elsewhere = load_apps(containers, why_not, native)
+    apps, notes, elsewhere = loaded
+    native = [app for app in apps if app.container is None]
     sections = dict(found.sections)
     said = [f for f in found.findings if f.section == "containers"]
     clients = [a for a in apps if a.kind in CLIENT_APPS]
@@ -5218,21 +5240,6 @@ def check_routes(
         mine += _settings_findings(app, judge, roots, own, routes, needless, notes, quiet)
     for server in (a for a in apps if a.kind in SERVER_APPS and a.settings.libraries):
         mine += _library_findings(server, importers, roots)
-    findings = [
-        f
-        for f in found.findings
-        if not (
-            f.kind == "path-mismatch"
-            and any(
-                f.container == client and f.other == importer and inside(host, f.path)
-                for client, importer, host in needless
-            )
-        )
-    ]
-    if judged is not None and len(findings) != len(found.findings):
-        cited = {item.container.name for item in judged if item.verdict == CITED}
-        judged = verdicts([item.container for item in judged], findings, cited)
-        sections["containers"] = grade({f.severity for f in findings if f.section == "containers"})
     if elsewhere and not native:
         sections["routes"] = elsewhere
     elif not apps:
@@ -5240,8 +5247,9 @@ def check_routes(
     else:
         sections["routes"] = grade({f.severity for f in mine})
         notes = ([elsewhere + " (only the --app ones were)"] if elsewhere else []) + notes
-    found = found._replace(findings=findings + mine, notes=found.notes + notes, sections=sections)
-    return found, judged, Routes(routes, quiet, apps)
+    found = found._replace(findings=found.findings + mine, notes=found.notes + notes,
+                           sections=sections)  # fmt: skip
+    return found, Routes(routes, quiet, apps)
 
 
 def _settings_findings(
@@ -7701,7 +7709,14 @@ def check(
     judged: Optional[List[Judged]] = None
     routes: Optional[Routes] = None
     imports: Optional[Imports] = None
+    # The apps' settings, read once: the containers judge a path-mismatch with the
+    # importers' remote path mappings known, the routes and the imports read the rest.
+    apps: Optional[Tuple[List[App], List[str], str]] = None
     try:
+        if args.docker is not None or args.app:
+            apps = load_apps(loaded[0], loaded[1], args.app)
+        mappings = {app.name: app.settings.mappings for app in (apps[0] if apps else ())
+                    if app.kind in IMPORTER_APPS and app.container is not None}  # fmt: skip
         if args.docker is not None:
             owner_blocked: Optional[Tuple[int, int]] = None
             if args.owner is not None and any(
@@ -7710,10 +7725,10 @@ def check(
                 uid, gid, _ = probe_identity(args.owner)
                 owner_blocked = (uid, gid)
             found, judged = check_containers(found, walk, steps, pairs, loaded, signals.poll,
-                                             owner_blocked)  # fmt: skip
-        if args.docker is not None or args.app:
-            found, judged, routes = check_routes(found, judged, loaded, args.app, root,
-                                                 real_data_root(walk), signals.poll)  # fmt: skip
+                                             owner_blocked, mappings)  # fmt: skip
+        if apps is not None:
+            found, routes = check_routes(found, loaded[0], apps, root, real_data_root(walk),
+                                         signals.poll)  # fmt: skip
             found, imports = check_imports(found, routes, walk.base, signals.poll)
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: the check was stopped; it had changed nothing")

@@ -535,3 +535,32 @@ def test_overlapping_mounts_copy_and_see_the_client_s_path(stack):
     assert "path-mismatch" not in {kind for kind, _, _ in kinds(document, "containers")}
     route = document["routes"][0]
     assert (route["result"], route["cause"]) == ("copy", "import-copies")
+
+
+# -- one judgement per question -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mappings", [[("qbittorrent", "/downloads/", "/data/torrents/")], []])
+def test_no_later_section_changes_an_earlier_one_s_findings(stack, monkeypatch, mappings):
+    """The containers judge a path-mismatch with the importers' mappings known; the routes
+    only add findings (they used to remove the mismatch and regrade the containers)."""
+    seen = {}
+    real = cms.check_routes
+
+    def check_routes(found, *args):
+        result = real(found, *args)
+        seen["before"], seen["after"] = list(found.findings), list(result[0].findings)
+        seen["sections"] = (dict(found.sections), dict(result[0].sections))
+        return result
+
+    monkeypatch.setattr(cms, "check_routes", check_routes)
+    stack.guides()
+    stack.containers[0]["Mounts"][0]["Destination"] = "/downloads"
+    qbittorrent(stack.config("qbittorrent"), save="/downloads/complete")
+    arr_db(stack.config("sonarr") / "sonarr.db", ["/data/media/tv"], [qb_row()], mappings)
+    code, document = stack.check()
+    assert seen["after"][: len(seen["before"])] == seen["before"]
+    before, after = seen["sections"]
+    assert {k: v for k, v in after.items() if k in before} == before
+    mismatch = [f for f in seen["before"] if f.kind == "path-mismatch"]
+    assert bool(mismatch) is (not mappings)  # decided once, by the containers section
