@@ -2475,6 +2475,8 @@ def _list_downloads(
             continue
         loose_files = loose_bytes = seen = 0
         subfolders = {other[-1] for other in tree if other[:-1] == parts}  # the tree's own
+        if len(parts) == 2:  # the source itself: its downloads grow in incomplete/
+            subfolders |= {INCOMPLETE, COMPLETE}
         try:
             for name, is_dir, st in folder_entries(fd, lone_only=not who[0]):
                 seen += 1
@@ -2831,7 +2833,9 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
             if s.st is not None and s.folder.parts[:3] == (DATA, source, COMPLETE)
         ]
         if tree and tree[0] == (DATA, source, COMPLETE):
-            trees.append((source, tree))
+            # A client saving beside complete/ (TRaSH's data/torrents/<category>) saves
+            # inside the tree all the same: the source's own folder is listed too.
+            trees.append((source, tree + [(DATA, source)]))
     signals.poll()
     once = {user[1:]: user for user in reversed(users)}  # one each uid and groups, the first's
     users = [user for user in users if once[user[1:]] is user]
@@ -5931,6 +5935,7 @@ def index_files(
     wanted: Callable[[os.stat_result], bool],
     poll: Callable[[], None],
     unreadable: List[str],
+    skip: AbstractSet[Tuple[str, ...]] = frozenset(),
 ) -> Iterator[Tuple[FileEntry, os.stat_result]]:
     """Every regular file of at least min_size below top (symlinks never followed);
     poll runs before each folder (a library's walk can be long); a folder that can't
@@ -5952,7 +5957,8 @@ def index_files(
             unreadable.append(walk.path(parts))
         for name, is_dir, st in entries:
             if is_dir:
-                below.append(name)
+                if parts + (name,) not in skip:
+                    below.append(name)
             elif st is None:
                 continue
             elif name.startswith(RELINK_PREFIX):  # ours, a killed run's: never a copy
@@ -6193,9 +6199,10 @@ def find_and_relink(
     too_young = time.time() - min_age * 60  # an mtime after this is too young
     downloads: Dict[int, List[FileEntry]] = {}
     unreadable: List[str] = []
-    for source in SOURCES:
-        top = (DATA, source, COMPLETE)
-        found = index_files(walk, top, min_size, lambda st: True, signals.poll, unreadable)
+    for source in SOURCES:  # all of it but incomplete/ (TRaSH saves to data/torrents/tv)
+        top = (DATA, source)
+        found = index_files(walk, top, min_size, lambda st: True, signals.poll, unreadable,
+                            skip={(DATA, source, INCOMPLETE)})  # fmt: skip
         for entry, _ in found:
             if entry.size >= 0:
                 downloads.setdefault(entry.size, []).append(entry)
@@ -6308,8 +6315,8 @@ def _same_bytes_beside(fd: int, entry: FileEntry, comparer: Comparer) -> str:
 
 
 def _open_path(walk: Walk, parts: Tuple[str, ...]) -> Optional[int]:
-    """A folder below data/media or data/<source>/complete, opened name by name, no symlinks."""
-    depth = 2 if parts[1] == MEDIA else 3
+    """A folder below data/media or data/<source>, opened name by name, no symlinks."""
+    depth = 2
     try:
         fd: Optional[int] = os.open(".", DIR_FLAGS, dir_fd=walk.open(parts[:depth]))
     except (OSError, Error):
@@ -6939,9 +6946,12 @@ def report_audit(audits: Sequence[Audit], out: Output) -> None:
             % (result.source + ":", result.files, human_size(result.bytes), meaning)
         )
         for nbytes, files, folder, loose in result.biggest:
-            where = os.path.relpath(folder, result.path)
+            # Below complete/ as before; beside it (data/torrents/tv) from the source.
+            top = result.path if inside(folder, result.path) else os.path.dirname(result.path)
+            where = os.path.relpath(folder, top)
             if loose:  # not a download folder: say where the files lie
-                where = " directly in %s/" % (COMPLETE if where == os.curdir else where)
+                where = " directly in %s/" % (os.path.basename(top) if where == os.curdir
+                                              else where)  # fmt: skip
             else:
                 where = ": " + where
             out.line("    %10s in %d file(s)%s" % (human_size(nbytes), files, where))

@@ -29,6 +29,11 @@ SCRIPT = "create_media_structure.py"
 # (name, the exact text in the script, what it becomes)
 MUTATIONS = [
     (
+        "--relink takes what grows in incomplete/ for a download (find_and_relink)",
+        "                            skip={(DATA, source, INCOMPLETE)})",
+        "                            skip=set())",
+    ),
+    (
         "the probes' EXDEV across a mount counted again beside it (crossed_boundaries)",
         "        if mine:\n            folded.update(mine)",
         "        if False:\n            folded.update(mine)",

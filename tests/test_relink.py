@@ -1078,3 +1078,22 @@ def test_an_old_copy_a_killed_run_set_aside(tree, run):
     code, document, _ = relink(run, tree)  # a second run: nothing to do but name the stray
     assert (document["pairs"], document["leftovers_removed"]) == ([], 0)
     assert [item["path"] for item in document["set_aside"]] == [str(stray)]
+
+
+def test_downloads_beside_complete_are_seen_incomplete_ones_never(tree, run):
+    """TRaSH's own layout saves to data/torrents/<category>, not torrents/complete/: a
+    copied episode there was invisible to the audit and to --relink, and the check said
+    healthy.  incomplete/ is left out: what grows there is no download yet."""
+    data = tree / "data"
+    film = payload(31)
+    keep = write(data / "torrents/movies/Film.2020/film.mkv", film)  # beside complete/
+    copy = write(data / "media/movies/Film (2020)/film.mkv", film)
+    growing = payload(32)
+    write(data / "torrents/incomplete/Other/o.mkv", growing)
+    write(data / "media/movies/Other/o.mkv", growing)
+    code, out, _ = run("--path", str(tree), "--check")
+    assert "  torrents: 1 file(s), 2.0 MiB" in out  # the incomplete one is not counted
+    assert "       2.0 MiB in 1 file(s): movies\n" in out  # its category folder, as one
+    code, document, _ = relink(run, tree)
+    assert [(p["keep"], p["replace"]) for p in document["pairs"]] == [(str(keep), str(copy))]
+    assert inode(copy) == inode(keep)
