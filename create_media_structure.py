@@ -3044,7 +3044,7 @@ class Container(NamedTuple):
     mounts: List[ContainerMount]  # its data mounts only
     env: Dict[str, str]
     user: str
-    keyword: str  # its kind of APPS, from its image ("" unknown)
+    kind: str  # its kind of APPS, from its image ("" unknown)
     config: str  # the host folder at its /config ("" none; a compose volume: its name)
     ident: str  # its id ("" from compose)
     hostname: str
@@ -3114,6 +3114,9 @@ def looks_like_compose_yaml(text: str) -> bool:
 # the docker CLI's plugin (v2), then the standalone docker-compose v2.  docker-compose
 # 1.x has no --format: it prints its usage (exit 0), which is no JSON.
 COMPOSE_COMMANDS = (["docker", "compose"], ["docker-compose"])
+# What one that isn't there (or has no --format) says: try the next.
+NO_COMPOSE = ("unknown command", "not a docker command", "unknown flag", "unknown shorthand",
+              "no such option")  # fmt: skip
 
 
 def _compose_config(docker_input: str, text: str, where: str) -> str:
@@ -3146,14 +3149,7 @@ def _compose_config(docker_input: str, text: str, where: str) -> str:
         output: str = proc.stdout.decode("utf-8", "surrogateescape")
         if proc.returncode == 0 and output.lstrip().startswith("{"):
             return output
-        unknown = (
-            "unknown command",
-            "not a docker command",
-            "unknown flag",
-            "unknown shorthand",
-            "no such option",
-        )
-        if proc.returncode != 0 and not any(u in "\n".join(said).lower() for u in unknown):
+        if proc.returncode != 0 and not any(u in "\n".join(said).lower() for u in NO_COMPOSE):
             why = said[-1] if said else "exit code %d" % proc.returncode
             raise Error("%s: %s config: %s" % (where, " ".join(command), why), 2)
     raise Error(
@@ -3339,7 +3335,7 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
         )
     labels = _field(config, "Labels", (dict,), where)
     label = str(labels.get("com.docker.compose.service") or "")
-    role, keyword = _role(image, label)
+    role, kind = _role(image, label)
     name = _field(item, "Name", (str,), where).lstrip("/")
     user = _field(config, "User", (str,), where)
     host_config: Dict[str, Any] = _object(item.get("HostConfig"))
@@ -3351,7 +3347,7 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
         for binds in published.values() if isinstance(published, dict) else ():
             ports += [b.get("HostPort") for b in binds or () if isinstance(b, dict)]
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
-                     keyword, _config_folder(mounts), str(item.get("Id") or ""),
+                     kind, _config_folder(mounts), str(item.get("Id") or ""),
                      str(config.get("Hostname") or ""), str(host_config.get("NetworkMode") or ""),
                      tuple(a for a in aliases if a), _port_numbers(ports))  # fmt: skip
 
@@ -3445,12 +3441,12 @@ def _from_compose(
                 binds[mount.host])  # fmt: skip
             mount = mount._replace(type="bind", host=host)
         mounts.append(mount)
-    role, keyword = _role(image, name)
+    role, kind = _role(image, name)
     user = str(_field(item, "user", (str, int), where))
     aliases = [str(item.get("container_name") or "")] + _aliases(item.get("networks"), ("aliases",))
     ports: List[Any] = item["ports"] if isinstance(item.get("ports"), list) else []
     return Container(name, image, role, [m for m in mounts if _is_data_mount(m)], env, user,
-                     keyword, _config_folder(mounts), "", str(item.get("hostname") or ""),
+                     kind, _config_folder(mounts), "", str(item.get("hostname") or ""),
                      str(item.get("network_mode") or ""), tuple(a for a in aliases if a),
                      _port_numbers(ports))  # fmt: skip
 
@@ -3491,7 +3487,7 @@ def writer_groups(container: Container, gid: int) -> FrozenSet[int]:
 
 def own_source(client: Container) -> str:
     """The source folder a download client writes: usenet/, ddl/, else torrents/."""
-    app = APPS.get(client.keyword)
+    app = APPS.get(client.kind)
     return app.source if app is not None and app.source else "torrents"
 
 
@@ -3708,11 +3704,7 @@ def _split_mounts(scene: Scene) -> List[Finding]:
     sources = tree_sources + client_folders
     # A mount covers a client's folder where its host folder is that folder or above it.
     above_clients = {up for folder in client_folders for up in ancestors(folder)}
-    holds_a_source: Dict[str, bool] = {}
-
-    def joined(library: ContainerMount, download: ContainerMount) -> bool:
-        """Whether one library mount reaches a source that the download mount does."""
-        return _joined_mounts(library, download, sources, holds_a_source)
+    holds_a_source: Dict[str, bool] = {}  # a library mount's host folder: holds a source
 
     for importer in scene.importers:
         scene.poll()
@@ -3728,7 +3720,11 @@ def _split_mounts(scene: Scene) -> List[Finding]:
         split_in_tree = (
             library
             and downloads
-            and not any(_covers(m, media) and joined(m, d) for m in library for d in downloads)
+            and not any(
+                _covers(m, media) and _joined_mounts(m, d, sources, holds_a_source)
+                for m in library
+                for d in downloads
+            )
         )
         # Two data mounts, neither inside the other (an Unraid template's /downloads and
         # /tv, each from its own share folder): two mounts, whatever the clients mount.
@@ -3745,24 +3741,46 @@ def _split_mounts(scene: Scene) -> List[Finding]:
                     root,
                     "reaches downloads and library through %d mounts (%s): hardlinks and moves "
                     "between them fail with EXDEV, and %s copies every import without a warning"
-                    % (len(points), ", ".join(points), (importer.keyword or "it").capitalize()),
+                    % (len(points), ", ".join(points), (importer.kind or "it").capitalize()),
                     "one bind of the whole tree in every importer: - %s:/data" % root,
                 )
             )
     return findings
 
 
+def app_path(path: str) -> str:
+    """A path as the kernel reads it: //data/./tv/ is /data/tv (normpath keeps a
+    leading //)."""
+    clean = os.path.normpath(path)
+    return "/" + clean.lstrip("/") if clean.startswith("/") else clean
+
+
+def through_mappings(
+    mappings: Sequence[Tuple[str, str, str]], hosts: Union[str, AbstractSet[str]], path: str
+) -> Tuple[str, Optional[Tuple[str, str, str]]]:
+    """Where an importer looks for a client's path: through its remote path mapping for
+    that client (hosts: the row's host, or the names the client goes by, lower case),
+    else the path itself.  Sonarr and Radarr take the first mapping, in the order of
+    their Ids (the db's), whose host is the row's (any case) and whose remote path holds
+    the download: not the longest."""
+    if isinstance(hosts, str):
+        hosts = {hosts.lower()}
+    path = app_path(path)
+    for mapping in mappings:
+        remote = app_path(mapping[1]) if mapping[1] else ""
+        if mapping[0].lower() in hosts and remote and inside(path, remote):
+            return rebase(path, remote, app_path(mapping[2] or "/")), mapping
+    return path, None
+
+
 def _mapped(
     scene: Scene, importer: Container, client: Container, client_path: str, seen_at: str
 ) -> bool:
-    """Whether the importer's first remote path mapping for the client (by its host, in
-    Id order, any case) turns the client's path into the one the importer sees it at."""
-    names = names_of(client)
-    for host, given, local in (scene.mappings or {}).get(importer.name, ()):
-        remote = given.rstrip("/") or "/"
-        if host.lower() in names and inside(client_path, remote):
-            return rebase(client_path, remote, local.rstrip("/") or "/") == seen_at
-    return False
+    """Whether the importer's remote path mapping for the client (through_mappings) turns
+    the client's path into the one the importer sees it at."""
+    mappings = (scene.mappings or {}).get(importer.name, ())
+    seen_as, used = through_mappings(mappings, names_of(client), client_path)
+    return used is not None and seen_as == seen_at
 
 
 def _joined_mounts(
@@ -4272,7 +4290,7 @@ def parse_app(text: str) -> Tuple[str, str]:
 
 def app_kind(container: Container) -> str:
     """The app whose settings a container holds ('' where none is read here)."""
-    return container.keyword if container.keyword in READ_APPS else ""
+    return container.kind if container.kind in READ_APPS else ""
 
 
 # -- reading, never writing: bounded, never waiting, never a traceback
@@ -4413,7 +4431,7 @@ def find_settings(kind: str, config: ConfigFolder) -> str:
     holds = any(not name.startswith(".") for name in config.names())
     for candidate in APPS[kind].settings:
         found = config.kind(candidate)
-        if found and (found == "folder") == (kind in ("jellyfin", "emby")):
+        if found and (found == "folder") == (APPS[kind].reader == "jellyfin"):  # libraries
             return os.path.normpath(candidate)
     if not holds:
         return ""
@@ -4628,14 +4646,14 @@ def _sabnzbd(source: Source, seen_at: str) -> Settings:
 
 def _nzbget(source: Source, seen_at: str) -> Settings:
     options: Dict[str, str] = {}
-    main_dir = [seen_at]  # what a relative path is below: MainDir, once it is known
     for raw in source.text().splitlines():
         line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, given = line.partition("=")
             options[key.strip().lower()] = given.strip()
 
-    def value(key: str, default: str = "") -> str:
+    def value(key: str, default: str = "", below: str = seen_at) -> str:
+        """An option, ${Option}s filled in, a relative path below below (MainDir)."""
         text = options.get(key.lower(), default)
         for _ in range(5):  # ${Option} may name another that names another
             start = text.find("${")
@@ -4643,20 +4661,20 @@ def _nzbget(source: Source, seen_at: str) -> Settings:
             if start < 0 or end < 0:
                 break
             text = text[:start] + options.get(text[start + 2 : end].lower(), "") + text[end + 1 :]
-        return _joined(main_dir[0], text) if text else ""
+        return _joined(below, text) if text else ""
 
     # The defaults of the template config NZBGet ships (nzbget.conf.template): MainDir,
     # then completed/ and intermediate/ below it; a relative path is below MainDir.
     options.setdefault("maindir", "~/downloads")
-    main_dir[0] = value("MainDir")
-    destination = value("DestDir", "${MainDir}/completed")
+    main_dir = value("MainDir")
+    destination = value("DestDir", "${MainDir}/completed", main_dir)
     append = _truth(options.get("appendcategorydir"), True)
     categories = {}
     for number in range(1, 1000):
         name = options.get("category%d.name" % number)
         if name is None:
             break
-        own = value("Category%d.DestDir" % number)
+        own = value("Category%d.DestDir" % number, "", main_dir)
         folder = own or (os.path.join(destination, name) if append else destination)
         categories[name.lower()] = folder  # NZBGet matches a category in any case
     return NOTHING_SET._replace(
@@ -4664,7 +4682,7 @@ def _nzbget(source: Source, seen_at: str) -> Settings:
         categories=categories,
         subfolders=append,  # a category it doesn't define gets its folder too
         caseless=True,
-        incomplete=value("InterDir", "${MainDir}/intermediate"),
+        incomplete=value("InterDir", "${MainDir}/intermediate", main_dir),
         port=_port(options.get("controlport"), APPS["nzbget"].port),
     )
 
@@ -4859,7 +4877,7 @@ class _AppDatabase:
         path = self.source.path
         files = self._files()
         try:
-            if sum(size for _, size in files.values()) <= DB_COPY_LIMIT:
+            if sum(size for _, size, _ in files.values()) <= DB_COPY_LIMIT:
                 uri = "file:%s" % quote(self._copy(files))
             else:
                 uri = self._in_place(files)
@@ -4873,10 +4891,10 @@ class _AppDatabase:
             raise Unread("%s: %s" % (path, getattr(exc, "strerror", None) or exc))
         return self.connection
 
-    def _files(self) -> Dict[str, Tuple[Tuple[int, int, int], int]]:
-        """The db, its -wal and its -journal where there: name end -> (their identity:
-        inode, size, mtime; size).  Unread where the db is no regular file (a fifo
-        would hang sqlite's open) or a symlink."""
+    def _files(self) -> Dict[str, Tuple[int, int, int]]:
+        """The db, its -wal and its -journal where there: name end -> (inode, size,
+        mtime), what a copy of them must still match.  Unread where the db is no regular
+        file (a fifo would hang sqlite's open) or a symlink."""
         config, relative = self.source.config, self.source.relative
         found = {}
         for end in ("", "-wal", "-journal"):
@@ -4894,10 +4912,10 @@ class _AppDatabase:
                 os.close(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise Unread("%s: not a regular file" % config.path(relative + end))
-            found[end] = ((st.st_ino, st.st_size, st.st_mtime_ns), st.st_size)
+            found[end] = (st.st_ino, st.st_size, st.st_mtime_ns)
         return found
 
-    def _copy(self, files: Dict[str, Tuple[Tuple[int, int, int], int]]) -> str:
+    def _copy(self, files: Dict[str, Tuple[int, int, int]]) -> str:
         import tempfile
 
         relative = self.source.relative
@@ -4907,9 +4925,7 @@ class _AppDatabase:
             for end in files:
                 self._copy_file(relative + end, copy + end)
             again = self._files()
-            if {end: ident for end, (ident, _) in again.items()} == {
-                end: ident for end, (ident, _) in files.items()
-            }:
+            if again == files:
                 return copy
             files = again
             for name in os.listdir(self.private):
@@ -4948,7 +4964,7 @@ class _AppDatabase:
             limit = human_size(DB_COPY_LIMIT)
             raise Unread("%s: grew over %s while it was read" % (config.path(relative), limit))
 
-    def _in_place(self, files: Dict[str, Tuple[Tuple[int, int, int], int]]) -> str:
+    def _in_place(self, files: Dict[str, Tuple[int, int, int]]) -> str:
         """The URI of the db read where it is: through its folder's descriptor (opened
         beneath the config folder), so that no symlink on the way is followed."""
         from urllib.parse import quote
@@ -5005,7 +5021,7 @@ def load_apps(
         elif container.role in ("download client", "importer"):
             notes.append(
                 "%s: no reader here for %s's settings, its routes are not checked"
-                % (container.name, container.keyword)
+                % (container.name, container.kind)
             )
     folders = [c.config for c, _ in docker if c.config.startswith("/")]
     elsewhere = ""
@@ -5140,13 +5156,6 @@ def match_client(
     return found[0], here
 
 
-def app_path(path: str) -> str:
-    """A path as the kernel reads it: //data/./tv/ is /data/tv (normpath keeps a
-    leading //)."""
-    clean = os.path.normpath(path)
-    return "/" + clean.lstrip("/") if clean.startswith("/") else clean
-
-
 def to_host(app: App, path: str) -> Tuple[str, str]:
     """(host folder, mount point) of an app's path: natively, itself and ''; in a
     container, through the deepest data mount that covers it: ('', '') where none does,
@@ -5165,21 +5174,6 @@ def to_host(app: App, path: str) -> Tuple[str, str]:
     if best.type != "bind":
         return "", best.container
     return rebase(path, best.container, best.host), best.container
-
-
-def through_mappings(
-    mappings: Sequence[Tuple[str, str, str]], host: str, path: str
-) -> Tuple[str, Optional[Tuple[str, str, str]]]:
-    """Where an importer looks for a client's path: through its remote path mapping for
-    that host, else the path itself.  Sonarr and Radarr take the first mapping, in the
-    order of their Ids (the db's), whose host is the row's (any case) and whose remote
-    path holds the download: not the longest."""
-    path = app_path(path)
-    for mapping in mappings:
-        remote = app_path(mapping[1]) if mapping[1] else ""
-        if mapping[0].lower() == host.lower() and remote and inside(path, remote):
-            return rebase(path, remote, app_path(mapping[2] or "/")), mapping
-    return path, None
 
 
 def same_folder(one: str, two: str) -> bool:
@@ -5235,13 +5229,12 @@ def check_routes(
     routes: List[Route] = []
     quiet: List[Tuple[str, str]] = []
     mine: List[Finding] = []
-    needless: Set[Tuple[str, str, str]] = set()  # (client, importer, host) a mapping joins
     own: Set[str] = set()  # this machine's names and addresses, once an importer needs them
     for app in apps:
         scene.poll()
         if app.kind in IMPORTER_APPS and not own:
             own = own_addresses()
-        mine += _settings_findings(app, judge, roots, own, routes, needless, notes, quiet)
+        mine += _settings_findings(app, judge, roots, own, routes, notes, quiet)
     for server in (a for a in apps if a.kind in SERVER_APPS and a.settings.libraries):
         mine += _library_findings(server, importers, roots)
     if elsewhere and not native:
@@ -5262,7 +5255,6 @@ def _settings_findings(
     roots: Dict[str, List[Tuple[str, str, str]]],
     own: Set[str],
     routes: List[Route],
-    needless: Set[Tuple[str, str, str]],
     notes: List[str],
     quiet: List[Tuple[str, str]],
 ) -> List[Finding]:
@@ -5282,7 +5274,7 @@ def _settings_findings(
     if app.kind in CLIENT_APPS:
         return _client_findings(app, judge)
     if app.kind in IMPORTER_APPS:
-        return _importer_findings(app, roots[app.name], judge, own, routes, needless, notes)
+        return _importer_findings(app, roots[app.name], judge, own, routes, notes)
     return []
 
 
@@ -5393,7 +5385,6 @@ def _importer_findings(
     judge: Judge,
     own: Set[str],
     routes: List[Route],
-    needless: Set[Tuple[str, str, str]],
     notes: List[str],
 ) -> List[Finding]:
     """An importer's own settings, its root folders (each as (its path, host folder,
@@ -5441,7 +5432,7 @@ def _importer_findings(
                 "%s: download client %s at %s taken to be %s, %s"
                 % (importer.name, row.name, row.host, matched.name, why)
             )
-        findings += _route(importer, row, matched, why, roots, judge, routes, needless)
+        findings += _route(importer, row, matched, why, roots, judge, routes)
     return findings
 
 
@@ -5507,7 +5498,6 @@ def _route(
     roots: Sequence[Tuple[str, str, str]],
     judge: Judge,
     routes: List[Route],
-    needless: Set[Tuple[str, str, str]],
 ) -> List[Finding]:
     """One row's routes, one per root folder: where the client puts the download, where
     the importer looks for it, then what each import of it is."""
@@ -5536,7 +5526,6 @@ def _route(
         return finding_
     findings: List[Finding] = []
     if mapping is not None and seen_as != folder and client.container and importer.container:
-        needless.add((client.name, importer.name, download))
         findings.append(_app_finding(
             importer, "mapping-needless", download,
             "its remote path mapping %s -> %s only joins two container paths for one "
@@ -7808,13 +7797,10 @@ def history_copies(walk: Walk, steps: Sequence[Step], args: argparse.Namespace) 
         if app.kind not in IMPORTER_APPS or app.settings.unread:
             continue
         for row in read_imports(app)[0]:
-            copied = row.result == "copy" and row.host_imported and row.host_download
-            if (
-                copied
-                and inside(row.host_imported or "", root)
-                and inside(row.host_download or "", root)
-            ):
-                known.setdefault(row.host_imported or "", row.host_download or "")
+            library, download = row.host_imported, row.host_download
+            if row.result == "copy" and library and download and inside(library, root) \
+                    and inside(download, root):  # fmt: skip
+                known.setdefault(library, download)
     return known
 
 

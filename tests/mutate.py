@@ -188,9 +188,8 @@ MUTATIONS = [
     ),
     (
         "docker: split mounts by container path",
-        "            and not any(_covers(m, media) and joined(m, d) for m in library for d in "
-        "downloads)",
-        "            and False",
+        "            and not any(\n                _covers(m, media) and _joined_mounts",
+        "            and False and not any(\n                _covers(m, media) and _joined_mounts",
     ),
     (
         "compose: a $ left single",
@@ -428,8 +427,8 @@ MUTATIONS = [
     ),
     (
         "verdict: a subvolume below a category of media/ not looked at (library_boundaries)",
-        "        findings += library_boundaries(walk, steps, root_mount, pairs)",
-        "        findings += []",
+        "        boundaries += library_boundaries(walk, steps, root_mount, pairs)",
+        "        boundaries += []",
     ),
     (
         "verdict: a download folder on another filesystem not looked at (_sum_lone_files)",
@@ -438,8 +437,8 @@ MUTATIONS = [
     ),
     (
         "verdict: split mounts outside the tree not named (_split_mounts)",
-        "        if split_in_tree or (elsewhere and downloads):",
-        "        if split_in_tree:",
+        "if split_in_tree or (elsewhere and downloads) or (len(disjoint) > 1",
+        "if split_in_tree or (len(disjoint) > 1",
     ),
     (
         "verdict: a check waiting for another one deaf to signals (Signals._note)",
@@ -448,12 +447,7 @@ MUTATIONS = [
     ),
     (
         "routes: an *arr db opened in place without immutable=1 (makes its -wal, -shm)",
-        'uri = "file:%s?mode=ro&immutable=1" % quote(path)',
-        'uri = "file:%s" % quote(path)',
-    ),
-    (
-        "routes: a -wal without its -shm read in place (makes the -shm)",
-        "            if wal and not shm:  # reading in place would make the -shm",
+        "            if sum(size for _, size, _ in files.values()) <= DB_COPY_LIMIT:",
         "            if False:",
     ),
     (
@@ -468,18 +462,18 @@ MUTATIONS = [
     ),
     (
         "routes: a remote path mapping applied to every host (through_mappings)",
-        "if mapping[0].lower() == host.lower() and remote",
+        "if mapping[0].lower() in hosts and remote",
         "if remote",
     ),
     (
         "routes: two mounts in the importer taken for one (_import_result)",
-        "    if root_point == seen_point and device_of(download) == device_of(root_host):",
-        "    if device_of(download) == device_of(root_host):",
+        "if root_point == seen_point and device_of(download) == device_of(root_host) and one",
+        "if device_of(download) == device_of(root_host) and one",
     ),
     (
         "routes: a path-mismatch that a mapping resolves kept as a problem",
-        "        needless.add((client.name, importer.name, download))",
-        "        pass",
+        "                    if at and _mapped(scene, importer, client, mount.container, at):",
+        "                    if False:",
     ),
 ]
 
