@@ -1139,6 +1139,36 @@ def inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def ancestors(path: str) -> Iterator[str]:
+    """path and each folder above it, up to /."""
+    path = path.rstrip("/") or "/"
+    while True:
+        yield path
+        if path == "/":
+            return
+        path = os.path.dirname(path)
+
+
+def rebase(path: str, old: str, new: str) -> str:
+    """path, which is old or below it, as the same place below new (a mount's two
+    sides, a remote path mapping's two paths)."""
+    if path == old:
+        return new
+    base = old.rstrip("/")
+    rest = path[len(base) + 1 :]
+    if path.startswith(base + "/") and "/." not in "/" + rest and "//" not in rest:
+        return os.path.join(new, rest)  # already normal: no relpath (a history's 1,000 rows)
+    rest = os.path.relpath(path, old)
+    return new if rest == "." else os.path.join(new, rest)
+
+
+def app_path(path: str) -> str:
+    """A path as the kernel reads it: //data/./tv/ is /data/tv (normpath keeps a
+    leading //)."""
+    clean = os.path.normpath(path)
+    return "/" + clean.lstrip("/") if clean.startswith("/") else clean
+
+
 def describe_mount(mount: Mount) -> str:
     bind = "" if mount.root == "/" else ", a bind mount of %s" % mount.root
     return "%s %s%s" % (mount.fstype, mount.device, bind)
@@ -1348,6 +1378,297 @@ def join_child(child: Child) -> Any:
 
 def nothing() -> None:  # pragma: no cover - a child has no signals to poll
     pass
+
+
+# -- reading what isn't ours: beneath its folder, bounded, never written ---------------
+# An app's config folder belongs to the containers' user, and the check runs as root:
+# every file in it is opened beneath the folder without following a symlink, never
+# waited on (a fifo), read up to a limit, and never written (SQLite's -shm neither).
+
+
+SETTINGS_LIMIT = 4 << 20  # a settings file bigger than this is not one
+DB_COPY_LIMIT = 64 << 20  # a db read through a private copy (a -wal without -shm)
+DB_ROWS = 100000  # rows of one table of settings (root folders, clients, ...)
+DB_STEPS = 50000000  # steps of SQLite's machine for one query (a second or so)
+DB_VALUE = 64 << 10  # the longest value of a settings table (a path, a client's JSON)
+DB_TEXT = 16 << 20  # the text one query may return in all
+
+
+class Unread(Exception):
+    """An app's settings could not be read: the reason, in words."""
+
+
+class ConfigFolder:
+    """An app's config folder, read beneath itself: every part below it is opened with
+    O_NOFOLLOW, so a symlink there (a db swapped for a link to a root-only one) is
+    refused, never followed; nothing is opened to write, and nothing waits (a fifo)."""
+
+    def __init__(self, top: str) -> None:
+        self.top = top
+
+    def path(self, relative: str) -> str:
+        return os.path.normpath(os.path.join(self.top, relative)) if relative else self.top
+
+    def open(self, relative: str, directory: bool = False) -> int:
+        """A descriptor of relative (a file, or with directory a folder); OSError where
+        it isn't there, Unread where a part of it is a symlink or leaves the folder."""
+        parts = [part for part in relative.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            raise Unread("%s: leaves the config folder" % self.path(relative))
+        flags = os.O_RDONLY | O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(self.top, flags | getattr(os, "O_DIRECTORY", 0))
+        try:
+            for at, name in enumerate(parts):
+                last = at == len(parts) - 1
+                here = flags | O_NOFOLLOW | (getattr(os, "O_DIRECTORY", 0) if directory or not
+                                             last else getattr(os, "O_NOATIME", 0))  # fmt: skip
+                try:
+                    child = os.open(name, here, dir_fd=fd)
+                except PermissionError as exc:  # O_NOATIME: not the file's owner
+                    if exc.errno != errno.EPERM or directory or not last:
+                        raise
+                    child = os.open(name, here & ~getattr(os, "O_NOATIME", 0), dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
+                        os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+                    ):
+                        raise Unread("%s: a symlink, not followed" % self.path(
+                            "/".join(parts[: at + 1])))  # fmt: skip
+                    raise
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def kind(self, relative: str) -> str:
+        """'folder', 'file' (a regular one), 'other', or '' where nothing is there."""
+        try:
+            fd = self.open(relative)
+        except (FileNotFoundError, NotADirectoryError):
+            return ""
+        except OSError as exc:
+            if exc.errno != errno.EISDIR:
+                raise Unread("%s: %s" % (self.path(relative), exc.strerror))
+            fd = self.open(relative, directory=True)
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+        return "folder" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+    def names(self, relative: str = "") -> List[str]:
+        """The names in a folder below (sorted)."""
+        try:
+            fd = self.open(relative, directory=True)
+        except OSError as exc:
+            raise Unread("%s: %s" % (self.path(relative), exc.strerror))
+        try:
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
+
+    def read(self, relative: str, limit: int = SETTINGS_LIMIT) -> bytes:
+        """A regular file's bytes, at most limit."""
+        path = self.path(relative)
+        try:
+            fd = self.open(relative)
+        except OSError as exc:
+            raise Unread("%s: %s" % (path, exc.strerror))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise Unread("%s: not a regular file" % path)
+            chunks, size = [], 0
+            while size <= limit:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > limit:
+                raise Unread("%s: over %s, more than a settings file holds"
+                             % (path, human_size(limit)))  # fmt: skip
+            return b"".join(chunks)
+        except OSError as exc:
+            raise Unread("%s: %s" % (path, exc.strerror))
+        finally:
+            os.close(fd)
+
+    def text(self, relative: str) -> str:
+        text = self.read(relative).decode("utf-8", "surrogateescape")
+        return text[1:] if text.startswith("\ufeff") else text
+
+
+def read_bytes(path: str, limit: int = SETTINGS_LIMIT) -> bytes:
+    """A regular file's bytes, up to limit, opened without following its last link and
+    without waiting (a fifo)."""
+    return ConfigFolder(os.path.dirname(path) or ".").read(os.path.basename(path), limit)
+
+
+def query(connection: Any, path: str, sql: str) -> List[Tuple[Any, ...]]:
+    """The rows of one query, at most DB_ROWS; a missing table is an app that has none
+    of those yet.  A query that runs on (a table that is a view of an endless
+    recursion) is stopped after DB_STEPS steps of SQLite's machine."""
+    import sqlite3
+
+    table = sql.split(" FROM ", 1)[-1].split(maxsplit=1)[0]
+    connection.set_progress_handler(lambda: 1, DB_STEPS)  # non-zero: stop the query
+    if hasattr(connection, "setlimit"):  # 3.11+: no value a view makes can be gigabytes
+        connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, DB_TEXT)
+    try:
+        rows = connection.execute(sql).fetchmany(DB_ROWS + 1)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        if "interrupted" in str(exc):
+            raise Unread("%s: %s takes too long for a table of settings" % (path, table))
+        raise Unread("%s: %s" % (path, exc))
+    except sqlite3.DatabaseError as exc:
+        raise Unread("%s: %s" % (path, exc))
+    if len(rows) > DB_ROWS:
+        raise Unread("%s: over %d rows in %s, more than settings hold" % (path, DB_ROWS, table))
+    sizes = [len(value) for row in rows for value in row if isinstance(value, (str, bytes))]
+    if any(size > DB_VALUE for size in sizes) or sum(sizes) > DB_TEXT:
+        raise Unread("%s: values in %s larger than settings hold (over %s, or %s in all)"
+                     % (path, table, human_size(DB_VALUE), human_size(DB_TEXT)))  # fmt: skip
+    return list(rows)
+
+
+class AppDatabase:
+    """A connection to an app's SQLite db that changes nothing in its folder (not even
+    -shm's read marks): a db up to DB_COPY_LIMIT is read through a private copy of it,
+    its -wal and its -journal, each copied from a read-only descriptor opened beneath
+    the config folder, and copied again once where the app changed them meanwhile (a
+    checkpoint would tear the copy); a larger one is read in place, read-only, where
+    SQLite may update -shm's read marks as every reader does, and never as immutable
+    where a -journal is hot."""
+
+    def __init__(self, config: ConfigFolder, relative: str) -> None:
+        self.config, self.relative = config, relative
+        self.private = ""
+        self.folder = -1  # the db's folder, for a db read in place
+        self.connection: Any = None
+
+    def __enter__(self) -> Any:
+        import sqlite3
+        from urllib.parse import quote
+
+        path = self.config.path(self.relative)
+        files = self._files()
+        try:
+            if sum(size for _, size, _ in files.values()) <= DB_COPY_LIMIT:
+                uri = "file:%s" % quote(self._copy(files))
+            else:
+                uri = self._in_place(files)
+            self.connection = sqlite3.connect(uri, uri=True, timeout=1.0)
+            self.connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        except Unread:
+            self.__exit__()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self.__exit__()
+            raise Unread("%s: %s" % (path, getattr(exc, "strerror", None) or exc))
+        return self.connection
+
+    def _files(self) -> Dict[str, Tuple[int, int, int]]:
+        """The db, its -wal and its -journal where there: name end -> (inode, size,
+        mtime), what a copy of them must still match.  Unread where the db is no regular
+        file (a fifo would hang sqlite's open) or a symlink."""
+        config, relative = self.config, self.relative
+        found = {}
+        for end in ("", "-wal", "-journal"):
+            try:
+                fd = config.open(relative + end)
+            except (FileNotFoundError, NotADirectoryError):
+                if not end:
+                    raise Unread("%s: not there" % self.config.path(self.relative))
+                continue
+            except OSError as exc:
+                raise Unread("%s: %s" % (config.path(relative + end), exc.strerror))
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Unread("%s: not a regular file" % config.path(relative + end))
+            found[end] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        return found
+
+    def _copy(self, files: Dict[str, Tuple[int, int, int]]) -> str:
+        import tempfile
+
+        relative = self.relative
+        self.private = tempfile.mkdtemp(prefix="cms-settings-")
+        copy = os.path.join(self.private, "app.db")
+        for _ in range(2):  # once more where a checkpoint tore the first copy
+            for end in files:
+                self._copy_file(relative + end, copy + end)
+            again = self._files()
+            if again == files:
+                return copy
+            files = again
+            for name in os.listdir(self.private):
+                os.unlink(os.path.join(self.private, name))
+        raise Unread("%s: changed while it was read (the app is writing it); check again"
+                     % self.config.path(self.relative))  # fmt: skip
+
+    def _copy_file(self, relative: str, copy: str) -> None:
+        """One file of the db into the private folder, at most DB_COPY_LIMIT bytes, by
+        the kernel where it can (sendfile: a 56 MiB db in a few ms more than its read)."""
+        config = self.config
+        try:
+            source = config.open(relative)
+        except OSError as exc:
+            raise Unread("%s: %s" % (config.path(relative), exc.strerror))
+        try:
+            target = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o600)
+            try:
+                done = 0
+                while done <= DB_COPY_LIMIT:
+                    try:
+                        sent = os.sendfile(target, source, done, 1 << 24)
+                    except (OSError, AttributeError):  # not Linux, or not for these files
+                        os.lseek(source, done, os.SEEK_SET)
+                        sent = os.write(target, os.read(source, 1 << 20))
+                    if not sent:
+                        break
+                    done += sent
+            finally:
+                os.close(target)
+        except OSError as exc:
+            raise Unread("%s: %s" % (config.path(relative), exc.strerror))
+        finally:
+            os.close(source)
+        if done > DB_COPY_LIMIT:
+            limit = human_size(DB_COPY_LIMIT)
+            raise Unread("%s: grew over %s while it was read" % (config.path(relative), limit))
+
+    def _in_place(self, files: Dict[str, Tuple[int, int, int]]) -> str:
+        """The URI of the db read where it is: through its folder's descriptor (opened
+        beneath the config folder), so that no symlink on the way is followed."""
+        from urllib.parse import quote
+
+        config, relative = self.config, self.relative
+        try:
+            self.folder = config.open(os.path.dirname(relative), directory=True)
+        except OSError as exc:
+            raise Unread("%s: %s" % (self.config.path(self.relative), exc.strerror))
+        name = "/proc/self/fd/%d/%s" % (self.folder, os.path.basename(relative))
+        quiet = "-wal" not in files and "-journal" not in files  # nothing to replay
+        return "file:%s?mode=ro%s" % (quote(name), "&immutable=1" if quiet else "")
+
+    def __exit__(self, *exc: Any) -> None:
+        import shutil
+
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+        if self.folder >= 0:
+            os.close(self.folder)
+            self.folder = -1
+        if self.private:
+            shutil.rmtree(self.private, ignore_errors=True)
 
 
 # -- --check (host): layout and filesystem, from the plan and the mount table ----------
@@ -3551,19 +3872,6 @@ def _seen_at(mount: ContainerMount, host: str) -> str:
     return rebase(host, mount.host, mount.container)
 
 
-def rebase(path: str, old: str, new: str) -> str:
-    """path, which is old or below it, as the same place below new (a mount's two
-    sides, a remote path mapping's two paths)."""
-    if path == old:
-        return new
-    base = old.rstrip("/")
-    rest = path[len(base) + 1 :]
-    if path.startswith(base + "/") and "/." not in "/" + rest and "//" not in rest:
-        return os.path.join(new, rest)  # already normal: no relpath (a history's 1,000 rows)
-    rest = os.path.relpath(path, old)
-    return new if rest == "." else os.path.join(new, rest)
-
-
 def names_of(container: Container) -> Set[str]:
     """The names another container may reach it by: its name, hostname, id, aliases."""
     names = {container.name, container.hostname, container.ident, container.ident[:12]}
@@ -3681,16 +3989,6 @@ def _mount_findings(scene: Scene) -> List[Finding]:
     return findings
 
 
-def ancestors(path: str) -> Iterator[str]:
-    """path and each folder above it, up to /."""
-    path = path.rstrip("/") or "/"
-    while True:
-        yield path
-        if path == "/":
-            return
-        path = os.path.dirname(path)
-
-
 def _split_mounts(scene: Scene) -> List[Finding]:
     """An importer that reaches downloads and library through two mounts: its mounts that
     cover a client's folder (or a source of the tree) are its download mounts, the rest
@@ -3746,13 +4044,6 @@ def _split_mounts(scene: Scene) -> List[Finding]:
                 )
             )
     return findings
-
-
-def app_path(path: str) -> str:
-    """A path as the kernel reads it: //data/./tv/ is /data/tv (normpath keeps a
-    leading //)."""
-    clean = os.path.normpath(path)
-    return "/" + clean.lstrip("/") if clean.startswith("/") else clean
 
 
 def through_mappings(
@@ -4179,12 +4470,6 @@ def verdicts(
 # a byte there, and follows each download from the client's folder to the importer's
 # root folders: hardlink, move, copy, unseen or unknown.
 
-SETTINGS_LIMIT = 4 << 20  # a settings file bigger than this is not one
-DB_COPY_LIMIT = 64 << 20  # a db read through a private copy (a -wal without -shm)
-DB_ROWS = 100000  # rows of one table of settings (root folders, clients, ...)
-DB_STEPS = 50000000  # steps of SQLite's machine for one query (a second or so)
-DB_VALUE = 64 << 10  # the longest value of a settings table (a path, a client's JSON)
-DB_TEXT = 16 << 20  # the text one query may return in all
 # An import in an *arr app's History: its EventType (DownloadFolderImported in Sonarr,
 # Radarr and Whisparr; TrackFileImported in Lidarr; BookFileImported in Readarr), and how
 # many of the newest are read (a Data longer than DB_VALUE is cut, so it is skipped).
@@ -4268,134 +4553,12 @@ class Routes(NamedTuple):
     apps: List[App]  # the apps whose settings were read (the imports read them too)
 
 
-class Unread(Exception):
-    """An app's settings could not be read: the reason, in words."""
-
-
-def parse_app(text: str) -> Tuple[str, str]:
-    """argparse type for --app KIND=DIR: the kind and the folder (which must exist)."""
-    kind, equals, folder = text.partition("=")
-    kind = kind.strip().lower()
-    if not equals or kind not in READ_APPS:
-        raise argparse.ArgumentTypeError(
-            "%r: give KIND=DIR, KIND one of %s" % (text, " ".join(READ_APPS))
-        )
-    if not folder.strip():  # KIND= (an unset shell variable) is not the current folder
-        raise argparse.ArgumentTypeError("%r: DIR is empty; give KIND=DIR" % text)
-    folder = os.path.abspath(os.path.expanduser(folder))
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError("%s: no such folder" % folder)
-    return kind, folder
-
-
 def app_kind(container: Container) -> str:
     """The app whose settings a container holds ('' where none is read here)."""
     return container.kind if container.kind in READ_APPS else ""
 
 
-# -- reading, never writing: bounded, never waiting, never a traceback
-
-
-class ConfigFolder:
-    """An app's config folder, read beneath itself: every part below it is opened with
-    O_NOFOLLOW, so a symlink there (a db swapped for a link to a root-only one) is
-    refused, never followed; nothing is opened to write, and nothing waits (a fifo)."""
-
-    def __init__(self, top: str) -> None:
-        self.top = top
-
-    def path(self, relative: str) -> str:
-        return os.path.normpath(os.path.join(self.top, relative)) if relative else self.top
-
-    def open(self, relative: str, directory: bool = False) -> int:
-        """A descriptor of relative (a file, or with directory a folder); OSError where
-        it isn't there, Unread where a part of it is a symlink or leaves the folder."""
-        parts = [part for part in relative.split("/") if part not in ("", ".")]
-        if ".." in parts:
-            raise Unread("%s: leaves the config folder" % self.path(relative))
-        flags = os.O_RDONLY | O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
-        fd = os.open(self.top, flags | getattr(os, "O_DIRECTORY", 0))
-        try:
-            for at, name in enumerate(parts):
-                last = at == len(parts) - 1
-                here = flags | O_NOFOLLOW | (getattr(os, "O_DIRECTORY", 0) if directory or not
-                                             last else getattr(os, "O_NOATIME", 0))  # fmt: skip
-                try:
-                    child = os.open(name, here, dir_fd=fd)
-                except PermissionError as exc:  # O_NOATIME: not the file's owner
-                    if exc.errno != errno.EPERM or directory or not last:
-                        raise
-                    child = os.open(name, here & ~getattr(os, "O_NOATIME", 0), dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
-                        os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
-                    ):
-                        raise Unread("%s: a symlink, not followed" % self.path(
-                            "/".join(parts[: at + 1])))  # fmt: skip
-                    raise
-                os.close(fd)
-                fd = child
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def kind(self, relative: str) -> str:
-        """'folder', 'file' (a regular one), 'other', or '' where nothing is there."""
-        try:
-            fd = self.open(relative)
-        except (FileNotFoundError, NotADirectoryError):
-            return ""
-        except OSError as exc:
-            if exc.errno != errno.EISDIR:
-                raise Unread("%s: %s" % (self.path(relative), exc.strerror))
-            fd = self.open(relative, directory=True)
-        try:
-            mode = os.fstat(fd).st_mode
-        finally:
-            os.close(fd)
-        return "folder" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
-
-    def names(self, relative: str = "") -> List[str]:
-        """The names in a folder below (sorted)."""
-        try:
-            fd = self.open(relative, directory=True)
-        except OSError as exc:
-            raise Unread("%s: %s" % (self.path(relative), exc.strerror))
-        try:
-            return sorted(os.listdir(fd))
-        finally:
-            os.close(fd)
-
-    def read(self, relative: str, limit: int = SETTINGS_LIMIT) -> bytes:
-        """A regular file's bytes, at most limit."""
-        path = self.path(relative)
-        try:
-            fd = self.open(relative)
-        except OSError as exc:
-            raise Unread("%s: %s" % (path, exc.strerror))
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise Unread("%s: not a regular file" % path)
-            chunks, size = [], 0
-            while size <= limit:
-                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            if size > limit:
-                raise Unread("%s: over %s, more than a settings file holds"
-                             % (path, human_size(limit)))  # fmt: skip
-            return b"".join(chunks)
-        except OSError as exc:
-            raise Unread("%s: %s" % (path, exc.strerror))
-        finally:
-            os.close(fd)
-
-    def text(self, relative: str) -> str:
-        text = self.read(relative).decode("utf-8", "surrogateescape")
-        return text[1:] if text.startswith("\ufeff") else text
+# -- the apps' settings, each by its reader
 
 
 class Source(NamedTuple):
@@ -4416,12 +4579,6 @@ class Source(NamedTuple):
         is none."""
         other = os.path.join(os.path.dirname(self.relative), name)
         return self.config.text(other) if self.config.kind(other) else ""
-
-
-def read_bytes(path: str, limit: int = SETTINGS_LIMIT) -> bytes:
-    """A regular file's bytes, up to limit, opened without following its last link and
-    without waiting (a fifo)."""
-    return ConfigFolder(os.path.dirname(path) or ".").read(os.path.basename(path), limit)
 
 
 def find_settings(kind: str, config: ConfigFolder) -> str:
@@ -4731,20 +4888,20 @@ def _importer(source: Source, seen_at: str) -> Settings:
     if postgres_host(source.beside("config.xml")):
         xml = os.path.join(os.path.dirname(path), "config.xml")
         raise Unread("%s: the app keeps its settings in PostgreSQL, not read here" % xml)
-    with _AppDatabase(source) as db:
-        roots = _query(db, path, "SELECT Path FROM RootFolders")
-        mappings = _query(db, path, "SELECT Host, RemotePath, LocalPath FROM "
+    with AppDatabase(source.config, source.relative) as db:
+        roots = query(db, path, "SELECT Path FROM RootFolders")
+        mappings = query(db, path, "SELECT Host, RemotePath, LocalPath FROM "
                           "RemotePathMappings ORDER BY Id")  # fmt: skip
-        clients = _query(
+        clients = query(
             db, path, "SELECT Enable, Name, Implementation, Settings FROM DownloadClients"
         )
         config = {
             str(key).lower(): value
-            for key, value in _query(db, path, "SELECT Key, Value FROM Config")
+            for key, value in query(db, path, "SELECT Key, Value FROM Config")
         }
         # The newest imports (by Id, the rowid: 200,000 rows cost what 100 do).
         try:
-            history = _query(db, path, "SELECT Id, substr(Date, 1, 64), substr(Data, 1, %d) "
+            history = query(db, path, "SELECT Id, substr(Date, 1, 64), substr(Data, 1, %d) "
                              "FROM History WHERE EventType = %d ORDER BY Id DESC LIMIT %d"
                              % (DB_VALUE, IMPORT_EVENT, HISTORY_ROWS))  # fmt: skip
         except Unread:  # a History of another shape: the settings still hold
@@ -4783,8 +4940,8 @@ def _importer(source: Source, seen_at: str) -> Settings:
 
 def _plex(source: Source, seen_at: str) -> Settings:
     path = source.path
-    with _AppDatabase(source) as db:
-        found = _query(db, path, "SELECT root_path FROM section_locations")
+    with AppDatabase(source.config, source.relative) as db:
+        found = query(db, path, "SELECT root_path FROM section_locations")
     paths = [row[0] for row in found if isinstance(row[0], str) and row[0]]
     return NOTHING_SET._replace(libraries=tuple(os.path.normpath(path) for path in paths))
 
@@ -4824,171 +4981,6 @@ READERS: Dict[str, Callable[[Source, str], Settings]] = {
     "plex": _plex,
     "jellyfin": _jellyfin,
 }
-
-
-def _query(connection: Any, path: str, sql: str) -> List[Tuple[Any, ...]]:
-    """The rows of one query, at most DB_ROWS; a missing table is an app that has none
-    of those yet.  A query that runs on (a table that is a view of an endless
-    recursion) is stopped after DB_STEPS steps of SQLite's machine."""
-    import sqlite3
-
-    table = sql.split(" FROM ", 1)[-1].split(maxsplit=1)[0]
-    connection.set_progress_handler(lambda: 1, DB_STEPS)  # non-zero: stop the query
-    if hasattr(connection, "setlimit"):  # 3.11+: no value a view makes can be gigabytes
-        connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, DB_TEXT)
-    try:
-        rows = connection.execute(sql).fetchmany(DB_ROWS + 1)
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        if "interrupted" in str(exc):
-            raise Unread("%s: %s takes too long for a table of settings" % (path, table))
-        raise Unread("%s: %s" % (path, exc))
-    except sqlite3.DatabaseError as exc:
-        raise Unread("%s: %s" % (path, exc))
-    if len(rows) > DB_ROWS:
-        raise Unread("%s: over %d rows in %s, more than settings hold" % (path, DB_ROWS, table))
-    sizes = [len(value) for row in rows for value in row if isinstance(value, (str, bytes))]
-    if any(size > DB_VALUE for size in sizes) or sum(sizes) > DB_TEXT:
-        raise Unread("%s: values in %s larger than settings hold (over %s, or %s in all)"
-                     % (path, table, human_size(DB_VALUE), human_size(DB_TEXT)))  # fmt: skip
-    return list(rows)
-
-
-class _AppDatabase:
-    """A connection to an app's SQLite db that changes nothing in its folder (not even
-    -shm's read marks): a db up to DB_COPY_LIMIT is read through a private copy of it,
-    its -wal and its -journal, each copied from a read-only descriptor opened beneath
-    the config folder, and copied again once where the app changed them meanwhile (a
-    checkpoint would tear the copy); a larger one is read in place, read-only, where
-    SQLite may update -shm's read marks as every reader does, and never as immutable
-    where a -journal is hot."""
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.private = ""
-        self.folder = -1  # the db's folder, for a db read in place
-        self.connection: Any = None
-
-    def __enter__(self) -> Any:
-        import sqlite3
-        from urllib.parse import quote
-
-        path = self.source.path
-        files = self._files()
-        try:
-            if sum(size for _, size, _ in files.values()) <= DB_COPY_LIMIT:
-                uri = "file:%s" % quote(self._copy(files))
-            else:
-                uri = self._in_place(files)
-            self.connection = sqlite3.connect(uri, uri=True, timeout=1.0)
-            self.connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
-        except Unread:
-            self.__exit__()
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            self.__exit__()
-            raise Unread("%s: %s" % (path, getattr(exc, "strerror", None) or exc))
-        return self.connection
-
-    def _files(self) -> Dict[str, Tuple[int, int, int]]:
-        """The db, its -wal and its -journal where there: name end -> (inode, size,
-        mtime), what a copy of them must still match.  Unread where the db is no regular
-        file (a fifo would hang sqlite's open) or a symlink."""
-        config, relative = self.source.config, self.source.relative
-        found = {}
-        for end in ("", "-wal", "-journal"):
-            try:
-                fd = config.open(relative + end)
-            except (FileNotFoundError, NotADirectoryError):
-                if not end:
-                    raise Unread("%s: not there" % self.source.path)
-                continue
-            except OSError as exc:
-                raise Unread("%s: %s" % (config.path(relative + end), exc.strerror))
-            try:
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise Unread("%s: not a regular file" % config.path(relative + end))
-            found[end] = (st.st_ino, st.st_size, st.st_mtime_ns)
-        return found
-
-    def _copy(self, files: Dict[str, Tuple[int, int, int]]) -> str:
-        import tempfile
-
-        relative = self.source.relative
-        self.private = tempfile.mkdtemp(prefix="cms-settings-")
-        copy = os.path.join(self.private, "app.db")
-        for _ in range(2):  # once more where a checkpoint tore the first copy
-            for end in files:
-                self._copy_file(relative + end, copy + end)
-            again = self._files()
-            if again == files:
-                return copy
-            files = again
-            for name in os.listdir(self.private):
-                os.unlink(os.path.join(self.private, name))
-        raise Unread("%s: changed while it was read (the app is writing it); check again"
-                     % self.source.path)  # fmt: skip
-
-    def _copy_file(self, relative: str, copy: str) -> None:
-        """One file of the db into the private folder, at most DB_COPY_LIMIT bytes, by
-        the kernel where it can (sendfile: a 56 MiB db in a few ms more than its read)."""
-        config = self.source.config
-        try:
-            source = config.open(relative)
-        except OSError as exc:
-            raise Unread("%s: %s" % (config.path(relative), exc.strerror))
-        try:
-            target = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o600)
-            try:
-                done = 0
-                while done <= DB_COPY_LIMIT:
-                    try:
-                        sent = os.sendfile(target, source, done, 1 << 24)
-                    except (OSError, AttributeError):  # not Linux, or not for these files
-                        os.lseek(source, done, os.SEEK_SET)
-                        sent = os.write(target, os.read(source, 1 << 20))
-                    if not sent:
-                        break
-                    done += sent
-            finally:
-                os.close(target)
-        except OSError as exc:
-            raise Unread("%s: %s" % (config.path(relative), exc.strerror))
-        finally:
-            os.close(source)
-        if done > DB_COPY_LIMIT:
-            limit = human_size(DB_COPY_LIMIT)
-            raise Unread("%s: grew over %s while it was read" % (config.path(relative), limit))
-
-    def _in_place(self, files: Dict[str, Tuple[int, int, int]]) -> str:
-        """The URI of the db read where it is: through its folder's descriptor (opened
-        beneath the config folder), so that no symlink on the way is followed."""
-        from urllib.parse import quote
-
-        config, relative = self.source.config, self.source.relative
-        try:
-            self.folder = config.open(os.path.dirname(relative), directory=True)
-        except OSError as exc:
-            raise Unread("%s: %s" % (self.source.path, exc.strerror))
-        name = "/proc/self/fd/%d/%s" % (self.folder, os.path.basename(relative))
-        quiet = "-wal" not in files and "-journal" not in files  # nothing to replay
-        return "file:%s?mode=ro%s" % (quote(name), "&immutable=1" if quiet else "")
-
-    def __exit__(self, *exc: Any) -> None:
-        import shutil
-
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-        if self.folder >= 0:
-            os.close(self.folder)
-            self.folder = -1
-        if self.private:
-            shutil.rmtree(self.private, ignore_errors=True)
 
 
 # -- which client a row means, and where a path of an app is on the host
@@ -7319,9 +7311,26 @@ def relink_json(dry_run: bool, result: RelinkResult) -> str:
 
 
 # -- the command line: options, and which go with which mode ---------------------------
-# The options, their argparse types (in the plan section; --app's with the routes) and
+# The options, their argparse types (in the plan section; --app's here) and
 # the table of which option goes with which mode: a usage error is exit 2 before
 # anything runs.
+
+
+def parse_app(text: str) -> Tuple[str, str]:
+    """argparse type for --app KIND=DIR: the kind and the folder (which must exist)."""
+    kind, equals, folder = text.partition("=")
+    kind = kind.strip().lower()
+    if not equals or kind not in READ_APPS:
+        raise argparse.ArgumentTypeError(
+            "%r: give KIND=DIR, KIND one of %s" % (text, " ".join(READ_APPS))
+        )
+    if not folder.strip():  # KIND= (an unset shell variable) is not the current folder
+        raise argparse.ArgumentTypeError("%r: DIR is empty; give KIND=DIR" % text)
+    folder = os.path.abspath(os.path.expanduser(folder))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError("%s: no such folder" % folder)
+    return kind, folder
+
 
 EPILOG = """\
 examples:

@@ -230,7 +230,7 @@ def test_the_shm_of_a_running_app_is_not_touched(stack):
 def test_a_torn_copy_is_copied_again_then_unread(stack, monkeypatch):
     stack.guides()
     db = stack.config("sonarr") / "sonarr.db"
-    real = cms._AppDatabase._copy_file
+    real = cms.AppDatabase._copy_file
     writes = {"left": 1}
 
     def copy_file(self, relative, copy):
@@ -239,7 +239,7 @@ def test_a_torn_copy_is_copied_again_then_unread(stack, monkeypatch):
             writes["left"] -= 1
             os.utime(str(db), ns=(0, os.stat(str(db)).st_mtime_ns + 10**9))
 
-    monkeypatch.setattr(cms._AppDatabase, "_copy_file", copy_file)
+    monkeypatch.setattr(cms.AppDatabase, "_copy_file", copy_file)
     code, document = stack.check()  # torn once: copied again, read
     assert [r["importer"] for r in document["routes"]].count("sonarr") == 2
     writes["left"] = 10
