@@ -1380,6 +1380,25 @@ def nothing() -> None:  # pragma: no cover - a child has no signals to poll
     pass
 
 
+def run_command(
+    command: List[str], timeout: int, feed: Optional[bytes] = None, cwd: Optional[str] = None
+) -> Tuple[int, str, str]:
+    """Run a program (no shell), stdin fed or empty: its exit code, what it printed, and
+    what it said on stderr.  OSError where it isn't there; ETIMEDOUT where it didn't
+    end in timeout seconds (a daemon that doesn't answer)."""
+    import subprocess
+
+    # 3.6 refuses stdin= beside input=, even stdin=None.
+    given: Dict[str, Any] = {"stdin": subprocess.DEVNULL} if feed is None else {"input": feed}
+    given.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, timeout=timeout)
+    try:
+        proc = subprocess.run(command, check=False, **given)
+    except subprocess.TimeoutExpired:
+        raise OSError(errno.ETIMEDOUT, "no answer in %d s" % timeout)
+    said = proc.stderr.decode("utf-8", "replace").strip()
+    return proc.returncode, proc.stdout.decode("utf-8", "surrogateescape"), said
+
+
 # -- reading what isn't ours: beneath its folder, bounded, never written ---------------
 # An app's config folder belongs to the containers' user, and the check runs as root:
 # every file in it is opened beneath the folder without following a symlink, never
@@ -3444,34 +3463,20 @@ def _compose_config(docker_input: str, text: str, where: str) -> str:
     """`docker compose -f FILE config --format json` of a compose file in YAML, from the
     file's folder so that its .env applies (stdin: from here): compose's own reading
     of interpolation, .env, anchors and extends.  A failure is exit 2, in one line."""
-    import subprocess
-
     stdin = docker_input == "-"
     path = "-" if stdin else os.path.abspath(docker_input)
-    folder = os.getcwd() if stdin else os.path.dirname(path)
+    feed = text.encode("utf-8", "surrogateescape") if stdin else None
+    folder = os.path.dirname(path) or None  # stdin: from here
     for command in COMPOSE_COMMANDS:
-        # 3.6 refuses stdin= beside input=, even stdin=None.
-        feed: Dict[str, Any] = {"stdin": subprocess.DEVNULL}
-        if stdin:
-            feed = {"input": text.encode("utf-8", "surrogateescape")}
+        args = command + ["-f", path, "config", "--format", "json"]
         try:
-            proc = subprocess.run(
-                command + ["-f", path, "config", "--format", "json"],
-                check=False,
-                **feed,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=folder,
-                timeout=DOCKER_TIMEOUT,
-            )
-        except (OSError, subprocess.TimeoutExpired):  # not here, or hangs: the next one
+            code, output, said = run_command(args, DOCKER_TIMEOUT, feed, folder)
+        except OSError:  # not here, or hangs: the next one
             continue
-        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        output: str = proc.stdout.decode("utf-8", "surrogateescape")
-        if proc.returncode == 0 and output.lstrip().startswith("{"):
+        if code == 0 and output.lstrip().startswith("{"):
             return output
-        if proc.returncode != 0 and not any(u in "\n".join(said).lower() for u in NO_COMPOSE):
-            why = said[-1] if said else "exit code %d" % proc.returncode
+        if code != 0 and not any(word in said.lower() for word in NO_COMPOSE):
+            why = said.splitlines()[-1] if said else "exit code %d" % code
             raise Error("%s: %s config: %s" % (where, " ".join(command), why), 2)
     raise Error(
         "%s: a compose file in YAML, and no Compose v2 here to read it (docker compose, or "
@@ -3517,35 +3522,23 @@ def _run_docker() -> Tuple[str, str]:
 def _docker(args: List[str]) -> Tuple[str, str]:
     """What `docker ARGS` printed, or why it failed ("" where it didn't): docker's own
     error, in one line."""
-    import subprocess
-
     try:
-        proc = subprocess.run(
-            ["docker"] + args,
-            check=False,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            timeout=DOCKER_TIMEOUT,
-        )
+        code, output, said = run_command(["docker"] + args, DOCKER_TIMEOUT)
     except FileNotFoundError:
         return "", (
             "docker: no docker command here; run this where docker is, or save "
             "`docker inspect $(docker ps -aq) > containers.json` and give --docker containers.json"
         )
-    except subprocess.TimeoutExpired:
-        return "", "docker %s: no answer in %d s; is the daemon running?" % (
-            args[0], DOCKER_TIMEOUT)  # fmt: skip
     except OSError as exc:
-        return "", "docker: %s" % exc.strerror
-    if proc.returncode != 0:
-        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        first = said[-1] if said else "exit code %d" % proc.returncode
+        hint = "; is the daemon running?" if exc.errno == errno.ETIMEDOUT else ""
+        return "", "docker %s: %s%s" % (args[0], exc.strerror, hint)
+    if code != 0:
+        last = said.splitlines()[-1] if said else "exit code %d" % code
         hint = ""
-        if "permission denied" in first.lower():
+        if "permission denied" in last.lower():
             hint = " (run it with sudo, or add your user to the docker group)"
-        return "", "docker %s: %s%s" % (args[0], first, hint)
-    return proc.stdout.decode("utf-8", "surrogateescape"), ""
+        return "", "docker %s: %s%s" % (args[0], last, hint)
+    return output, ""
 
 
 DOCKER_DOWN = "not checked: docker"  # why_not where docker itself failed
@@ -3924,8 +3917,7 @@ def judge_containers(
         mappings,
     )
     findings: List[Finding] = []
-    for rule in (_mount_findings, _split_mounts, _path_mismatches, _reader_findings,
-                 _client_breadth):  # fmt: skip
+    for rule in (_mount_findings, _split_mounts, _path_mismatches, _breadth_findings):
         findings += rule(scene)
     writers = [c for c in scene.writers if c.name not in cited]  # see check_containers
     return findings + _ids_findings(writers, tree_ids, root, blocked, creator)
@@ -3947,45 +3939,25 @@ def _mount_findings(scene: Scene) -> List[Finding]:
         scene.poll()
         writer = container in scene.writers
         for mount in container.mounts:
+            at, host = mount.container, mount.host
             if mount.type == "volume":
-                if writer:
-                    findings.append(
-                        _found(
-                            container,
-                            "named-volume",
-                            mount.host,
-                            "%s is a docker volume, not a folder of %s: imports can't hardlink "
-                            "or move out of it" % (mount.container, root),
-                            "bind a folder of the tree instead: - %s:%s" % (root, "/data"),
-                        )
-                    )
+                detail = "%s is a docker volume, not a folder of %s: imports can't hardlink " \
+                    "or move out of it" % (at, root)  # fmt: skip
+                fix = "bind a folder of the tree instead: - %s:/data" % root
+                findings += [_found(container, "named-volume", host, detail, fix)] if writer else []
                 continue
-            if not scene.in_tree(mount.host):
+            if not scene.in_tree(host):
                 twin = ""
-                if os.path.basename(mount.host.rstrip("/")) == os.path.basename(root):
+                if os.path.basename(host.rstrip("/")) == os.path.basename(root):
                     twin = " (another path to the same share? two paths are two filesystems)"
-                findings.append(
-                    _found(
-                        container,
-                        "outside-tree",
-                        mount.host,
-                        "%s comes from %s, outside %s%s"
-                        % (mount.container, mount.host, root, twin),
-                        "bind folders of %s only (check them with --check)" % root,
-                        PROBLEM if writer else WARNING,
-                    )
-                )
+                findings.append(_found(
+                    container, "outside-tree", host, "%s comes from %s, outside %s%s"
+                    % (at, host, root, twin), "bind folders of %s only (check them with "
+                    "--check)" % root, PROBLEM if writer else WARNING))  # fmt: skip
             if writer and not mount.rw:
-                findings.append(
-                    _found(
-                        container,
-                        "read-only",
-                        mount.host,
-                        "%s is mounted read-only: %s can't write there"
-                        % (mount.container, container.role),
-                        "remove :ro from this volume",
-                    )
-                )
+                detail = "%s is mounted read-only: %s can't write there" % (at, container.role)
+                findings.append(_found(container, "read-only", host, detail,
+                                       "remove :ro from this volume"))  # fmt: skip
     return findings
 
 
@@ -4145,9 +4117,10 @@ def _path_mismatches(scene: Scene) -> List[Finding]:
     return findings
 
 
-def _reader_findings(scene: Scene) -> List[Finding]:
+def _breadth_findings(scene: Scene) -> List[Finding]:
     """A media server or reader that sees the library at another path than the
-    importers, or mounts more than the library."""
+    importers, or mounts more than the library; a client that mounts more than its own
+    source folder."""
     findings: List[Finding] = []
     media = scene.media
     library_points = {
@@ -4168,41 +4141,23 @@ def _reader_findings(scene: Scene) -> List[Finding]:
                     "mount it at the same path: - %s:%s" % (media, sorted(library_points)[0]),
                 )
             )
-        broad = [m for m in reader.mounts if m.type == "bind" and inside(media, m.host)
-                 and m.host.rstrip("/") != media]  # fmt: skip
-        if broad:
-            findings.append(
-                _found(
-                    reader,
-                    "broad-access",
-                    broad[0].host,
-                    "mounts %s, more than the library it needs" % broad[0].host,
-                    "the narrower bind: - %s:/data/media" % media,
-                )
-            )
-    return findings
-
-
-def _client_breadth(scene: Scene) -> List[Finding]:
-    """A download client that mounts more than its own source folder."""
-    findings: List[Finding] = []
+        findings += _broad_access(reader, media, "the library it needs")
     for client in scene.clients:
         scene.poll()
         own = own_source(client)
-        folder = os.path.join(scene.root, own)
-        broad = [m for m in client.mounts if m.type == "bind" and inside(folder, m.host)
-                 and m.host.rstrip("/") != folder]  # fmt: skip
-        if broad:
-            findings.append(
-                _found(
-                    client,
-                    "broad-access",
-                    broad[0].host,
-                    "mounts %s, more than its own %s/" % (broad[0].host, own),
-                    "the narrower bind (--compose prints it): - %s:/data/%s" % (folder, own),
-                )
-            )
+        findings += _broad_access(client, os.path.join(scene.root, own), "its own %s/" % own)
     return findings
+
+
+def _broad_access(container: Container, folder: str, needs: str) -> List[Finding]:
+    """A container that mounts a folder above the one it needs (the library, a client's
+    own source folder)."""
+    broad = [m.host for m in container.mounts if m.type == "bind" and inside(folder, m.host)
+             and m.host.rstrip("/") != folder]  # fmt: skip
+    fix = "the narrower bind (--compose prints it): - %s:/data/%s" % (
+        folder, os.path.basename(folder))  # fmt: skip
+    return [_found(container, "broad-access", broad[0], "mounts %s, more than %s"
+                   % (broad[0], needs), fix)] if broad else []  # fmt: skip
 
 
 def _ids_findings(
