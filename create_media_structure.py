@@ -3360,6 +3360,21 @@ READ_APPS = tuple(kind for kind, app in APPS.items() if app.reader)
 CLIENT_APPS = tuple(k for k in READ_APPS if APPS[k].role == "download client")
 IMPORTER_APPS = tuple(k for k in READ_APPS if APPS[k].role == "importer")
 SERVER_APPS = tuple(k for k in READ_APPS if APPS[k].role == "media server")
+# The words that name a torrent client the registry has no record of (UTorrent,
+# TorrentBlackhole, Vuze, Flood, Aria2, Hadouken).
+TORRENT_WORDS = ("torrent", "vuze", "flood", "aria2", "hadouken")
+
+
+def torrent_client(name: str) -> bool:
+    """Whether a download client's type or name (a row's Implementation, a history's
+    downloadClient) is a torrent client's: its imports should be hardlinks (it seeds on);
+    usenet's and ddl's move either way."""
+    text = name.lower()
+    words = TORRENT_WORDS + tuple(word for kind, app in APPS.items() if app.source == "torrents"
+                                  for word in (kind,) + app.images)  # fmt: skip
+    return any(word in text for word in words)
+
+
 # The group "users" that an image's app user is in besides PGID, where the image is
 # known: linuxserver's base images renumber it to 1000 (groupmod -g 1000 users); hotio's
 # keep Alpine's 100.  Any other image: PGID alone, as --owner is judged.
@@ -3368,6 +3383,7 @@ IMAGE_GROUPS = (("linuxserver/", 1000), ("hotio/", 100))
 STATE_PATHS = ("/config", "/app/config", "/transcode", "/cache")
 SYSTEM_PATHS = ("/etc", "/run", "/var/run", "/dev", "/sys", "/proc")
 DOCKER_TIMEOUT = 30  # seconds
+GIVE_JSON = "give the output of docker inspect or of docker compose config --format json"
 
 
 class ContainerMount(NamedTuple):
@@ -3417,14 +3433,9 @@ def load_containers(
     try:
         document = json.loads(text)
     except RecursionError:  # hostile or broken: nested deeper than Python's stack
-        raise Error("%s: JSON nested too deep to be docker's; give the output of docker "
-                    "inspect or of docker compose config --format json" % where, 2)  # fmt: skip
+        raise Error("%s: JSON nested too deep to be docker's; %s" % (where, GIVE_JSON), 2)
     except ValueError as exc:
-        raise Error(
-            "%s: not JSON (%s); give the output of docker inspect or of docker compose "
-            "config --format json" % (where, exc),
-            2,
-        )
+        raise Error("%s: not JSON (%s); %s" % (where, exc, GIVE_JSON), 2)
     if isinstance(document, list) and all(isinstance(item, dict) for item in document):
         containers = [
             _from_inspect(item, "%s: [%d]" % (where, at)) for at, item in enumerate(document)
@@ -3434,11 +3445,8 @@ def load_containers(
         services = document["services"].items()
         binds = _bound_volumes(document.get("volumes"))
         return [_from_compose(str(name), item, where, binds) for name, item in services], ""
-    raise Error(
-        "%s: neither docker inspect output (a list) nor docker compose config --format "
-        "json (an object with services)" % where,
-        2,
-    )
+    raise Error("%s: neither docker inspect output (a list) nor docker compose config "
+                "--format json (an object with services)" % where, 2)  # fmt: skip
 
 
 def looks_like_compose_yaml(text: str) -> bool:
@@ -3617,12 +3625,9 @@ def _field(parent: Dict[str, Any], key: str, kinds: Tuple[type, ...], where: str
     if value is None:
         return kinds[0]()
     if not isinstance(value, kinds):
-        raise Error(
-            "%s: %s is %s, not %s: give the output of docker inspect or of docker compose "
-            "config --format json" % (where, key, type(value).__name__,
-                                      " or ".join(kind.__name__ for kind in kinds)),
-            2,
-        )  # fmt: skip
+        names = " or ".join(kind.__name__ for kind in kinds)
+        raise Error("%s: %s is %s, not %s: %s" % (where, key, type(value).__name__, names,
+                                                  GIVE_JSON), 2)  # fmt: skip
     return value
 
 
@@ -3637,16 +3642,10 @@ def _from_inspect(item: Dict[str, Any], where: str = "--docker") -> Container:
     for at, mount in enumerate(_field(item, "Mounts", (list,), where)):
         if not isinstance(mount, dict):
             raise Error("%s: Mounts[%d] is not an object" % (where, at), 2)
-        mounts.append(
-            ContainerMount(
-                _field(mount, "Type", (str,), where),
-                _clean(
-                    _field(mount, "Source", (str,), where) or _field(mount, "Name", (str,), where)
-                ),
-                _clean(_field(mount, "Destination", (str,), where)),
-                mount.get("RW") is not False,
-            )
-        )
+        source = _field(mount, "Source", (str,), where) or _field(mount, "Name", (str,), where)
+        target = _field(mount, "Destination", (str,), where)
+        mounts.append(ContainerMount(_field(mount, "Type", (str,), where), _clean(source),
+                                     _clean(target), mount.get("RW") is not False))  # fmt: skip
     labels = _field(config, "Labels", (dict,), where)
     label = str(labels.get("com.docker.compose.service") or "")
     role, kind = _role(image, label)
@@ -3724,8 +3723,7 @@ def _from_compose(
 ) -> Container:
     where = "%s: services.%s" % (where, name)
     if not isinstance(item, dict):
-        raise Error("%s is not an object: give the output of docker compose config "
-                    "--format json" % where, 2)  # fmt: skip
+        raise Error("%s is not an object: %s" % (where, GIVE_JSON), 2)
     image = _field(item, "image", (str,), where)
     environment = _field(item, "environment", (dict, list), where)
     if isinstance(environment, list):
@@ -3837,12 +3835,8 @@ def blocked_writers(
             first = next(s for s in mine if s.path in denied)
             st = first.st
             assert st is not None
-            example = "%s (owner %d:%d, mode %04o)" % (
-                first.path,
-                st.st_uid,
-                st.st_gid,
-                stat.S_IMODE(st.st_mode),
-            )
+            example = "%s (owner %d:%d, mode %04o)" % (first.path, st.st_uid, st.st_gid,
+                                                        stat.S_IMODE(st.st_mode))  # fmt: skip
             acl = any(_has_acl(walk, s.folder.parts) for s in mine if s.path in denied)
             blocked[container.name] = (len(denied), len(mine), example, acl)
     return blocked
@@ -3987,15 +3981,9 @@ def _split_mounts(scene: Scene) -> List[Finding]:
         library = [m for m in importer.mounts if _covers(m, media) or inside(m.host, media)]
         elsewhere = [m for m in binds if m not in downloads and m not in library
                      and not scene.in_tree(m.host)]  # fmt: skip
-        split_in_tree = (
-            library
-            and downloads
-            and not any(
-                _covers(m, media) and _joined_mounts(m, d, sources, holds_a_source)
-                for m in library
-                for d in downloads
-            )
-        )
+        split_in_tree = library and downloads and not any(
+            _covers(m, media) and _joined_mounts(m, d, sources, holds_a_source)
+            for m in library for d in downloads)  # fmt: skip
         # Two data mounts, neither inside the other (an Unraid template's /downloads and
         # /tv, each from its own share folder): two mounts, whatever the clients mount.
         disjoint = [m for m in binds if not any(
@@ -4004,17 +3992,12 @@ def _split_mounts(scene: Scene) -> List[Finding]:
         whole = any(inside(root, m.host) for m in binds)  # one mount holds the whole tree
         if split_in_tree or (elsewhere and downloads) or (len(disjoint) > 1 and not whole):
             points = sorted({m.container for m in library + elsewhere + downloads + disjoint})
-            findings.append(
-                _found(
-                    importer,
-                    "split-mounts",
-                    root,
-                    "reaches downloads and library through %d mounts (%s): hardlinks and moves "
-                    "between them fail with EXDEV, and %s copies every import without a warning"
-                    % (len(points), ", ".join(points), (importer.kind or "it").capitalize()),
-                    "one bind of the whole tree in every importer: - %s:/data" % root,
-                )
-            )
+            detail = "reaches downloads and library through %d mounts (%s): hardlinks and " \
+                "moves between them fail with EXDEV, and %s copies every import without a " \
+                "warning" % (len(points), ", ".join(points), (importer.kind or "it").capitalize(
+                ))  # fmt: skip
+            fix = "one bind of the whole tree in every importer: - %s:/data" % root
+            findings.append(_found(importer, "split-mounts", root, detail, fix))
     return findings
 
 
@@ -4306,11 +4289,8 @@ def load_docker(docker_input: str, steps: Sequence[Step]) -> Tuple[List[Containe
     """The containers --docker names, their volumes that bind folders resolved, and why
     they can't be judged ('' where they can)."""
     if docker_input == "-" and sys.argv[:1] == ["-"]:
-        raise Error(
-            "--docker -: the script itself came through stdin; use "
-            "--docker <(docker inspect $(docker ps -q)) instead",
-            2,
-        )
+        raise Error("--docker -: the script itself came through stdin; use --docker <(docker "
+                    "inspect $(docker ps -q)) instead", 2)  # fmt: skip
     containers, why_not = load_containers(docker_input)
     if containers and not why_not:
         containers = resolve_volume_binds(containers, steps, load_mounts()[0])
@@ -4367,17 +4347,9 @@ def check_containers(
         blocked = blocked_writers(containers, walk, steps, pairs)
         cited = {c.name for c in containers if c.name in blocked
                  and container_ids(c) == owner_blocked}  # fmt: skip
-        mine = judge_containers(
-            containers,
-            root,
-            real_root,
-            tree_ids,
-            blocked,
-            lambda options: creator_command(steps, options),
-            poll,
-            cited,
-            mappings,
-        )
+        mine = judge_containers(containers, root, real_root, tree_ids, blocked,
+                                lambda options: creator_command(steps, options), poll, cited,
+                                mappings)  # fmt: skip
         findings += mine
         judged = verdicts(containers, mine, cited)
         sections["containers"] = grade({f.severity for f in mine} | ({PROBLEM} if cited else set()))
@@ -4432,15 +4404,9 @@ IMPORT_EVENT = 3
 HISTORY_ROWS = 100
 # An *arr's download-client row: the settings keys of the category and the folder.
 CATEGORY_KEYS = ("tvCategory", "movieCategory", "musicCategory", "bookCategory", "category")
-DIRECTORY_KEYS = (
-    "tvDirectory",
-    "movieDirectory",
-    "musicDirectory",
-    "bookDirectory",
-    "completedDirectory",
-    "downloadDirectory",  # Deluge's, where no completed one is set
-    "directory",
-)
+# downloadDirectory is Deluge's, where no completed one is set.
+DIRECTORY_KEYS = ("tvDirectory", "movieDirectory", "musicDirectory", "bookDirectory",
+                  "completedDirectory", "downloadDirectory", "directory")  # fmt: skip
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 DOCKER_HOST_NAMES = ("host.docker.internal", "host-gateway", "gateway.docker.internal")
 
@@ -4871,16 +4837,9 @@ def _importer(source: Source, seen_at: str) -> Settings:
         category = next((fields[k] for k in CATEGORY_KEYS if fields.get(k)), "")
         folder = next((fields[k] for k in DIRECTORY_KEYS if fields.get(k)), "")
         port = fields.get("port")
-        rows.append(
-            Row(
-                str(name or implementation),
-                str(implementation or ""),
-                str(fields.get("host") or ""),
-                port if isinstance(port, int) else 0,
-                str(category),
-                str(folder),
-            )
-        )
+        rows.append(Row(str(name or implementation), str(implementation or ""),
+                        str(fields.get("host") or ""), port if isinstance(port, int) else 0,
+                        str(category), str(folder)))  # fmt: skip
     return NOTHING_SET._replace(
         roots=tuple(os.path.normpath(str(root[0])) for root in roots if root[0]),
         mappings=tuple((str(h or ""), str(r or ""), str(lp or "")) for h, r, lp in mappings),
@@ -4946,10 +4905,8 @@ def postgres_env(container: Container) -> Optional[Settings]:
     in PostgreSQL: unread, whatever .db is left beside it; None where it isn't."""
     for key, value in container.env.items():
         if key.upper().endswith("__POSTGRES__HOST") and value.strip():
-            return NOTHING_SET._replace(
-                unread="%s=%s: the app keeps its settings in PostgreSQL, not read here"
-                % (key, value.strip())
-            )
+            why = "%s=%s: the app keeps its settings in PostgreSQL, not read here"
+            return NOTHING_SET._replace(unread=why % (key, value.strip()))
     return None
 
 
@@ -5140,6 +5097,9 @@ def device_of(path: str) -> Optional[int]:
 # -- the routes, and what they find
 
 
+ONE_MOUNT = "one mount of the whole tree (- %s:/data), the root folder under /data/media"
+
+
 class Judge(NamedTuple):
     """What the routes are judged against."""
 
@@ -5272,47 +5232,30 @@ def _client_findings(client: App, judge: Judge) -> List[Finding]:
     settings, container = client.settings, client.container
     source = own_source(container) if container is not None else "torrents"
     findings = []
+    fix = "a folder under one of its data mounts (e.g. /data/%s/complete)" % source
     for folder in client_folders(settings) if container is not None else ():  # natively: host's
         if to_host(client, folder) == ("", ""):
-            findings.append(
-                _app_finding(
-                    client,
-                    "save-unmounted",
-                    folder,
-                    "saves into %s, on none of its data mounts: downloads stay inside the "
-                    "container (or its /config) and no importer sees them" % folder,
-                    "a folder under one of its data mounts (e.g. /data/%s/complete)" % source,
-                )
-            )
+            findings.append(_app_finding(
+                client, "save-unmounted", folder, "saves into %s, on none of its data mounts: "
+                "downloads stay inside the container (or its /config) and no importer sees "
+                "them" % folder, fix))  # fmt: skip
     if settings.manual and settings.categories:
-        findings.append(
-            _app_finding(
-                client,
-                "manual-mode",
-                to_host(client, settings.save)[0] or settings.save,
-                "new torrents default to Manual mode: every download goes to %s, the category "
-                "folders (%s) are not used"
-                % (settings.save, ", ".join(sorted(settings.categories))),
-                "Options > Downloads > Default Torrent Management Mode: Automatic",
-            )
-        )
+        detail = "new torrents default to Manual mode: every download goes to %s, the " \
+            "category folders (%s) are not used" % (settings.save, ", ".join(
+                sorted(settings.categories)))  # fmt: skip
+        fix = "Options > Downloads > Default Torrent Management Mode: Automatic"
+        saved = to_host(client, settings.save)[0] or settings.save
+        findings.append(_app_finding(client, "manual-mode", saved, detail, fix))
+    fix = "an incomplete folder on the same mount, e.g. /data/%s/incomplete" % source
     for incomplete, finished in growing_pairs(settings):
         grow, grow_point = to_host(client, incomplete)
         save, save_point = to_host(client, finished)
         apart = grow_point != save_point or (grow and save and device_of(grow) != device_of(save))
         if apart and (grow or grow_point) and (save or save_point):
-            findings.append(
-                _app_finding(
-                    client,
-                    "incomplete-elsewhere",
-                    grow or incomplete,
-                    "downloads grow in %s, on another mount or filesystem than %s: each "
-                    "finished one is copied over" % (incomplete, finished),
-                    "an incomplete folder on the same mount, e.g. /data/%s/incomplete" % source
-                    if container
-                    else "the same filesystem",
-                )
-            )
+            findings.append(_app_finding(
+                client, "incomplete-elsewhere", grow or incomplete, "downloads grow in %s, on "
+                "another mount or filesystem than %s: each finished one is copied over"
+                % (incomplete, finished), fix if container else "the same filesystem"))  # fmt: skip
     return findings
 
 
@@ -5338,33 +5281,17 @@ def _importer_findings(
     mount point)), and a route per row and root."""
     settings = importer.settings
     findings = []
-    torrent_rows = [
-        r
-        for r in settings.rows
-        if APPS.get(r.implementation.lower(), APPS["qbittorrent"]).source == "torrents"
-    ]
+    torrent = any(torrent_client(row.implementation) for row in settings.rows)
     if not settings.hardlinks:  # usenet imports move either way: a torrent client's copy
-        findings.append(
-            _app_finding(
-                importer,
-                "hardlinks-off",
-                judge.scene.root,
-                '"Use Hardlinks instead of Copy" is off: every torrent import is a copy'
-                + ("" if torrent_rows else " (it has no torrent client yet)"),
-                "Settings > Media Management > Use Hardlinks instead of Copy: on",
-                severity=PROBLEM if torrent_rows else WARNING,
-            )
-        )
+        detail = '"Use Hardlinks instead of Copy" is off: every torrent import is a copy' + (
+            "" if torrent else " (it has no torrent client yet)")  # fmt: skip
+        fix = "Settings > Media Management > Use Hardlinks instead of Copy: on"
+        findings.append(_app_finding(importer, "hardlinks-off", judge.scene.root, detail, fix,
+                                     severity=PROBLEM if torrent else WARNING))  # fmt: skip
     if not settings.importing:
-        findings.append(
-            _app_finding(
-                importer,
-                "import-off",
-                judge.scene.root,
-                "Completed Download Handling is off: nothing is imported by itself",
-                "Settings > Download Clients > Completed Download Handling: on",
-            )
-        )
+        detail = "Completed Download Handling is off: nothing is imported by itself"
+        fix = "Settings > Download Clients > Completed Download Handling: on"
+        findings.append(_app_finding(importer, "import-off", judge.scene.root, detail, fix))
     findings += _root_findings(importer, roots, judge)
     for row in settings.rows:
         if row.implementation.lower() not in CLIENT_APPS:
@@ -5392,48 +5319,25 @@ def _root_findings(
     findings = []
     for root, host, point in roots:
         if not host and not point and importer.container is not None:
-            findings.append(
-                _app_finding(
-                    importer,
-                    "root-unmounted",
-                    root,
-                    "root folder %s is on none of its data mounts: what it imports stays "
-                    "inside the container, and is gone with it" % root,
-                    "one mount of the whole tree (- %s:/data), the root folder under "
-                    "/data/media" % judge.scene.root,
-                )
-            )
+            findings.append(_app_finding(
+                importer, "root-unmounted", root, "root folder %s is on none of its data "
+                "mounts: what it imports stays inside the container, and is gone with it"
+                % root, ONE_MOUNT % judge.scene.root))  # fmt: skip
         if host and judge.scene.in_tree(host) and not inside(host, media):
-            findings.append(
-                _app_finding(
-                    importer,
-                    "root-outside-media",
-                    host,
-                    "root folder %s is in the tree but not in media/: the library and the "
-                    "downloads mix" % root,
-                    "a root folder under %s" % media,
-                )
-            )
+            findings.append(_app_finding(
+                importer, "root-outside-media", host, "root folder %s is in the tree but not "
+                "in media/: the library and the downloads mix" % root,
+                "a root folder under %s" % media))  # fmt: skip
         named: Set[str] = set()  # one finding per client
+        fix = "a root folder under %s, the downloads under their source folder" % media
         for client, folder, download in judge.downloads:
-            if (
-                host
-                and download
-                and client.name not in named
-                and (inside(host, download) or inside(download, host))
-            ):
+            if host and download and client.name not in named and (
+                    inside(host, download) or inside(download, host)):  # fmt: skip
                 named.add(client.name)
-                findings.append(
-                    _app_finding(
-                        importer,
-                        "root-in-downloads",
-                        host,
-                        "root folder %s and %s's download folder %s hold one another: imports "
-                        "land among the downloads" % (root, client.name, folder),
-                        "a root folder under %s, the downloads under their source folder" % media,
-                        other=client.name,
-                    )
-                )
+                detail = "root folder %s and %s's download folder %s hold one another: " \
+                    "imports land among the downloads" % (root, client.name, folder)  # fmt: skip
+                findings.append(_app_finding(importer, "root-in-downloads", host, detail, fix,
+                                             other=client.name))  # fmt: skip
     return findings
 
 
@@ -5491,8 +5395,7 @@ def _route(
             findings.append(_app_finding(
                 importer, cause, root_host, "%s's downloads (%s) and root folder %s are %s: "
                 "every import is a copy" % (client.name, seen_as, root, apart),
-                "one mount of the whole tree (- %s:/data), the root folder under /data/media"
-                % judge.scene.root, client.name))  # fmt: skip
+                ONE_MOUNT % judge.scene.root, client.name))  # fmt: skip
     return findings
 
 
@@ -5559,21 +5462,15 @@ def _library_findings(
     findings = []
     for importer in importers:
         for root, host, _ in roots[importer.name]:
-            if host and not any(
-                inside(host, f) or inside(os.path.realpath(host), os.path.realpath(f))
-                for f in libraries
-            ):
-                findings.append(
-                    _app_finding(
-                        server,
-                        "library-unseen",
-                        host,
-                        "none of its libraries (%s) holds %s's root folder %s: its imports don't "
-                        "show up" % (", ".join(server.settings.libraries), importer.name, root),
-                        "add %s as a library folder (as %s sees it)" % (host, server.name),
-                        importer.name,
-                    )
-                )
+            real = os.path.realpath(host) if host else ""
+            if host and not any(inside(host, f) or inside(real, os.path.realpath(f))
+                                for f in libraries):  # fmt: skip
+                detail = "none of its libraries (%s) holds %s's root folder %s: its imports " \
+                    "don't show up" % (", ".join(server.settings.libraries), importer.name,
+                                       root)  # fmt: skip
+                fix = "add %s as a library folder (as %s sees it)" % (host, server.name)
+                findings.append(_app_finding(server, "library-unseen", host, detail, fix,
+                                             importer.name))  # fmt: skip
     return findings
 
 
@@ -5584,10 +5481,6 @@ def _library_findings(
 # "did my imports copy, since when, and how much space is it?" answered from disk.
 
 IMPORT_RESULTS = ("hardlink", "copy", "download-gone", "import-gone", "unseen")
-# A download client's type or name that is a torrent client's (qBittorrent, RTorrent,
-# UTorrent, TorrentBlackhole, Transmission, Deluge, Vuze, Flood, Aria2, Hadouken): its
-# imports should be hardlinks (the client seeds on); usenet's move either way.
-TORRENT_WORDS = ("torrent", "transmission", "deluge", "vuze", "flood", "aria2", "hadouken")
 
 
 class Imported(NamedTuple):
@@ -5658,7 +5551,7 @@ def read_imports(app: App) -> Tuple[List[Imported], int]:
             fields.get("downloadclientname") or "",
         )
         client = str(fields.get("downloadclientname") or fields.get("downloadclient") or "")
-        torrent = any(word in kind.lower() for word in TORRENT_WORDS)
+        torrent = torrent_client(kind)
         rows.append(classify_import(app, date, client, torrent, dropped, imported))
     return rows, skipped
 
