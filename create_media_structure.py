@@ -3174,8 +3174,11 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
         ]
         if tree and tree[0] == (DATA, source, COMPLETE):
             # A client saving beside complete/ (TRaSH's data/torrents/<category>) saves
-            # inside the tree all the same: the source's own folder is listed too.
-            trees.append((source, tree + [(DATA, source)]))
+            # inside the tree all the same: the source's own folder is listed too, and a
+            # folder there named as a category is one too, its downloads each counted.
+            beside = [(DATA, source, parts[3]) for parts in tree if len(parts) == 4]
+            trees.append((source, tree + [(DATA, source)] + [
+                parts for parts in beside if _real_folder(walk, parts)]))  # fmt: skip
     signals.poll()
     once = {user[1:]: user for user in reversed(users)}  # one each uid and groups, the first's
     users = [user for user in users if once[user[1:]] is user]
@@ -3187,6 +3190,15 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     findings += download_boundaries(audits, root_mount)
     graded = _grades(findings, sections)
     return CheckResult(findings, notes, audits, graded, probed_as, probed_text, len(probes.pairs))
+
+
+def _real_folder(walk: Walk, parts: Tuple[str, ...]) -> bool:
+    """Whether a folder of the tree's is there, a folder (no symlink to one)."""
+    try:
+        st = os.stat(parts[-1], dir_fd=walk.open(parts[:-1]), follow_symlinks=False)
+    except (Error, OSError):
+        return False
+    return stat.S_ISDIR(st.st_mode)
 
 
 def crossed_boundaries(
@@ -7359,8 +7371,10 @@ class VersionAction(argparse.Action):
     """--version: the version and the file's sha256, hashed only when asked for."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        parser._print_message("%s %s%s\n" % (parser.prog, __version__, own_sha256()), sys.stdout)
-        parser.exit()
+        out = Output(sys.stdout)  # a full disk, a reader gone: exit 1, as every mode
+        out.lines("%s %s%s" % (parser.prog, __version__, own_sha256()))
+        out.flush()
+        parser.exit(1 if out.failed else 0)
 
 
 def own_sha256() -> str:

@@ -49,6 +49,11 @@ MUTATIONS = [
         '"sabnzbd": AppKind("download client", ("sabnzbd",), "torrents"',
     ),
     (
+        "a torrent client the registry has no record of taken for none (torrent_client)",
+        "    words = TORRENT_WORDS + tuple(",
+        "    words = tuple(",
+    ),
+    (
         "a remote path mapping taken longest-first, not first by Id (through_mappings)",
         "    for mapping in mappings:\n        remote = app_path(mapping[1]) if",
         "    for mapping in sorted(mappings, key=lambda m: -len(m[1])):\n"
@@ -188,8 +193,8 @@ MUTATIONS = [
     ),
     (
         "docker: split mounts by container path",
-        "            and not any(\n                _covers(m, media) and _joined_mounts",
-        "            and False and not any(\n                _covers(m, media) and _joined_mounts",
+        "        split_in_tree = library and downloads and not any(",
+        "        split_in_tree = library and downloads and False and not any(",
     ),
     (
         "compose: a $ left single",
@@ -336,8 +341,8 @@ MUTATIONS = [
     ),
     (
         "a --docker file of another shape taken as empty (_field)",
-        "    if not isinstance(value, kinds):\n        raise Error(",
-        "    if not isinstance(value, kinds):\n        return kinds[0]()\n        raise Error(",
+        "    if not isinstance(value, kinds):\n        names = ",
+        "    if not isinstance(value, kinds):\n        return kinds[0]()\n        names = ",
     ),
     (
         "a copy of root's said to lose root access (access_lost)",

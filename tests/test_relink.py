@@ -1093,7 +1093,7 @@ def test_downloads_beside_complete_are_seen_incomplete_ones_never(tree, run):
     write(data / "media/movies/Other/o.mkv", growing)
     code, out, _ = run("--path", str(tree), "--check")
     assert "  torrents: 1 file(s), 2.0 MiB" in out  # the incomplete one is not counted
-    assert "       2.0 MiB in 1 file(s): movies\n" in out  # its category folder, as one
+    assert "       2.0 MiB in 1 file(s): movies/Film.2020\n" in out  # each download, by name
     code, document, _ = relink(run, tree)
     assert [(p["keep"], p["replace"]) for p in document["pairs"]] == [(str(keep), str(copy))]
     assert inode(copy) == inode(keep)

@@ -334,7 +334,9 @@ def test_closed_stderr_as_root_without_owner(tmp_path):
     assert dirs_on_disk(tmp_path) == expected_dirs()
 
 
-@pytest.mark.parametrize("extra", [[], ["--check"], ["--compose"], ["--check", "--json"]])
+@pytest.mark.parametrize(
+    "extra", [[], ["--check"], ["--compose"], ["--check", "--json"], ["--version"]]
+)
 def test_disk_full_on_stdout(tmp_path, extra):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")

@@ -135,6 +135,23 @@ def test_hardlinks_off_without_a_torrent_client_is_a_warning(stack):
     assert code == 0, document["findings"]  # usenet imports move either way
 
 
+@pytest.mark.parametrize(
+    "implementation, severity", [("NzbVortex", "warning"), ("UTorrent", "problem")]
+)
+def test_a_client_the_registry_has_no_record_of_is_a_torrent_client_by_its_name(
+    stack, implementation, severity
+):
+    """One answer to "is it a torrent client?" for the routes and the imports: a usenet
+    client the registry doesn't know is none (it was taken for one)."""
+    sonarr = stack.add("sonarr", "lscr.io/linuxserver/sonarr", [(stack.data, "/data")])
+    row = (1, implementation, implementation, {"host": "x", "port": 1, "tvCategory": "tv"})
+    arr_db(sonarr / "sonarr.db", ["/data/media/tv"], [row],
+           config={"copyusinghardlinks": "False"})  # fmt: skip
+    _, document = stack.check()
+    assert ("hardlinks-off", "sonarr", severity) in kinds(document)
+    assert cms.torrent_client(implementation) == (severity == "problem")
+
+
 # -- cannot-link: a torrent's folder stays the client's --------------------------------------------
 
 
