@@ -3077,9 +3077,11 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
     progress: Progress,
     signals: Signals,
     importers: Sequence[Identity] = (),
+    table: Optional[Tuple[Optional[List[Mount]], str]] = None,
 ) -> CheckResult:
     """Everything --check reports: findings, notes, the audit, each section's grade;
-    importers: the users (besides --owner's) whose imports the audit checks."""
+    importers: the users (besides --owner's) whose imports the audit checks; table: the
+    mount table (load_mounts), read here where not given."""
     findings = layout_findings(steps)
     notes: List[str] = []
     sections: Dict[str, str] = {}
@@ -3089,7 +3091,7 @@ def run_check(  # noqa: PLR0912, PLR0915 - the sections in the order they run
         why = "not checked: data/ is not there"
         sections.update(filesystem=why, probes=why, permissions=why)
         return CheckResult(findings, notes, audits, _grades(findings, sections), "", "", 0)
-    mounts, no_table = load_mounts()
+    mounts, no_table = table or load_mounts()
     if no_table:
         notes.append(no_table + ": bind mounts inside the tree were not checked, devices were")
     boundaries, fs_notes = filesystem_findings(walk, steps, mounts, pairs)
@@ -4297,15 +4299,17 @@ class Judged(NamedTuple):
     verdict: str  # its grade, or why it was not judged
 
 
-def load_docker(docker_input: str, steps: Sequence[Step]) -> Tuple[List[Container], str]:
-    """The containers --docker names, their volumes that bind folders resolved, and why
-    they can't be judged ('' where they can)."""
+def load_docker(
+    docker_input: str, steps: Sequence[Step], mounts: Optional[Sequence[Mount]]
+) -> Tuple[List[Container], str]:
+    """The containers --docker names, their volumes that bind folders resolved (through
+    the mount table), and why they can't be judged ('' where they can)."""
     if docker_input == "-" and sys.argv[:1] == ["-"]:
         raise Error("--docker -: the script itself came through stdin; use --docker <(docker "
                     "inspect $(docker ps -q)) instead", 2)  # fmt: skip
     containers, why_not = load_containers(docker_input)
     if containers and not why_not:
-        containers = resolve_volume_binds(containers, steps, load_mounts()[0])
+        containers = resolve_volume_binds(containers, steps, mounts)
     return containers, why_not
 
 
@@ -5130,10 +5134,12 @@ def check_routes(
     root: str,
     real_root: str,
     poll: Callable[[], None] = nothing,
+    mounts: Optional[Sequence[Mount]] = None,
 ) -> Tuple[CheckResult, Routes]:
     """Add the routes section to a check: each download from the client's folder to
     the importer's root folders, and what the apps' settings do wrong; loaded: the
-    apps, read once (load_apps), which the containers section read before."""
+    apps, read once (load_apps), which the containers section read before; mounts: the
+    mount table, as the host sections read it."""
     scene = Scene(root, real_root, os.path.join(root, MEDIA), [], [], [], [], poll)
     apps, notes, elsewhere = loaded
     native = [app for app in apps if app.container is None]
@@ -5142,7 +5148,7 @@ def check_routes(
     clients = [a for a in apps if a.kind in CLIENT_APPS]
     downloads = [(c, folder, to_host(c, folder)[0]) for c in clients
                  for folder in client_folders(c.settings)]  # fmt: skip
-    judge = Judge(scene, said, list(containers), clients, downloads, load_mounts()[0] or ())
+    judge = Judge(scene, said, list(containers), clients, downloads, mounts or ())
     importers = [a for a in apps if a.kind in IMPORTER_APPS]
     roots = {a.name: [(root,) + to_host(a, root) for root in a.settings.roots] for a in importers}
     routes: List[Route] = []
@@ -7560,12 +7566,13 @@ def check(
     """--check: report; exit 1 on any problem (warnings and the audit's counts never fail)."""
     root = walk.path((DATA,))
     pairs = import_pairs(folders)  # for the probes, the grades, and the containers
+    table = load_mounts()  # once: every section judges against the same mount table
     loaded: Tuple[List[Container], str] = ([], "")
     if args.docker is not None:  # first: the audit checks the importers' users too
-        loaded = load_docker(args.docker, steps)
+        loaded = load_docker(args.docker, steps, table[0])
     try:
         found = run_check(walk, steps, pairs, args.owner, Progress(sys.stderr), signals,
-                          importer_users(loaded[0]))  # fmt: skip
+                          importer_users(loaded[0]), table)  # fmt: skip
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: the check was stopped; the probe files it made were removed")
         raise
@@ -7598,7 +7605,7 @@ def check(
                                              owner_blocked, mappings)  # fmt: skip
         if apps is not None:
             found, routes = check_routes(found, loaded[0], apps, root, real_data_root(walk),
-                                         signals.poll)  # fmt: skip
+                                         signals.poll, table[0])  # fmt: skip
             found, imports = check_imports(found, routes, walk.base, signals.poll)
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: the check was stopped; it had changed nothing")
@@ -7660,7 +7667,10 @@ def relink(
 def history_copies(walk: Walk, steps: Sequence[Step], args: argparse.Namespace) -> Dict[str, str]:
     """--relink with --docker or --app: the copies the importers' history names (library
     file -> download, host paths below data/), read as --check reads them."""
-    containers, why_not = load_docker(args.docker, steps) if args.docker is not None else ([], "")
+    loaded: Tuple[List[Container], str] = ([], "")
+    if args.docker is not None:
+        loaded = load_docker(args.docker, steps, load_mounts()[0])
+    containers, why_not = loaded
     apps, _, _ = load_apps(containers, why_not, args.app)
     root = walk.path((DATA,))
     known: Dict[str, str] = {}

@@ -581,3 +581,14 @@ def test_no_later_section_changes_an_earlier_one_s_findings(stack, monkeypatch, 
     assert {k: v for k, v in after.items() if k in before} == before
     mismatch = [f for f in seen["before"] if f.kind == "path-mismatch"]
     assert bool(mismatch) is (not mappings)  # decided once, by the containers section
+
+
+def test_one_check_reads_the_mount_table_once(stack, monkeypatch):
+    """The host sections, the containers' volumes and the routes judge against one mount
+    table (it was read three times, and a mount made meanwhile split their answers)."""
+    reads = []
+    real = cms.load_mounts
+    monkeypatch.setattr(cms, "load_mounts", lambda: reads.append(1) or real())
+    stack.guides()
+    stack.check()
+    assert len(reads) == 1
