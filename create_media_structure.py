@@ -1434,19 +1434,14 @@ class ConfigFolder:
         parts = [part for part in relative.split("/") if part not in ("", ".")]
         if ".." in parts:
             raise Unread("%s: leaves the config folder" % self.path(relative))
-        flags = os.O_RDONLY | O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
-        fd = os.open(self.top, flags | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(self.top, DIR_FLAGS)  # the folder itself: you (or docker) named it
         try:
             for at, name in enumerate(parts):
-                last = at == len(parts) - 1
-                here = flags | O_NOFOLLOW | (getattr(os, "O_DIRECTORY", 0) if directory or not
-                                             last else getattr(os, "O_NOATIME", 0))  # fmt: skip
                 try:
-                    child = os.open(name, here, dir_fd=fd)
-                except PermissionError as exc:  # O_NOATIME: not the file's owner
-                    if exc.errno != errno.EPERM or directory or not last:
-                        raise
-                    child = os.open(name, here & ~getattr(os, "O_NOATIME", 0), dir_fd=fd)
+                    if directory or at < len(parts) - 1:
+                        child = os.open(name, TREE_DIR_FLAGS, dir_fd=fd)
+                    else:  # a file: never waited on (a fifo), its atime left where we may
+                        child = open_file(name, fd, noatime=True)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
                         os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
@@ -1601,7 +1596,7 @@ class AppDatabase:
                 fd = config.open(relative + end)
             except (FileNotFoundError, NotADirectoryError):
                 if not end:
-                    raise Unread("%s: not there" % self.config.path(self.relative))
+                    raise Unread("%s: not there" % config.path(relative))
                 continue
             except OSError as exc:
                 raise Unread("%s: %s" % (config.path(relative + end), exc.strerror))
@@ -1617,7 +1612,7 @@ class AppDatabase:
     def _copy(self, files: Dict[str, Tuple[int, int, int]]) -> str:
         import tempfile
 
-        relative = self.relative
+        config, relative = self.config, self.relative
         self.private = tempfile.mkdtemp(prefix="cms-settings-")
         copy = os.path.join(self.private, "app.db")
         for _ in range(2):  # once more where a checkpoint tore the first copy
@@ -1630,7 +1625,7 @@ class AppDatabase:
             for name in os.listdir(self.private):
                 os.unlink(os.path.join(self.private, name))
         raise Unread("%s: changed while it was read (the app is writing it); check again"
-                     % self.config.path(self.relative))  # fmt: skip
+                     % config.path(relative))  # fmt: skip
 
     def _copy_file(self, relative: str, copy: str) -> None:
         """One file of the db into the private folder, at most DB_COPY_LIMIT bytes, by
@@ -1672,7 +1667,7 @@ class AppDatabase:
         try:
             self.folder = config.open(os.path.dirname(relative), directory=True)
         except OSError as exc:
-            raise Unread("%s: %s" % (self.config.path(self.relative), exc.strerror))
+            raise Unread("%s: %s" % (config.path(relative), exc.strerror))
         name = "/proc/self/fd/%d/%s" % (self.folder, os.path.basename(relative))
         quiet = "-wal" not in files and "-journal" not in files  # nothing to replay
         return "file:%s?mode=ro%s" % (quote(name), "&immutable=1" if quiet else "")
@@ -3374,19 +3369,20 @@ READ_APPS = tuple(kind for kind, app in APPS.items() if app.reader)
 CLIENT_APPS = tuple(k for k in READ_APPS if APPS[k].role == "download client")
 IMPORTER_APPS = tuple(k for k in READ_APPS if APPS[k].role == "importer")
 SERVER_APPS = tuple(k for k in READ_APPS if APPS[k].role == "media server")
-# The words that name a torrent client the registry has no record of (UTorrent,
-# TorrentBlackhole, Vuze, Flood, Aria2, Hadouken).
-TORRENT_WORDS = ("torrent", "vuze", "flood", "aria2", "hadouken")
+# The words that name a torrent client: the registry's (their kinds and image keywords),
+# and those of the clients it has no record of (UTorrent, TorrentBlackhole, Vuze, Flood,
+# Aria2, Hadouken).
+TORRENT_WORDS = tuple(word for kind, app in APPS.items() if app.source == "torrents"
+                      for word in (kind,) + app.images) + ("torrent", "vuze", "flood", "aria2",
+                                                           "hadouken")  # fmt: skip
 
 
 def torrent_client(name: str) -> bool:
     """Whether a download client's type or name (a row's Implementation, a history's
-    downloadClient) is a torrent client's: its imports should be hardlinks (it seeds on);
-    usenet's and ddl's move either way."""
+    downloadClient, a kind of APPS) is a torrent client's: its imports should be
+    hardlinks (it seeds on); usenet's and ddl's move either way."""
     text = name.lower()
-    words = TORRENT_WORDS + tuple(word for kind, app in APPS.items() if app.source == "torrents"
-                                  for word in (kind,) + app.images)  # fmt: skip
-    return any(word in text for word in words)
+    return any(word in text for word in TORRENT_WORDS)
 
 
 # The group "users" that an image's app user is in besides PGID, where the image is
@@ -4576,7 +4572,6 @@ def _qbittorrent(source: Source, seen_at: str) -> Settings:
     import json
 
     path = source.path
-
     parser = configparser.RawConfigParser(interpolation=None, strict=False)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
@@ -5133,8 +5128,8 @@ def check_routes(
     loaded: Tuple[List[App], List[str], str],
     root: str,
     real_root: str,
+    mounts: Sequence[Mount],
     poll: Callable[[], None] = nothing,
-    mounts: Optional[Sequence[Mount]] = None,
 ) -> Tuple[CheckResult, Routes]:
     """Add the routes section to a check: each download from the client's folder to
     the importer's root folders, and what the apps' settings do wrong; loaded: the
@@ -5148,7 +5143,7 @@ def check_routes(
     clients = [a for a in apps if a.kind in CLIENT_APPS]
     downloads = [(c, folder, to_host(c, folder)[0]) for c in clients
                  for folder in client_folders(c.settings)]  # fmt: skip
-    judge = Judge(scene, said, list(containers), clients, downloads, mounts or ())
+    judge = Judge(scene, said, list(containers), clients, downloads, mounts)
     importers = [a for a in apps if a.kind in IMPORTER_APPS]
     roots = {a.name: [(root,) + to_host(a, root) for root in a.settings.roots] for a in importers}
     routes: List[Route] = []
@@ -5451,7 +5446,7 @@ def _import_result(
 ) -> Tuple[str, str]:  # fmt: skip
     """What an import from a download folder the importer sees into a root folder is
     (hardlink, move or copy), and the kind of finding that says why where not."""
-    torrent = APPS[client.kind].source == "torrents"
+    torrent = torrent_client(client.kind)
     if torrent and not importer.settings.hardlinks:
         return "copy", "hardlinks-off"
     if not root_host:  # a volume's, or on no data mount: the library stays in the container
@@ -6036,8 +6031,9 @@ def find_and_relink(
     """Index the downloads, find same-size copies in media/, then prove and link each;
     known: copies the importers' history names, with their download (host paths): those
     come first, their download the first candidate (and still proved byte for byte)."""
-    known = known or {}
     import time
+
+    known = known or {}
 
     # Zero-length files are never paired, whatever --min-size says: any two are "equal",
     # and one inode for a torrent's empty.txt and a .plexmatch would tie their edits.
@@ -6078,9 +6074,12 @@ def find_and_relink(
     with Leases() as leases:
         for copy in copies:
             signals.poll()
-            first = known.get(walk.path(copy.parts + (copy.name,)), "")
-            candidates = sorted(downloads[copy.size],
-                                key=lambda e: walk.path(e.parts + (e.name,)) != first)  # fmt: skip
+            candidates = downloads[copy.size]
+            first = known.get(walk.path(copy.parts + (copy.name,)), "") if known else ""
+            if first:  # the history's download is tried first
+                candidates = sorted(
+                    candidates, key=lambda e: walk.path(e.parts + (e.name,)) != first
+                )
             outcome = _relink_one(walk, copy, candidates, comparer, leases, too_young, args.dry_run)
             if isinstance(outcome, Relinked):
                 relinked.append(outcome)
@@ -7605,7 +7604,7 @@ def check(
                                              owner_blocked, mappings)  # fmt: skip
         if apps is not None:
             found, routes = check_routes(found, loaded[0], apps, root, real_data_root(walk),
-                                         signals.poll, table[0])  # fmt: skip
+                                         table[0] or (), signals.poll)  # fmt: skip
             found, imports = check_imports(found, routes, walk.base, signals.poll)
     except (Interrupted, KeyboardInterrupt):
         err.line("interrupted: the check was stopped; it had changed nothing")

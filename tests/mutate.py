@@ -50,8 +50,8 @@ MUTATIONS = [
     ),
     (
         "a torrent client the registry has no record of taken for none (torrent_client)",
-        "    words = TORRENT_WORDS + tuple(",
-        "    words = tuple(",
+        'for word in (kind,) + app.images) + ("torrent", "vuze",',
+        'for word in (kind,) + app.images) + ("vuze",',
     ),
     (
         "a remote path mapping taken longest-first, not first by Id (through_mappings)",
